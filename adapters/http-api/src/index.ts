@@ -1,0 +1,1 @@
+export { buildHttpApi, toApiSandbox, type HttpApiDeps } from './server.js';

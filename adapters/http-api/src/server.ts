@@ -1,0 +1,218 @@
+// The HTTP API: fastify routes over core's services, validated with the contract's schemas.
+import { randomBytes } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import {
+  buildOpenApiDocument,
+  FrameKind,
+  routes,
+  type RouteName,
+  type Sandbox,
+} from '@roost/contract';
+import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
+import { toHttpError } from './errors.js';
+import { StreamResponse } from './stream-response.js';
+
+export interface HttpApiDeps {
+  sandboxes: SandboxService;
+  auth: AuthService;
+  logger: FastifyBaseLogger;
+  version: string;
+  /** e.g. "crun 1.8.1", shown by /healthz */
+  runtimeName: string;
+  /** Told only to clients on the daemon's host, so `roost login` there needs no pasting. */
+  adminTokenFile: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    user?: UserRecord;
+  }
+}
+
+/** Builds the app; the caller decides where it listens. */
+export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    genReqId: () => `req_${randomBytes(6).toString('hex')}`,
+    disableRequestLogging: false,
+    bodyLimit: 8 * 1024 * 1024,
+  });
+  const { sandboxes, auth } = deps;
+  const openApiDocument = buildOpenApiDocument(deps.version);
+
+  app.addHook('onRequest', async (request) => {
+    const route = routeOf(request);
+    if (!route?.auth) return;
+    const header = request.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+    request.user = await auth.authenticate(token);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const httpError = toHttpError(error, request.id);
+    if (httpError.internal) request.log.error({ err: error }, 'request failed');
+    void reply.status(httpError.status).send(httpError.body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const httpError = toHttpError(new RoostError('NOT_FOUND', `no route ${request.method} ${request.url}`), request.id);
+    void reply.status(404).send(httpError.body);
+  });
+
+  const on = <N extends RouteName>(name: N, handler: (request: FastifyRequest) => Promise<unknown>) => {
+    const route = routes[name];
+    app.route({
+      method: route.method,
+      url: route.path.replace(/\{(\w+)\}/g, ':$1'),
+      config: { routeName: name },
+      handler: async (request, reply) => {
+        const result = await handler(request);
+        if (reply.sent) return;
+        if (route.success.status === 204) return reply.status(204).send();
+        return reply.status(route.success.status).send(result);
+      },
+    });
+  };
+
+  on('health', async (request) => ({
+    status: 'ok',
+    version: deps.version,
+    runtime: deps.runtimeName,
+    ...(isLoopback(request.ip) && { adminTokenFile: deps.adminTokenFile }),
+  }));
+  app.get('/api/openapi.json', async () => openApiDocument);
+
+  on('whoami', async (request) => {
+    const user = userOf(request);
+    return { user: { id: user.id, name: user.name, isAdmin: user.isAdmin } };
+  });
+  on('createSandbox', async (request) => {
+    const body = parse(routes.createSandbox.body, request.body);
+    return toApiSandbox(await sandboxes.create(userOf(request).id, body));
+  });
+  on('listSandboxes', async (request) => {
+    const query = parse(routes.listSandboxes.query, request.query);
+    const list = await sandboxes.list(userOf(request).id, { all: query.all === 'true' });
+    return { sandboxes: list.map(toApiSandbox) };
+  });
+  on('getSandbox', async (request) => {
+    const { ref } = parse(routes.getSandbox.params, request.params);
+    return toApiSandbox(await sandboxes.get(userOf(request).id, ref));
+  });
+  on('removeSandbox', async (request) => {
+    const { ref } = parse(routes.removeSandbox.params, request.params);
+    await sandboxes.remove(userOf(request).id, ref);
+  });
+  on('stopSandbox', async (request) => {
+    const { ref } = parse(routes.stopSandbox.params, request.params);
+    return toApiSandbox(await sandboxes.stop(userOf(request).id, ref));
+  });
+
+  app.route({
+    method: 'POST',
+    url: routes.exec.path.replace('{ref}', ':ref'),
+    config: { routeName: 'exec' },
+    handler: async (request, reply) => {
+      const { ref } = parse(routes.exec.params, request.params);
+      const body = parse(routes.exec.body, request.body);
+      const session = await sandboxes.exec(userOf(request).id, ref, body);
+      reply.hijack();
+      await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected')), session);
+    },
+  });
+
+  app.route({
+    method: 'POST',
+    url: routes.run.path,
+    config: { routeName: 'run' },
+    handler: async (request, reply) => {
+      const body = parse(routes.run.body, request.body);
+      const session = await sandboxes.run(userOf(request).id, body);
+      reply.hijack();
+      const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'));
+      // The client may have gone while the sandbox was being made.
+      if (request.raw.socket.destroyed) session.cancel('client disconnected; the script was killed');
+      await stream.json(FrameKind.sandbox, toApiSandbox(session.sandbox));
+      await streamSession(request, stream, session);
+    },
+  });
+
+  app.route({
+    method: 'GET',
+    url: routes.logs.path.replace('{ref}', ':ref'),
+    config: { routeName: 'logs' },
+    handler: async (request, reply) => {
+      const { ref } = parse(routes.logs.params, request.params);
+      const query = parse(routes.logs.query, request.query);
+      const owner = userOf(request).id;
+      const sandbox = await sandboxes.get(owner, ref);
+      reply.hijack();
+      const stream = new StreamResponse(reply.raw, () => {});
+      try {
+        for await (const chunk of sandboxes.logs.read(sandbox.id, { follow: query.follow === 'true' })) {
+          if (stream.aborted) return;
+          await stream.output(chunk);
+        }
+        const ended = await sandboxes.get(owner, sandbox.id);
+        stream.end(FrameKind.exit, { exitCode: ended.exitCode ?? 0, ...(ended.statusReason && { reason: ended.statusReason }) });
+      } catch (error) {
+        stream.fail(toHttpError(error, request.id).body);
+      }
+    },
+  });
+
+  return app;
+}
+
+async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession): Promise<void> {
+  try {
+    for await (const chunk of session.output) {
+      if (stream.aborted) break;
+      await stream.output(chunk);
+    }
+    const result = await session.done;
+    stream.end(FrameKind.exit, result);
+  } catch (error) {
+    const httpError = toHttpError(error, request.id);
+    if (httpError.internal) request.log.error({ err: error }, 'stream failed');
+    stream.fail(httpError.body);
+  }
+}
+
+function routeOf(request: FastifyRequest) {
+  const name = (request.routeOptions.config as { routeName?: RouteName } | undefined)?.routeName;
+  return name ? routes[name] : undefined;
+}
+
+function userOf(request: FastifyRequest): UserRecord {
+  if (!request.user) throw new RoostError('UNAUTHENTICATED', 'this request needs a token');
+  return request.user;
+}
+
+function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const result = schema.safeParse(value ?? {});
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
+  throw new RoostError('VALIDATION_FAILED', `invalid request: ${problems.join('; ')}`);
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === '127.0.0.1' || ip === '::1' || ip === '::ffff:127.0.0.1';
+}
+
+export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
+  return {
+    id: sandbox.id,
+    name: sandbox.name,
+    image: sandbox.image,
+    status: sandbox.status,
+    statusReason: sandbox.statusReason,
+    exitCode: sandbox.exitCode,
+    persistent: sandbox.persistent,
+    cpus: sandbox.limits.cpus,
+    memoryMb: sandbox.limits.memoryMb,
+    pidsLimit: sandbox.limits.pids,
+    createdAt: sandbox.createdAt.toISOString(),
+    updatedAt: sandbox.updatedAt.toISOString(),
+  };
+}

@@ -1,0 +1,66 @@
+// Writing an exec/run/logs stream to the client with backpressure: when the client reads
+// slowly, we stop pulling output, so the process blocks and the daemon's memory stays flat.
+import type { ServerResponse } from 'node:http';
+import {
+  encodeFrameHeader,
+  encodeJsonFrame,
+  FrameKind,
+  maxFramePayloadBytes,
+  streamMediaType,
+  type ErrorBody,
+} from '@roost/contract';
+import type { OutputChunk } from '@roost/core';
+
+export class StreamResponse {
+  /** True once the client went away before the stream ended. */
+  aborted = false;
+
+  constructor(
+    private readonly raw: ServerResponse,
+    onAbort: () => void,
+  ) {
+    raw.writeHead(200, { 'content-type': streamMediaType, 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    raw.on('close', () => {
+      if (raw.writableFinished) return;
+      this.aborted = true;
+      onAbort();
+    });
+  }
+
+  async output(chunk: OutputChunk): Promise<void> {
+    const kind = chunk.stream === 'stdout' ? FrameKind.stdout : FrameKind.stderr;
+    for (let offset = 0; offset < chunk.data.length; offset += maxFramePayloadBytes) {
+      const part = chunk.data.subarray(offset, offset + maxFramePayloadBytes);
+      this.raw.cork();
+      this.raw.write(encodeFrameHeader(kind, part.length));
+      const flushed = this.raw.write(part);
+      this.raw.uncork();
+      if (!flushed) await this.drained();
+    }
+  }
+
+  async json(kind: FrameKind, value: unknown): Promise<void> {
+    if (!this.raw.write(encodeJsonFrame(kind, value))) await this.drained();
+  }
+
+  end(kind: FrameKind, value: unknown): void {
+    if (!this.aborted) this.raw.end(encodeJsonFrame(kind, value));
+  }
+
+  fail(body: ErrorBody): void {
+    this.end(FrameKind.error, body);
+  }
+
+  private drained(): Promise<void> {
+    if (this.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.raw.off('drain', done);
+        this.raw.off('close', done);
+        resolve();
+      };
+      this.raw.on('drain', done);
+      this.raw.on('close', done);
+    });
+  }
+}

@@ -1,0 +1,1 @@
+export { openSqliteStore, type SqliteStoreOpts } from './store.js';

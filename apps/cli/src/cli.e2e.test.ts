@@ -1,0 +1,192 @@
+// End to end: a real roostd with the real OCI driver, driven through the real `roost` binary.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { cliPath, runCli, startDaemon, type TestDaemon } from '@roost/testkit';
+
+describe('roost CLI against a real daemon', () => {
+  let daemon: TestDaemon;
+  let env: Record<string, string>;
+  const roost = (args: string[], opts: Parameters<typeof runCli>[1] = {}) => runCli(args, { ...opts, env: { ...env, ...opts.env } });
+
+  before(async () => {
+    daemon = await startDaemon({ driver: 'oci' });
+    env = { ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
+  });
+  after(async () => {
+    await daemon?.close();
+  });
+
+  it('runs a script in a fresh sandbox, stdout and stderr apart, and exits with its code', async () => {
+    const result = await roost(['run', 'echo Hello World; echo oops >&2; exit 3']);
+    assert.equal(result.stdout, 'Hello World\n');
+    assert.equal(result.stderr, 'oops\n');
+    assert.equal(result.exitCode, 3);
+  });
+
+  it('runs as root inside, with the sandbox name as hostname, in /root, with -e variables', async () => {
+    const result = await roost(['run', '--name', 'hello-box', '-e', 'GREETING=hi there', 'echo "$(id -u) $(hostname) $PWD $GREETING"']);
+    assert.equal(result.exitCode, 0, result.stderr);
+    assert.equal(result.stdout, '0 hello-box /root hi there\n');
+  });
+
+  it('removes a one-shot sandbox when its script ends but keeps its record and logs', async () => {
+    const result = await roost(['run', '--json', '--name', 'one-shot', 'echo logged']);
+    const output = JSON.parse(result.stdout) as { sandbox: { id: string }; exitCode: number; stdout: string };
+    assert.equal(output.exitCode, 0);
+    assert.equal(output.stdout, 'logged\n');
+    const status = JSON.parse((await roost(['status', '--json', output.sandbox.id])).stdout) as { status: string; exitCode: number };
+    assert.equal(status.status, 'completed');
+    assert.equal(status.exitCode, 0);
+    const logs = await roost(['logs', output.sandbox.id]);
+    assert.equal(logs.stdout, 'logged\n');
+    const live = JSON.parse((await roost(['ls', '--json'])).stdout) as { id: string }[];
+    assert.ok(!live.some((sandbox) => sandbox.id === output.sandbox.id), 'an ended run is not listed as live');
+  });
+
+  it('keeps a sandbox with -p; exec, ls, status, stop and rm work on it by name', async () => {
+    const run = await roost(['run', '-p', '--name', 'keeper', 'echo state > /root/file']);
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.match(run.stderr, /keeper .* kept/);
+    const exec = await roost(['exec', 'keeper', 'cat /root/file; hostname']);
+    assert.equal(exec.stdout, 'state\nkeeper\n');
+    const argv = await roost(['exec', 'keeper', 'ls', '-d', '/root']);
+    assert.equal(argv.stdout, '/root\n');
+    assert.equal((await roost(['exec', 'keeper', 'exit 5'])).exitCode, 5);
+    const listed = await roost(['ls']);
+    assert.match(listed.stdout, /^NAME\s+ID\s+STATUS/);
+    assert.match(listed.stdout, /keeper\s+sb_\S+\s+running/);
+    const status = await roost(['status', 'keeper']);
+    assert.match(status.stdout, /status\s+running/);
+    assert.equal((await roost(['stop', 'keeper'])).exitCode, 0);
+    const afterStop = await roost(['exec', 'keeper', 'true']);
+    assert.equal(afterStop.exitCode, 1);
+    assert.match(afterStop.stderr, /SANDBOX_NOT_RUNNING/);
+    assert.equal((await roost(['rm', 'keeper'])).exitCode, 0);
+    const gone = await roost(['status', 'keeper']);
+    assert.equal(gone.exitCode, 1);
+  });
+
+  it('new creates a running sandbox; a taken name and an invalid name are refused clearly', async () => {
+    const created = await roost(['new', 'dev-box', '--json']);
+    assert.equal(created.exitCode, 0, created.stderr);
+    assert.equal((JSON.parse(created.stdout) as { status: string }).status, 'running');
+    const again = await roost(['new', 'dev-box']);
+    assert.equal(again.exitCode, 1);
+    assert.match(again.stderr, /SANDBOX_NAME_TAKEN/);
+    const invalid = await roost(['new', 'Bad_Name']);
+    assert.equal(invalid.exitCode, 1);
+    assert.match(invalid.stderr, /INVALID_SANDBOX_NAME/);
+    assert.match(invalid.stderr, /lowercase letters, digits/);
+    assert.equal((await roost(['rm', 'dev-box'])).exitCode, 0);
+  });
+
+  it('says SANDBOX_NOT_FOUND with a hint for an unknown sandbox', async () => {
+    const result = await roost(['exec', 'no-such-box', 'true']);
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /SANDBOX_NOT_FOUND/);
+    assert.match(result.stderr, /roost list/);
+  });
+
+  it('ends a script that leaves background children running', async () => {
+    const started = Date.now();
+    const result = await roost(['run', 'sleep 30 & sleep 30 & echo done']);
+    assert.equal(result.stdout, 'done\n');
+    assert.equal(result.exitCode, 0);
+    assert.ok(Date.now() - started < 15_000, 'run returned without waiting for the children');
+  });
+
+  it('passes binary output through byte-exact', async () => {
+    const result = await runRaw(['run', 'head -c 3000000 /dev/urandom | tee /tmp/blob >/dev/null; sha256sum /tmp/blob | cut -c1-64 >&2; cat /tmp/blob']);
+    assert.equal(result.code, 0);
+    assert.equal(result.stdout.length, 3_000_000);
+    assert.equal(createHash('sha256').update(result.stdout).digest('hex'), result.stderr.toString().trim());
+  });
+
+  it('kills the script after --timeout and says so', async () => {
+    const result = await roost(['run', '--timeout', '1', 'echo start; sleep 20']);
+    assert.equal(result.exitCode, 124);
+    assert.equal(result.stdout, 'start\n');
+    assert.match(result.stderr, /timed out after 1 s/);
+  });
+
+  it('Ctrl-C on run kills the script in the sandbox and removes the sandbox', async () => {
+    let child: import('node:child_process').ChildProcess | undefined;
+    const pending = roost(['run', '--name', 'interrupted', 'echo ready; sleep 60'], { onSpawn: (c) => (child = c) });
+    await waitFor(async () => {
+      const list = JSON.parse((await roost(['ls', '--json'])).stdout) as { name: string }[];
+      return list.some((sandbox) => sandbox.name === 'interrupted');
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child!.kill('SIGINT');
+    const result = await pending;
+    assert.equal(result.exitCode, 130);
+    await waitFor(async () => {
+      const status = JSON.parse((await roost(['status', '--json', 'interrupted'])).stdout) as { status: string };
+      return status.status === 'error';
+    });
+  });
+
+  it('streams 1 GiB of output through with the daemon memory flat', async () => {
+    const rssBefore = process.memoryUsage().rss;
+    const result = await runRaw(['run', 'yes | head -c 1073741824'], { countOnly: true });
+    assert.equal(result.code, 0);
+    assert.equal(result.bytes, 1073741824);
+    const grownMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
+    assert.ok(grownMb < 150, `daemon RSS grew by ${grownMb.toFixed(0)} MB`);
+  });
+
+  it('login finds the admin token by itself on the daemon host; whoami and logout work', async () => {
+    const home = { HOME: (await import('node:fs')).mkdtempSync('/tmp/roost-login-'), ROOST_API_URL: daemon.url, ROOST_API_TOKEN: undefined };
+    const login = await runCli(['login'], { env: home });
+    assert.equal(login.exitCode, 0, login.stderr);
+    assert.match(login.stdout, /Logged in .* as admin/);
+    const whoami = await runCli(['whoami', '--json'], { env: home });
+    assert.equal((JSON.parse(whoami.stdout) as { user: { name: string } }).user.name, 'admin');
+    assert.equal((await runCli(['logout'], { env: home })).exitCode, 0);
+    const after = await runCli(['whoami'], { env: home });
+    assert.equal(after.exitCode, 2);
+    assert.match(after.stderr, /roost login/);
+  });
+
+  it('tells how to start the daemon when it is not running', async () => {
+    const result = await runCli(['ls'], { env: { ROOST_API_URL: 'http://127.0.0.1:9', ROOST_API_TOKEN: 'x' } });
+    assert.equal(result.exitCode, 1);
+    assert.match(result.stderr, /cannot reach roostd .* npm start/);
+  });
+
+  it('exits 2 on a usage error and prints help with --help', async () => {
+    const usage = await roost(['run']);
+    assert.equal(usage.exitCode, 2);
+    assert.match(usage.stderr, /missing required argument/);
+    const help = await roost(['run', '--help']);
+    assert.equal(help.exitCode, 0);
+    assert.match(help.stdout, /--timeout <seconds>/);
+  });
+
+  /** Runs the CLI keeping stdout as bytes (or only counting them). */
+  function runRaw(args: string[], opts: { countOnly?: boolean } = {}) {
+    return new Promise<{ code: number | null; stdout: Buffer; stderr: Buffer; bytes: number }>((resolve) => {
+      const child = spawn(process.execPath, [cliPath, ...args], { env: { PATH: process.env.PATH, HOME: '/tmp', ...env } });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let bytes = 0;
+      child.stdout.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (!opts.countOnly) out.push(chunk);
+      });
+      child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+      child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err), bytes }));
+    });
+  }
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('condition not met in time');
+}

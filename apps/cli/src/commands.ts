@@ -1,0 +1,242 @@
+// The commands of `roost`, as data: each declares its arguments and options and a handler that
+// talks to the daemon only through the SDK.
+import { readFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import { Roost, type Sandbox } from '@roost/sdk';
+import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
+import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
+import { streamCommand } from './streaming.js';
+
+interface JsonOpt {
+  json?: boolean;
+}
+
+async function client(cli: CliEnv): Promise<Roost> {
+  const credentials = await loadCredentials(cli);
+  if (!credentials.token) {
+    throw new UsageError('you are not logged in: run `roost login` (on the daemon host it finds the admin token by itself)');
+  }
+  return new Roost(credentials);
+}
+
+function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const index = value.indexOf('=');
+  if (index <= 0) throw new UsageError(`-e expects KEY=VALUE, got "${value}"`);
+  return { ...previous, [value.slice(0, index)]: value.slice(index + 1) };
+}
+
+function positiveNumber(flag: string) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (!Number.isFinite(number) || number <= 0) throw new UsageError(`${flag} expects a positive number, got "${value}"`);
+    return number;
+  };
+}
+
+function withJson(command: Command): Command {
+  return command.option('--json', 'print machine-readable JSON on stdout (nothing else goes to stdout)');
+}
+
+export function buildProgram(cli: CliEnv): Command {
+  const program = new Command('roost')
+    .description('Instant, isolated Linux sandboxes on your own machines.')
+    .enablePositionalOptions()
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  roost login                         on the daemon host: finds the admin token by itself
+  roost run 'echo Hello World'        run a script in a fresh sandbox, then remove it
+  roost run -p --name dev 'apt list --installed | wc -l'   keep the sandbox afterwards
+  roost new dev && roost exec dev 'uname -a'
+  roost ls                            your running sandboxes (--all for ended runs)
+
+Environment: ROOST_API_URL, ROOST_API_TOKEN override ~/.roost/config.json.
+Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = other failure.`,
+    );
+
+  withJson(
+    program
+      .command('login')
+      .description('save the daemon URL and a token in ~/.roost/config.json')
+      .option('--url <url>', `daemon URL (default ${defaultApiUrl})`)
+      .option('--token <token>', 'API token; on the daemon host the admin token is found by itself'),
+  ).action(async (opts: { url?: string; token?: string } & JsonOpt) => {
+    const current = await loadCredentials(cli);
+    const apiUrl = opts.url ?? current.apiUrl;
+    let token = opts.token;
+    if (!token) {
+      const health = await new Roost({ apiUrl }).health();
+      if (!health.adminTokenFile) {
+        throw new UsageError(`roostd at ${apiUrl} is on another host: pass --token (create one there with \`roost token create\`)`);
+      }
+      token = await readFile(health.adminTokenFile, 'utf8').then(
+        (text) => text.trim(),
+        (error: NodeJS.ErrnoException) => {
+          throw new UsageError(
+            `cannot read the admin token at ${health.adminTokenFile} (${error.code}): run as root on the daemon host, or pass --token`,
+          );
+        },
+      );
+    }
+    const { user } = await new Roost({ apiUrl, token }).whoami();
+    await saveCredentials(cli, { apiUrl, token });
+    if (opts.json) printJson({ apiUrl, user });
+    else printLine(`Logged in to ${apiUrl} as ${user.name}. Try: roost run 'echo Hello World'`);
+  });
+
+  withJson(program.command('logout').description('forget the saved token')).action(async (opts: JsonOpt) => {
+    const hadToken = await forgetCredentials(cli);
+    if (opts.json) printJson({ loggedOut: hadToken });
+    else printLine(hadToken ? 'Logged out.' : 'You were not logged in.');
+  });
+
+  withJson(program.command('whoami').description('the user your token belongs to')).action(async (opts: JsonOpt) => {
+    const roost = await client(cli);
+    const { user } = await roost.whoami();
+    if (opts.json) printJson({ apiUrl: roost.apiUrl, user });
+    else printLine(`${user.name}${user.isAdmin ? ' (admin)' : ''} on ${roost.apiUrl}`);
+  });
+
+  withJson(
+    program
+      .command('run')
+      .description('run a shell script in a fresh sandbox, stream its output, exit with its code')
+      .argument('<script>', 'shell script, run with bash -c')
+      .option('-p, --persistent', 'keep the sandbox after the script ends')
+      .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
+      .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout'))
+      .option('--image <ref>', 'image to run (default: the default Debian image)')
+      .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
+      .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory')),
+  ).action(
+    async (
+      script: string,
+      opts: { persistent?: boolean; name?: string; env?: Record<string, string>; timeout?: number; image?: string; cpus?: number; memory?: number } & JsonOpt,
+    ) => {
+      const roost = await client(cli);
+      const handle = roost.run({
+        script,
+        persistent: opts.persistent,
+        name: opts.name,
+        env: opts.env,
+        timeoutSec: opts.timeout,
+        image: opts.image,
+        cpus: opts.cpus,
+        memoryMb: opts.memory,
+      });
+      const sandbox = await handle.sandbox();
+      const result = await streamCommand(handle, { collect: Boolean(opts.json) });
+      if (opts.json) {
+        printJson({ sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
+      } else {
+        if (result.exit.reason) process.stderr.write(`roost: ${result.exit.reason}\n`);
+        if (opts.persistent && sandbox) {
+          process.stderr.write(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}\n`);
+        }
+      }
+      throw new ExitError(result.exit.exitCode);
+    },
+  );
+
+  withJson(
+    program
+      .command('new')
+      .description('create a persistent sandbox and wait until it is running')
+      .argument('<name>', 'sandbox name: lowercase letters, digits and -, up to 63')
+      .option('-p, --persistent', 'keep it until removed (the default for new)')
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
+      .option('--image <ref>', 'image (default: the default Debian image)')
+      .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
+      .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory')),
+  ).action(async (name: string, opts: { env?: Record<string, string>; image?: string; cpus?: number; memory?: number } & JsonOpt) => {
+    const roost = await client(cli);
+    const sandbox = await roost.sandboxes.create({ name, env: opts.env, image: opts.image, cpus: opts.cpus, memoryMb: opts.memory });
+    if (opts.json) printJson(sandbox.info);
+    else printLine(`Sandbox ${sandbox.name} is running (${sandbox.id}). Try: roost exec ${sandbox.name} 'uname -a'`);
+  });
+
+  withJson(
+    program
+      .command('exec')
+      .description('run a command in a running sandbox; one argument runs as a bash script')
+      .argument('<sandbox>', 'name or id')
+      .argument('<command...>', "command and its arguments, or one quoted script ('ls | wc -l')")
+      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
+      .option('-w, --workdir <dir>', 'working directory (default /root)')
+      .option('--timeout <seconds>', 'kill the command after this many seconds (exit code 124)', positiveNumber('--timeout'))
+      .passThroughOptions(),
+  ).action(
+    async (ref: string, command: string[], opts: { env?: Record<string, string>; workdir?: string; timeout?: number } & JsonOpt) => {
+      const roost = await client(cli);
+      const argv = command.length === 1 ? ['bash', '-c', command[0]] : command;
+      const handle = roost.exec(ref, argv, { env: opts.env, cwd: opts.workdir, timeoutSec: opts.timeout });
+      const result = await streamCommand(handle, { collect: Boolean(opts.json) });
+      if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
+      else if (result.exit.reason) process.stderr.write(`roost: ${result.exit.reason}\n`);
+      throw new ExitError(result.exit.exitCode);
+    },
+  );
+
+  const list = async (opts: { all?: boolean } & JsonOpt) => {
+    const roost = await client(cli);
+    const sandboxes = await roost.sandboxes.list({ all: opts.all });
+    if (opts.json) return printJson(sandboxes);
+    if (sandboxes.length === 0) {
+      return printLine(opts.all ? 'No sandboxes. Try: roost run \'echo hi\'' : 'No running sandboxes (roost ls --all shows ended runs).');
+    }
+    printLine(table(['NAME', 'ID', 'STATUS', 'IMAGE', 'CREATED'], sandboxes.map(row)));
+  };
+  withJson(program.command('list').description('your sandboxes, newest first').option('-a, --all', 'include ended runs')).action(list);
+  withJson(program.command('ls').description('same as list').option('-a, --all', 'include ended runs')).action(list);
+
+  withJson(program.command('status').description('details of one sandbox').argument('<sandbox>', 'name or id')).action(
+    async (ref: string, opts: JsonOpt) => {
+      const sandbox = await (await client(cli)).sandboxes.get(ref);
+      if (opts.json) printJson(sandbox.info);
+      else printLine(describeSandbox(sandbox.info));
+    },
+  );
+
+  program
+    .command('logs')
+    .description("output of the sandbox's script")
+    .argument('<sandbox>', 'name or id')
+    .option('-f, --follow', 'keep printing until the script ends')
+    .option('--json', 'print {stdout, stderr, exitCode} as JSON')
+    .action(async (ref: string, opts: { follow?: boolean } & JsonOpt) => {
+      const roost = await client(cli);
+      const result = await streamCommand(roost.logs(ref, { follow: opts.follow }), { collect: Boolean(opts.json) });
+      if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
+    });
+
+  withJson(program.command('stop').description('stop a sandbox: its processes end, its record stays').argument('<sandbox>', 'name or id')).action(
+    async (ref: string, opts: JsonOpt) => {
+      const sandbox = await (await client(cli)).sandboxes.stop(ref);
+      if (opts.json) printJson(sandbox);
+      else printLine(`Stopped ${sandbox.name}.`);
+    },
+  );
+
+  withJson(
+    program.command('rm').description('remove sandboxes and everything they made').argument('<sandbox...>', 'names or ids'),
+  ).action(async (refs: string[], opts: JsonOpt) => {
+    const roost = await client(cli);
+    const removed: string[] = [];
+    for (const ref of refs) {
+      await roost.sandboxes.remove(ref);
+      removed.push(ref);
+      if (!opts.json) printLine(`Removed ${ref}.`);
+    }
+    if (opts.json) printJson({ removed });
+  });
+
+  return program;
+}
+
+function row(sandbox: Sandbox): string[] {
+  const status = sandbox.exitCode === null ? sandbox.status : `${sandbox.status} (exit ${sandbox.exitCode})`;
+  return [sandbox.name, sandbox.id, status, sandbox.image, ago(sandbox.createdAt)];
+}

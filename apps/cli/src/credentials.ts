@@ -1,0 +1,54 @@
+// Where the CLI keeps its API URL and token: ~/.roost/config.json (0600), overridden by
+// ROOST_API_URL and ROOST_API_TOKEN. Read once at start-up.
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+export const defaultApiUrl = 'http://127.0.0.1:7070';
+
+export interface Credentials {
+  apiUrl: string;
+  token?: string;
+}
+
+export interface CliEnv {
+  configFile: string;
+  envApiUrl?: string;
+  envToken?: string;
+}
+
+export function cliEnv(env: NodeJS.ProcessEnv): CliEnv {
+  return {
+    configFile: join(env.HOME || homedir(), '.roost', 'config.json'),
+    envApiUrl: env.ROOST_API_URL || undefined,
+    envToken: env.ROOST_API_TOKEN || undefined,
+  };
+}
+
+export async function loadCredentials(cli: CliEnv): Promise<Credentials> {
+  const saved = await readSaved(cli.configFile);
+  return {
+    apiUrl: cli.envApiUrl ?? saved.apiUrl ?? defaultApiUrl,
+    token: cli.envToken ?? saved.token,
+  };
+}
+
+export async function saveCredentials(cli: CliEnv, credentials: Credentials): Promise<void> {
+  await mkdir(dirname(cli.configFile), { recursive: true, mode: 0o700 });
+  await writeFile(cli.configFile, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
+}
+
+export async function forgetCredentials(cli: CliEnv): Promise<boolean> {
+  const saved = await readSaved(cli.configFile);
+  await rm(cli.configFile, { force: true });
+  return saved.token !== undefined;
+}
+
+async function readSaved(file: string): Promise<Partial<Credentials>> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as Partial<Credentials>;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new Error(`cannot read ${file}: ${(error as Error).message} (fix or delete it, then \`roost login\`)`);
+  }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// `roost`: parses the command line, runs one command, maps failures to a message and an exit
+// code (usage error 2, any other failure 1; run and exec exit with the command's own code).
+import { CommanderError } from 'commander';
+import { DaemonUnreachableError, RoostApiError } from '@roost/sdk';
+import { buildProgram } from './commands.js';
+import { cliEnv } from './credentials.js';
+import { ExitError, UsageError } from './output.js';
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram(cliEnv(process.env));
+  program.exitOverride();
+  for (const command of program.commands) command.exitOverride();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    return report(error);
+  }
+}
+
+function report(error: unknown): number {
+  if (error instanceof ExitError) return error.exitCode;
+  if (error instanceof CommanderError) {
+    // Help and version are "errors" to commander; they already printed what they had to.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.help' || error.code === 'commander.version') return 0;
+    return 2;
+  }
+  if (error instanceof UsageError) {
+    process.stderr.write(`roost: ${error.message}\n`);
+    return 2;
+  }
+  if (error instanceof DaemonUnreachableError) {
+    process.stderr.write(
+      `roost: cannot reach roostd at ${error.apiUrl}: is it running? Start it with \`npm start\` in the Roost checkout (or \`npx roostd\`), or point ROOST_API_URL / \`roost login --url\` at it.\n`,
+    );
+    return 1;
+  }
+  if (error instanceof RoostApiError) {
+    process.stderr.write(`roost: ${error.message} (${error.code})\n  hint: ${error.hint}\n`);
+    return 1;
+  }
+  process.stderr.write(`roost: ${error instanceof Error ? error.message : String(error)}\n`);
+  return 1;
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

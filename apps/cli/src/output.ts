@@ -1,0 +1,54 @@
+// How the CLI prints: data as JSON with --json, else as text for people; errors as one line on
+// stderr with what to do next; streamed output with backpressure.
+import type { Sandbox } from '@roost/sdk';
+
+export class UsageError extends Error {}
+
+/** A failure that already told the user what happened; carries the exit code. */
+export class ExitError extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+  }
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function printLine(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+/** Writes to a stream, waiting when it is full so a slow reader slows the command, not memory. */
+export function writeWithBackpressure(stream: NodeJS.WriteStream, data: Uint8Array): Promise<void> | undefined {
+  if (stream.write(data)) return undefined;
+  return new Promise((resolve) => stream.once('drain', resolve));
+}
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => row[column].length)));
+  const line = (cells: string[]) => cells.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+export function ago(iso: string, now = Date.now()): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}
+
+export function describeSandbox(sandbox: Sandbox): string {
+  const rows: [string, string][] = [
+    ['name', sandbox.name],
+    ['id', sandbox.id],
+    ['status', sandbox.status + (sandbox.statusReason ? ` (${sandbox.statusReason})` : '')],
+    ['image', sandbox.image],
+    ['persistent', sandbox.persistent ? 'yes' : 'no'],
+    ['limits', `${sandbox.cpus} cpu, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes`],
+    ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
+  ];
+  if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);
+  return rows.map(([key, value]) => `${key.padEnd(11)}${value}`).join('\n');
+}

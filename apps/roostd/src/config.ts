@@ -1,0 +1,81 @@
+// The daemon's configuration, read once at the edge: defaults < config file < environment.
+// Nothing else in Roost reads process.env.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+const addrSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'an address is HOST:PORT, e.g. 127.0.0.1:7070');
+
+export const configSchema = z.object({
+  dataDir: z.string().min(1),
+  httpAddr: addrSchema,
+  sshAddr: addrSchema,
+  imageCacheDir: z.string().min(1),
+  runtime: z.enum(['auto', 'crun', 'runc']),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+  defaults: z.object({
+    cpus: z.number().positive(),
+    memoryMb: z.number().int().min(16),
+    pids: z.number().int().min(8),
+  }),
+});
+export type DaemonConfig = z.infer<typeof configSchema>;
+
+export const defaultConfigFile = '/etc/roost/roostd.json';
+
+const defaults: DaemonConfig = {
+  dataDir: '/var/lib/roost',
+  httpAddr: '127.0.0.1:7070',
+  sshAddr: '127.0.0.1:2222',
+  imageCacheDir: '/var/cache/roost/images',
+  runtime: 'auto',
+  logLevel: 'info',
+  defaults: { cpus: 1, memoryMb: 1024, pids: 1024 },
+};
+
+const envKeys = {
+  ROOST_DATA_DIR: 'dataDir',
+  ROOST_HTTP_ADDR: 'httpAddr',
+  ROOST_SSH_ADDR: 'sshAddr',
+  ROOST_IMAGE_CACHE_DIR: 'imageCacheDir',
+  ROOST_RUNTIME: 'runtime',
+  ROOST_LOG_LEVEL: 'logLevel',
+} as const;
+
+/**
+ * Reads the config file (ROOST_CONFIG_FILE, else /etc/roost/roostd.json when present) and the
+ * ROOST_* variables. Throws one message listing every problem.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, overrides: Partial<DaemonConfig> = {}): DaemonConfig {
+  const file = env.ROOST_CONFIG_FILE ?? defaultConfigFile;
+  let fromFile: Partial<DaemonConfig> = {};
+  try {
+    fromFile = JSON.parse(readFileSync(file, 'utf8')) as Partial<DaemonConfig>;
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    if (!missing || env.ROOST_CONFIG_FILE) throw new Error(`cannot read config file ${file}: ${(error as Error).message}`);
+  }
+  const fromEnv: Record<string, string> = {};
+  for (const [key, field] of Object.entries(envKeys)) {
+    if (env[key]) fromEnv[field] = env[key];
+  }
+  const merged = {
+    ...defaults,
+    ...fromFile,
+    ...fromEnv,
+    ...overrides,
+    defaults: { ...defaults.defaults, ...fromFile.defaults, ...overrides.defaults },
+  };
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
+    throw new Error(`invalid configuration: ${problems}`);
+  }
+  return result.data;
+}
+
+export function splitAddr(addr: string): { host: string; port: number } {
+  const index = addr.lastIndexOf(':');
+  return { host: addr.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(addr.slice(index + 1)) };
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// `roostd`: the daemon in the foreground. JSON log lines go to stdout; the start-up summary for
+// humans goes to stderr, so the log stays machine-readable.
+import { loadConfig } from './config.js';
+import { buildDaemon, PrerequisiteError } from './daemon.js';
+import { version } from './version.js';
+
+const help = `roostd — the Roost daemon (HTTP API, sandbox runtime)
+
+Usage: roostd [--help] [--version]
+
+Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each overridable:
+  ROOST_CONFIG_FILE       JSON config file (default /etc/roost/roostd.json, if present)
+  ROOST_DATA_DIR          state, sandboxes, admin token (default /var/lib/roost)
+  ROOST_HTTP_ADDR         HTTP API address (default 127.0.0.1:7070)
+  ROOST_IMAGE_CACHE_DIR   built images (default /var/cache/roost/images)
+  ROOST_RUNTIME           auto | crun | runc (default auto: crun when it works here)
+  ROOST_LOG_LEVEL         trace | debug | info | warn | error (default info)
+
+Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
+
+async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${help}\n`);
+    return 0;
+  }
+  if (argv.includes('--version')) {
+    process.stdout.write(`roostd ${version}\n`);
+    return 0;
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`roostd: unknown argument ${argv[0]}\n\n${help}\n`);
+    return 2;
+  }
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('roostd: must run as root (it creates namespaces, mounts and cgroups). Try: sudo npx roostd\n');
+    return 1;
+  }
+  const config = loadConfig(process.env);
+  const daemon = await buildDaemon(config);
+  let httpUrl: string;
+  try {
+    ({ httpUrl } = await daemon.listen());
+  } catch (error) {
+    await daemon.close();
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new Error(`${config.httpAddr} is already in use: is another roostd running? Set ROOST_HTTP_ADDR to use another address.`);
+    }
+    throw error;
+  }
+  process.stderr.write(
+    [
+      '',
+      `roostd ${version} is running (${daemon.runtimeName})`,
+      `  API        ${httpUrl}/api/v1   (OpenAPI: ${httpUrl}/api/openapi.json)`,
+      `  data dir   ${config.dataDir}`,
+      `  admin token ${daemon.adminTokenFile}  (roost login finds it by itself on this host)`,
+      '',
+      'Try, in another terminal:',
+      `  npx roost login${httpUrl === 'http://127.0.0.1:7070' ? '' : ` --url ${httpUrl}`} && npx roost run 'echo Hello World'`,
+      '',
+      'Ctrl-C stops roostd.',
+      '',
+    ].join('\n'),
+  );
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      // A second Ctrl-C (npm passes signals on too) must not kill us halfway through stopping.
+      if (stopping) return;
+      stopping = true;
+      process.stderr.write(`\nroostd: ${signal} received, stopping…\n`);
+      resolve();
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+  await daemon.close();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const message = error instanceof PrerequisiteError || error instanceof Error ? error.message : String(error);
+    process.stderr.write(`roostd: ${message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,37 @@
+// The one table of error codes: the server answers with them, the SDK maps them to error
+// classes, the CLI turns them into a message and an exit code. Codes are stable; add, never rename.
+
+export interface ErrorSpec {
+  /** HTTP status the API answers with. */
+  status: number;
+  /** What the user can do about it; shown by the CLI after the message. */
+  hint: string;
+}
+
+export const errorCodes = {
+  VALIDATION_FAILED: { status: 400, hint: 'Check the request against the API reference at /api/openapi.json.' },
+  INVALID_SANDBOX_NAME: {
+    status: 400,
+    hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-".',
+  },
+  UNAUTHENTICATED: { status: 401, hint: 'Log in with `roost login` (on the daemon host it finds the admin token by itself).' },
+  FORBIDDEN: { status: 403, hint: 'Ask an admin for access.' },
+  NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },
+  SANDBOX_NOT_FOUND: { status: 404, hint: 'Run `roost list` to see your sandboxes.' },
+  SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
+  SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
+  IMAGE_NOT_FOUND: { status: 404, hint: 'Build the default image with `npm start` (or `roost image list` to see what is there).' },
+  RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },
+  INTERNAL: { status: 500, hint: 'This is a bug in Roost: see the daemon log (the request id is in the message).' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(errorCodes, code);
+}
+
+/** The body of every error response. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; hint: string; requestId?: string };
+}

@@ -1,0 +1,104 @@
+// The route table: one entry per API operation. The server registers its handlers against it,
+// and the OpenAPI document is generated from it, so the two cannot drift apart.
+import { z } from 'zod';
+import * as s from './schemas.js';
+
+export interface RouteSpec {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** OpenAPI-style path, e.g. /api/v1/sandboxes/{ref} */
+  path: string;
+  summary: string;
+  /** false for the few routes that answer without a token. */
+  auth: boolean;
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  /** Status and schema of the success response; `stream` means application/vnd.roost.stream. */
+  success: { status: number; schema?: z.ZodType; stream?: boolean };
+}
+
+export const routes = {
+  health: {
+    method: 'GET',
+    path: '/healthz',
+    summary: 'Answers 200 once the daemon is ready',
+    auth: false,
+    success: { status: 200, schema: s.healthSchema },
+  },
+  whoami: {
+    method: 'GET',
+    path: '/api/v1/whoami',
+    summary: 'The user the token belongs to',
+    auth: true,
+    success: { status: 200, schema: s.whoamiResponseSchema },
+  },
+  createSandbox: {
+    method: 'POST',
+    path: '/api/v1/sandboxes',
+    summary: 'Create a sandbox; answers once a command can run in it',
+    auth: true,
+    body: s.createSandboxRequestSchema,
+    success: { status: 201, schema: s.sandboxSchema },
+  },
+  listSandboxes: {
+    method: 'GET',
+    path: '/api/v1/sandboxes',
+    summary: 'Your sandboxes, newest first',
+    auth: true,
+    query: s.listSandboxesQuerySchema,
+    success: { status: 200, schema: s.listSandboxesResponseSchema },
+  },
+  getSandbox: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}',
+    summary: 'One sandbox, by id or name',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    success: { status: 200, schema: s.sandboxSchema },
+  },
+  removeSandbox: {
+    method: 'DELETE',
+    path: '/api/v1/sandboxes/{ref}',
+    summary: 'Remove a sandbox and everything it made',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    success: { status: 204 },
+  },
+  stopSandbox: {
+    method: 'POST',
+    path: '/api/v1/sandboxes/{ref}/stop',
+    summary: 'Stop a sandbox: its processes end, its record stays',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    success: { status: 200, schema: s.sandboxSchema },
+  },
+  exec: {
+    method: 'POST',
+    path: '/api/v1/sandboxes/{ref}/exec',
+    summary: 'Run a command in a sandbox; streams stdout, stderr and the exit status. Closing the connection kills the command.',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    body: s.execRequestSchema,
+    success: { status: 200, stream: true },
+  },
+  logs: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}/logs',
+    summary: 'Output of the sandbox\'s script (stdout and stderr frames)',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    query: s.logsQuerySchema,
+    success: { status: 200, stream: true },
+  },
+  run: {
+    method: 'POST',
+    path: '/api/v1/runs',
+    summary:
+      'Create a sandbox, run a script in it and stream its output. Without persistent the sandbox is removed when the script ends or the client disconnects.',
+    auth: true,
+    body: s.runRequestSchema,
+    success: { status: 200, stream: true },
+  },
+} as const satisfies Record<string, RouteSpec>;
+
+export type RouteName = keyof typeof routes;

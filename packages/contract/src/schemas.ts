@@ -1,0 +1,120 @@
+// Every request and response body of the HTTP API. The server validates with these, the
+// OpenAPI document is generated from these, the SDK's types are inferred from these.
+import { z } from 'zod';
+
+export const sandboxStatusSchema = z.enum(['pending', 'running', 'sleeping', 'completed', 'error', 'stopped']);
+
+const envSchema = z
+  .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'), z.string())
+  .describe('Environment variables for the sandbox\'s processes');
+
+export const sandboxSchema = z
+  .object({
+    id: z.string().describe('Stable id, e.g. sb_3k9x…'),
+    name: z.string().describe('Unique per owner; also the hostname inside the sandbox'),
+    image: z.string(),
+    status: sandboxStatusSchema,
+    statusReason: z.string().nullable().describe('Why the sandbox is in its status, when there is more to say'),
+    exitCode: z.number().int().nullable().describe('Exit code of the script of a one-shot run once it ended'),
+    persistent: z.boolean().describe('Persistent sandboxes stay after their script ends'),
+    cpus: z.number(),
+    memoryMb: z.number().int(),
+    pidsLimit: z.number().int(),
+    createdAt: z.string().describe('ISO 8601'),
+    updatedAt: z.string().describe('ISO 8601'),
+  })
+  .meta({ id: 'Sandbox' });
+export type Sandbox = z.infer<typeof sandboxSchema>;
+
+export const createSandboxRequestSchema = z
+  .object({
+    name: z.string().optional().describe('Sandbox name, a DNS label (core enforces the rule); generated when absent'),
+    image: z.string().optional().describe('Image reference; the default image when absent'),
+    persistent: z.boolean().optional().describe('Default true: the sandbox stays until removed'),
+    env: envSchema.optional(),
+    cpus: z.number().positive().max(256).optional(),
+    memoryMb: z.number().int().min(16).max(1024 * 1024).optional(),
+  })
+  .meta({ id: 'CreateSandboxRequest' });
+export type CreateSandboxRequest = z.infer<typeof createSandboxRequestSchema>;
+
+export const listSandboxesResponseSchema = z
+  .object({ sandboxes: z.array(sandboxSchema) })
+  .meta({ id: 'SandboxList' });
+
+export const listSandboxesQuerySchema = z.object({
+  all: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe('Include sandboxes whose run has ended (completed, error, stopped)'),
+});
+
+export const sandboxRefParamsSchema = z.object({
+  ref: z.string().describe('Sandbox id or name'),
+});
+
+export const execRequestSchema = z
+  .object({
+    command: z.array(z.string()).min(1).describe('argv; use ["bash","-c", script] for a script'),
+    env: envSchema.optional(),
+    cwd: z.string().optional().describe('Working directory inside the sandbox (default /root)'),
+    timeoutSec: z.number().positive().optional().describe('Kill the command after this many seconds'),
+  })
+  .meta({ id: 'ExecRequest' });
+export type ExecRequest = z.infer<typeof execRequestSchema>;
+
+export const runRequestSchema = z
+  .object({
+    script: z.string().min(1).describe('Shell script, run with bash -c'),
+    name: z.string().optional(),
+    image: z.string().optional(),
+    persistent: z.boolean().optional().describe('Keep the sandbox after the script ends (default false)'),
+    env: envSchema.optional(),
+    cpus: z.number().positive().max(256).optional(),
+    memoryMb: z.number().int().min(16).max(1024 * 1024).optional(),
+    timeoutSec: z.number().positive().optional().describe('Kill the script after this many seconds'),
+  })
+  .meta({ id: 'RunRequest' });
+export type RunRequest = z.infer<typeof runRequestSchema>;
+
+export const logsQuerySchema = z.object({
+  follow: z.enum(['true', 'false']).optional().describe('Keep streaming until the sandbox\'s script ends'),
+});
+
+export const whoamiResponseSchema = z
+  .object({ user: z.object({ id: z.string(), name: z.string(), isAdmin: z.boolean() }) })
+  .meta({ id: 'Whoami' });
+export type Whoami = z.infer<typeof whoamiResponseSchema>;
+
+export const healthSchema = z
+  .object({
+    status: z.literal('ok'),
+    version: z.string(),
+    runtime: z.string().describe('Engine that runs sandboxes, e.g. crun 1.8.1'),
+    adminTokenFile: z
+      .string()
+      .optional()
+      .describe('Where the admin token is; only told to clients on the daemon host'),
+  })
+  .meta({ id: 'Health' });
+export type Health = z.infer<typeof healthSchema>;
+
+export const errorBodySchema = z
+  .object({
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      hint: z.string(),
+      requestId: z.string().optional(),
+    }),
+  })
+  .meta({ id: 'Error' });
+
+/** Final frame of an exec or run stream. */
+export const exitFrameSchema = z.object({
+  exitCode: z.number().int(),
+  signal: z.string().optional(),
+  /** Set when Roost ended the process, e.g. "timed out after 5 s". */
+  reason: z.string().optional(),
+});
+export type ExitFrame = z.infer<typeof exitFrameSchema>;

@@ -1,0 +1,69 @@
+// Users and bearer tokens. Tokens are random and high-entropy, so a plain sha256 is the right
+// hash: it lets a token be found by its hash in one lookup, and a stolen database holds none.
+import { RoostError } from './errors.js';
+import type { Clock, Logger, Store, UserRecord } from './ports.js';
+
+export interface TokenCrypto {
+  /** A new random token, e.g. "roost_…" with ≥ 256 bits of entropy. */
+  newToken(): string;
+  sha256Hex(value: string): string;
+}
+
+export interface AuthServiceDeps {
+  store: Store;
+  clock: Clock;
+  logger: Logger;
+  crypto: TokenCrypto;
+  newId(prefix: string): string;
+}
+
+export const adminUserName = 'admin';
+
+export class AuthService {
+  constructor(private readonly deps: AuthServiceDeps) {}
+
+  /** The user a bearer token belongs to; UNAUTHENTICATED for a missing or unknown token. */
+  async authenticate(token: string | undefined): Promise<UserRecord> {
+    const { store, crypto, clock } = this.deps;
+    if (!token) throw new RoostError('UNAUTHENTICATED', 'this request needs a token (Authorization: Bearer <token>)');
+    const record = await store.findTokenByHash(crypto.sha256Hex(token));
+    const user = record && (await store.getUser(record.userId));
+    if (!record || !user) throw new RoostError('UNAUTHENTICATED', 'the token is not valid (revoked, or from another daemon)');
+    await store.touchToken(record.id, clock.now());
+    return user;
+  }
+
+  /**
+   * Creates the admin user and a token for it on the first start. Returns the token only when
+   * it was just made: it is never readable again from the store.
+   */
+  async ensureAdmin(): Promise<{ user: UserRecord; newToken?: string }> {
+    const existing = await this.deps.store.getUserByName(adminUserName);
+    if (existing) return { user: existing };
+    const user: UserRecord = { id: this.deps.newId('usr'), name: adminUserName, isAdmin: true, createdAt: this.deps.clock.now() };
+    await this.deps.store.createUser(user);
+    const newToken = await this.createToken(user.id, 'admin token made on first start');
+    this.deps.logger.info({ userId: user.id }, 'admin user created');
+    return { user, newToken };
+  }
+
+  async createUser(name: string, opts: { isAdmin?: boolean } = {}): Promise<UserRecord> {
+    const user: UserRecord = { id: this.deps.newId('usr'), name, isAdmin: opts.isAdmin ?? false, createdAt: this.deps.clock.now() };
+    await this.deps.store.createUser(user);
+    return user;
+  }
+
+  async createToken(userId: string, description: string): Promise<string> {
+    const { store, crypto, clock, newId } = this.deps;
+    const token = crypto.newToken();
+    await store.createToken({
+      id: newId('tok'),
+      userId,
+      tokenHash: crypto.sha256Hex(token),
+      description,
+      createdAt: clock.now(),
+      lastUsedAt: null,
+    });
+    return token;
+  }
+}

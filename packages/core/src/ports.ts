@@ -1,0 +1,160 @@
+// The ports: the small interfaces core needs from the outside world. Each has a fake in
+// @roost/testkit and a conformance suite that the fake and every real adapter pass.
+import type { Readable, Writable } from 'node:stream';
+
+/** Resource limits of one sandbox. */
+export interface SandboxLimits {
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+}
+
+/** What a runtime needs to make one sandbox. */
+export interface SandboxSpec {
+  /** Unique id; everything the driver creates carries it so reconciliation can find it. */
+  id: string;
+  /** Becomes the hostname inside the sandbox. */
+  hostname: string;
+  /** Image reference, resolved by the runtime's image store (e.g. "debian"). */
+  image: string;
+  limits: SandboxLimits;
+  /** Environment every process in the sandbox starts with. */
+  env: Record<string, string>;
+}
+
+export interface ExecOpts {
+  /** argv; the first element is looked up in PATH inside the sandbox. */
+  command: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Whether stdin is connected; when false the process reads EOF. */
+  stdin?: boolean;
+}
+
+export interface ExitStatus {
+  /** Exit code, or 128+signal when the process was killed by a signal. */
+  exitCode: number;
+  /** Signal name when the process was killed by a signal. */
+  signal?: string;
+}
+
+/** A process running inside a sandbox. Its output streams apply backpressure. */
+export interface ProcessHandle {
+  stdout: Readable;
+  stderr: Readable;
+  /** Present when ExecOpts.stdin was true. */
+  stdin?: Writable;
+  /** Resolves when the process has exited (not when its output pipes close: background
+   *  children may keep those open). */
+  wait(): Promise<ExitStatus>;
+  /** Sends a signal to the process inside the sandbox (default SIGKILL). */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface RuntimeInfo {
+  /** e.g. "crun 1.8.1" */
+  engine: string;
+}
+
+/** Where a runtime's sandbox processes run. One implementation per driver. */
+export interface Runtime {
+  readonly info: RuntimeInfo;
+  /** Creates and starts a sandbox; resolves once a command can be executed in it. */
+  create(spec: SandboxSpec): Promise<void>;
+  exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
+  /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
+  destroy(id: string): Promise<void>;
+  /** Ids of sandboxes this runtime currently holds (for reconciliation after a restart). */
+  list(): Promise<string[]>;
+  /** Releases what the runtime itself holds (not the sandboxes). */
+  close(): Promise<void>;
+}
+
+export type SandboxStatus = 'pending' | 'running' | 'sleeping' | 'completed' | 'error' | 'stopped';
+
+export interface SandboxRecord {
+  id: string;
+  ownerId: string;
+  name: string;
+  image: string;
+  status: SandboxStatus;
+  persistent: boolean;
+  limits: SandboxLimits;
+  env: Record<string, string>;
+  /** Exit code of the script of a one-shot run, once it ended. */
+  exitCode: number | null;
+  /** Why the sandbox is in its status, for humans (e.g. "timed out after 5 s"). */
+  statusReason: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface UserRecord {
+  id: string;
+  name: string;
+  isAdmin: boolean;
+  createdAt: Date;
+}
+
+export interface TokenRecord {
+  id: string;
+  userId: string;
+  /** sha256 of the token, hex. The token itself is never stored. */
+  tokenHash: string;
+  description: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+}
+
+export interface SandboxPatch {
+  status?: SandboxStatus;
+  exitCode?: number | null;
+  statusReason?: string | null;
+}
+
+/** State: users, tokens, sandboxes. */
+export interface Store {
+  createUser(user: UserRecord): Promise<void>;
+  getUser(id: string): Promise<UserRecord | undefined>;
+  getUserByName(name: string): Promise<UserRecord | undefined>;
+
+  createToken(token: TokenRecord): Promise<void>;
+  findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
+  touchToken(id: string, at: Date): Promise<void>;
+
+  /** Fails with code SANDBOX_NAME_TAKEN when the owner already has a sandbox of that name. */
+  insertSandbox(sandbox: SandboxRecord): Promise<void>;
+  getSandbox(id: string): Promise<SandboxRecord | undefined>;
+  getSandboxByName(ownerId: string, name: string): Promise<SandboxRecord | undefined>;
+  listSandboxes(filter: { ownerId?: string }): Promise<SandboxRecord[]>;
+  updateSandbox(id: string, patch: SandboxPatch, at: Date): Promise<void>;
+  deleteSandbox(id: string): Promise<void>;
+
+  appendLog(sandboxId: string, chunk: LogChunk): Promise<void>;
+  /** Chunks with seq > afterSeq, oldest first, at most `limit`. */
+  readLogs(sandboxId: string, afterSeq: number, limit: number): Promise<LogChunk[]>;
+  deleteLogs(sandboxId: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+/** One piece of a run script's output, kept for `roost logs`. */
+export interface LogChunk {
+  /** 1, 2, 3… per sandbox, in the order the output arrived. */
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  data: Uint8Array;
+}
+
+export interface Clock {
+  now(): Date;
+  setTimeout(fn: () => void, ms: number): { cancel(): void };
+}
+
+/** Structured logger (one JSON line per event). */
+export interface Logger {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+  debug(fields: Record<string, unknown>, msg: string): void;
+}

@@ -1,0 +1,268 @@
+// The sandbox life cycle: create, exec, run a one-shot script, look, stop, remove. Pure logic
+// over the ports; every I/O goes through the runtime, the store or the clock.
+import { RoostError } from './errors.js';
+import { assertValidSandboxName, isSandboxId } from './names.js';
+import { mergeOutput, type OutputChunk } from './output.js';
+import { RunLogs } from './run-logs.js';
+import type {
+  Clock,
+  ExitStatus,
+  Logger,
+  ProcessHandle,
+  Runtime,
+  SandboxLimits,
+  SandboxRecord,
+  SandboxStatus,
+  Store,
+} from './ports.js';
+
+export interface SandboxDefaults {
+  image: string;
+  limits: SandboxLimits;
+}
+
+export interface SandboxServiceDeps {
+  store: Store;
+  runtime: Runtime;
+  clock: Clock;
+  logger: Logger;
+  /** Random id of the given prefix, e.g. newId('sb') → "sb_k3…". */
+  newId(prefix: string): string;
+  defaults: SandboxDefaults;
+}
+
+export interface CreateSandboxOpts {
+  name?: string;
+  image?: string;
+  persistent?: boolean;
+  env?: Record<string, string>;
+  cpus?: number;
+  memoryMb?: number;
+}
+
+export interface ExecSandboxOpts {
+  command: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  timeoutSec?: number;
+}
+
+export interface RunOpts extends CreateSandboxOpts {
+  script: string;
+  timeoutSec?: number;
+}
+
+export interface ExitResult extends ExitStatus {
+  /** Set when Roost ended the process (timeout, cancel). */
+  reason?: string;
+}
+
+/** A process in a sandbox, as the API layer consumes it. */
+export interface ExecSession {
+  /** stdout and stderr chunks in the order they arrived; ends when the process has exited. */
+  output: AsyncIterable<OutputChunk>;
+  /** Resolves once the process has exited and, for a one-shot run, its sandbox is cleaned up. */
+  done: Promise<ExitResult>;
+  /** Kills the process (client went away, Ctrl-C). */
+  cancel(reason: string): void;
+}
+
+export interface RunSession extends ExecSession {
+  sandbox: SandboxRecord;
+}
+
+const liveStatuses: SandboxStatus[] = ['pending', 'running', 'sleeping'];
+/** Output of a run script kept for `roost logs`; past this, the log says it was cut. */
+const maxLoggedBytes = 16 * 1024 * 1024;
+/** What GNU timeout exits with, so scripts can tell a timeout from a failure. */
+const timeoutExitCode = 124;
+
+export class SandboxService {
+  readonly logs: RunLogs;
+
+  constructor(private readonly deps: SandboxServiceDeps) {
+    this.logs = new RunLogs(deps.store, maxLoggedBytes);
+  }
+
+  async create(ownerId: string, opts: CreateSandboxOpts): Promise<SandboxRecord> {
+    const { store, runtime, clock, logger, newId, defaults } = this.deps;
+    const id = newId('sb');
+    const name = opts.name ?? generatedName(id);
+    assertValidSandboxName(name);
+    const now = clock.now();
+    const record: SandboxRecord = {
+      id,
+      ownerId,
+      name,
+      image: opts.image ?? defaults.image,
+      status: 'pending',
+      persistent: opts.persistent ?? true,
+      limits: {
+        cpus: opts.cpus ?? defaults.limits.cpus,
+        memoryMb: opts.memoryMb ?? defaults.limits.memoryMb,
+        pids: defaults.limits.pids,
+      },
+      env: opts.env ?? {},
+      exitCode: null,
+      statusReason: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    await store.insertSandbox(record);
+    try {
+      await runtime.create({ id, hostname: name, image: record.image, limits: record.limits, env: record.env });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      await store.updateSandbox(id, { status: 'error', statusReason: `could not start: ${message}` }, clock.now());
+      logger.error({ sandboxId: id, err: message }, 'sandbox create failed');
+      if (error instanceof RoostError) throw error;
+      if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
+      throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${name}: ${message}`);
+    }
+    await store.updateSandbox(id, { status: 'running' }, clock.now());
+    logger.info({ sandboxId: id, name, image: record.image }, 'sandbox running');
+    return { ...record, status: 'running', updatedAt: clock.now() };
+  }
+
+  async list(ownerId: string, opts: { all?: boolean } = {}): Promise<SandboxRecord[]> {
+    const sandboxes = await this.deps.store.listSandboxes({ ownerId });
+    return opts.all ? sandboxes : sandboxes.filter((sandbox) => liveStatuses.includes(sandbox.status));
+  }
+
+  /** By id or name. Another owner's sandbox is reported as not found, never as forbidden. */
+  async get(ownerId: string, ref: string): Promise<SandboxRecord> {
+    const { store } = this.deps;
+    const sandbox = isSandboxId(ref) ? await store.getSandbox(ref) : await store.getSandboxByName(ownerId, ref);
+    if (!sandbox || sandbox.ownerId !== ownerId) {
+      throw new RoostError('SANDBOX_NOT_FOUND', `no sandbox named or with id "${ref}"`);
+    }
+    return sandbox;
+  }
+
+  async exec(ownerId: string, ref: string, opts: ExecSandboxOpts): Promise<ExecSession> {
+    const sandbox = await this.get(ownerId, ref);
+    if (sandbox.status !== 'running') {
+      throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is ${sandbox.status}, not running`);
+    }
+    const process = await this.startProcess(sandbox, opts);
+    return this.watch(process, opts.timeoutSec, (chunks) => chunks);
+  }
+
+  /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
+  async run(ownerId: string, opts: RunOpts): Promise<RunSession> {
+    const sandbox = await this.create(ownerId, { ...opts, persistent: opts.persistent ?? false });
+    let process: ProcessHandle;
+    try {
+      process = await this.startProcess(sandbox, { command: ['bash', '-c', opts.script] });
+    } catch (error) {
+      await this.finishRun(sandbox, { exitCode: 1, reason: 'the script could not be started' });
+      throw error;
+    }
+    const logWriter = this.logs.writer(sandbox.id);
+    const session = this.watch(process, opts.timeoutSec, (chunks) => logWriter.tee(chunks));
+    const done = session.done.then(async (result) => {
+      await logWriter.close();
+      await this.finishRun(sandbox, result);
+      return result;
+    });
+    return { ...session, sandbox, done };
+  }
+
+  async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
+    const sandbox = await this.get(ownerId, ref);
+    if (liveStatuses.includes(sandbox.status)) {
+      await this.deps.runtime.destroy(sandbox.id);
+      await this.deps.store.updateSandbox(sandbox.id, { status: 'stopped', statusReason: 'stopped by its owner' }, this.deps.clock.now());
+      this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox stopped');
+    }
+    return this.get(ownerId, sandbox.id);
+  }
+
+  async remove(ownerId: string, ref: string): Promise<void> {
+    const sandbox = await this.get(ownerId, ref);
+    await this.deps.runtime.destroy(sandbox.id);
+    await this.logs.remove(sandbox.id);
+    await this.deps.store.deleteSandbox(sandbox.id);
+    this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox removed');
+  }
+
+  /**
+   * Brings the store and the runtime back in line after a restart: one-shot runs cut short by
+   * the restart are removed and marked as such, persistent sandboxes the runtime still holds
+   * are kept, and whatever the runtime holds that the store does not know is destroyed.
+   */
+  async reconcile(): Promise<void> {
+    const { store, runtime, clock, logger } = this.deps;
+    const held = new Set(await runtime.list());
+    const known = new Set<string>();
+    for (const sandbox of await store.listSandboxes({})) {
+      known.add(sandbox.id);
+      if (!liveStatuses.includes(sandbox.status)) continue;
+      if (sandbox.persistent && held.has(sandbox.id)) continue;
+      await runtime.destroy(sandbox.id);
+      const reason = sandbox.persistent ? 'its processes ended while the daemon was down' : 'the daemon restarted during the run';
+      await store.updateSandbox(sandbox.id, { status: sandbox.persistent ? 'stopped' : 'error', statusReason: reason }, clock.now());
+      logger.warn({ sandboxId: sandbox.id, reason }, 'sandbox reconciled');
+    }
+    for (const id of held) {
+      if (known.has(id)) continue;
+      await runtime.destroy(id);
+      logger.warn({ sandboxId: id }, 'removed a sandbox the store did not know');
+    }
+  }
+
+  private async startProcess(sandbox: SandboxRecord, opts: ExecSandboxOpts): Promise<ProcessHandle> {
+    try {
+      return await this.deps.runtime.exec(sandbox.id, { command: opts.command, env: opts.env, cwd: opts.cwd });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SANDBOX_NOT_RUNNING') {
+        throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} has no running processes`);
+      }
+      throw new RoostError('RUNTIME_FAILED', `could not exec in ${sandbox.name}: ${(error as Error).message}`);
+    }
+  }
+
+  /** Adds the timeout and cancel handling every process gets. */
+  private watch(
+    process: ProcessHandle,
+    timeoutSec: number | undefined,
+    observe: (chunks: AsyncIterable<OutputChunk>) => AsyncIterable<OutputChunk>,
+  ): ExecSession {
+    let endedBy: { reason: string; exitCode?: number } | undefined;
+    const end = (reason: string, exitCode?: number) => {
+      endedBy ??= { reason, exitCode };
+      process.kill('SIGKILL');
+    };
+    const timer =
+      timeoutSec === undefined
+        ? undefined
+        : this.deps.clock.setTimeout(() => end(`timed out after ${timeoutSec} s`, timeoutExitCode), timeoutSec * 1000);
+    const done = process.wait().then((status): ExitResult => {
+      timer?.cancel();
+      if (!endedBy) return status;
+      return { ...status, exitCode: endedBy.exitCode ?? status.exitCode, reason: endedBy.reason };
+    });
+    return {
+      output: observe(mergeOutput(process.stdout, process.stderr)),
+      done,
+      cancel: (reason) => end(reason),
+    };
+  }
+
+  private async finishRun(sandbox: SandboxRecord, result: ExitResult): Promise<void> {
+    const { runtime, store, clock, logger } = this.deps;
+    const cancelled = result.reason !== undefined && result.exitCode !== timeoutExitCode;
+    if (!sandbox.persistent) await runtime.destroy(sandbox.id);
+    const status: SandboxStatus = sandbox.persistent ? 'running' : cancelled ? 'error' : 'completed';
+    await store.updateSandbox(
+      sandbox.id,
+      { status, exitCode: result.exitCode, statusReason: result.reason ?? null },
+      clock.now(),
+    );
+    logger.info({ sandboxId: sandbox.id, exitCode: result.exitCode, reason: result.reason }, 'run finished');
+  }
+}
+
+function generatedName(id: string): string {
+  return `sb-${id.slice(3, 11).toLowerCase()}`;
+}

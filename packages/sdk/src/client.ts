@@ -1,0 +1,224 @@
+import type {
+  CreateSandboxRequest,
+  ExecRequest,
+  Health,
+  RunRequest,
+  Sandbox,
+  Whoami,
+} from '@roost/contract';
+import { streamMediaType } from '@roost/contract';
+import { CommandHandle } from './command.js';
+import { DaemonUnreachableError, RoostApiError } from './errors.js';
+
+export interface RoostOpts {
+  /** Where roostd answers, e.g. http://127.0.0.1:7070 */
+  apiUrl: string;
+  /** Bearer token (`roost token create`, or the admin token on the daemon host). */
+  token?: string;
+}
+
+/** Options every call takes. */
+export interface CallOpts {
+  signal?: AbortSignal;
+}
+
+export type CreateSandboxOpts = CreateSandboxRequest & CallOpts;
+export type RunOpts = RunRequest & CallOpts;
+export type ExecOpts = Omit<ExecRequest, 'command'> & CallOpts;
+
+/**
+ * The Roost client. The CLI and the dashboard use only this.
+ *
+ * @example
+ * const roost = new Roost({ apiUrl: 'http://127.0.0.1:7070', token });
+ * const run = roost.run({ script: 'echo hello' });
+ * for await (const chunk of run.output()) process.stdout.write(chunk.data);
+ * console.log((await run.wait()).exitCode);
+ */
+export class Roost {
+  readonly apiUrl: string;
+  /** Sandboxes: create, look up, stop, remove. */
+  readonly sandboxes: Sandboxes;
+
+  constructor(private readonly opts: RoostOpts) {
+    this.apiUrl = opts.apiUrl.replace(/\/+$/, '');
+    this.sandboxes = new Sandboxes(this);
+  }
+
+  /**
+   * Whether the daemon is up; needs no token.
+   * @example const { version } = await roost.health();
+   */
+  health(opts: CallOpts = {}): Promise<Health> {
+    return this.request('GET', '/healthz', undefined, opts);
+  }
+
+  /**
+   * The user the token belongs to.
+   * @example const { user } = await roost.whoami();
+   */
+  whoami(opts: CallOpts = {}): Promise<Whoami> {
+    return this.request('GET', '/api/v1/whoami', undefined, opts);
+  }
+
+  /**
+   * Runs a script in a fresh sandbox and streams its output. Without `persistent` the sandbox is
+   * removed when the script ends, or when you `kill()` the handle.
+   * @example
+   * const { exitCode } = await roost.run({ script: 'exit 3' }).wait(); // 3
+   */
+  run(opts: RunOpts): CommandHandle {
+    const { signal, ...body } = opts;
+    return this.stream('POST', '/api/v1/runs', body, signal);
+  }
+
+  /**
+   * Runs a command in an existing sandbox.
+   * @example
+   * const cmd = roost.exec('dev', ['bash', '-c', 'ls /']);
+   */
+  exec(ref: string, command: string[], opts: ExecOpts = {}): CommandHandle {
+    const { signal, ...rest } = opts;
+    return this.stream('POST', `/api/v1/sandboxes/${encodeURIComponent(ref)}/exec`, { ...rest, command }, signal);
+  }
+
+  /**
+   * Output of the sandbox's script; with `follow`, until it ends.
+   * @example for await (const chunk of roost.logs('sb-1', { follow: true }).output()) …
+   */
+  logs(ref: string, opts: { follow?: boolean } & CallOpts = {}): CommandHandle {
+    const query = opts.follow ? '?follow=true' : '';
+    return this.stream('GET', `/api/v1/sandboxes/${encodeURIComponent(ref)}/logs${query}`, undefined, opts.signal);
+  }
+
+  /** @internal JSON request; throws RoostApiError or DaemonUnreachableError. */
+  async request<T>(method: string, path: string, body: unknown, opts: CallOpts): Promise<T> {
+    const response = await this.send(method, path, body, opts.signal, 'application/json');
+    if (response.status === 204) return undefined as T;
+    return (await response.json()) as T;
+  }
+
+  private stream(method: string, path: string, body: unknown, signal?: AbortSignal): CommandHandle {
+    const abort = new AbortController();
+    signal?.addEventListener('abort', () => abort.abort(), { once: true });
+    const response = this.send(method, path, body, abort.signal, streamMediaType);
+    // The caller sees a failed request through the handle; keep Node from calling it unhandled.
+    response.catch(() => {});
+    return new CommandHandle(response, abort);
+  }
+
+  private async send(method: string, path: string, body: unknown, signal: AbortSignal | undefined, accept: string) {
+    const headers: Record<string, string> = { accept };
+    if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let response: Response;
+    try {
+      response = await fetch(`${this.apiUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      throw new DaemonUnreachableError(this.apiUrl, error);
+    }
+    if (!response.ok) {
+      const errorBody = await response.json().catch(() => undefined);
+      throw RoostApiError.fromBody(response.status, errorBody);
+    }
+    return response;
+  }
+}
+
+/** `roost.sandboxes`: the sandbox collection. */
+export class Sandboxes {
+  constructor(private readonly roost: Roost) {}
+
+  /**
+   * Creates a sandbox and resolves once a command can run in it.
+   * @example const sb = await roost.sandboxes.create({ name: 'dev' });
+   */
+  async create(opts: CreateSandboxOpts = {}): Promise<SandboxHandle> {
+    const { signal, ...body } = opts;
+    const sandbox = await this.roost.request<Sandbox>('POST', '/api/v1/sandboxes', body, { signal });
+    return new SandboxHandle(this.roost, sandbox);
+  }
+
+  /**
+   * Your sandboxes, newest first; `all` includes ended ones.
+   * @example const list = await roost.sandboxes.list({ all: true });
+   */
+  async list(opts: { all?: boolean } & CallOpts = {}): Promise<Sandbox[]> {
+    const query = opts.all ? '?all=true' : '';
+    const { sandboxes } = await this.roost.request<{ sandboxes: Sandbox[] }>('GET', `/api/v1/sandboxes${query}`, undefined, opts);
+    return sandboxes;
+  }
+
+  /**
+   * One sandbox by id or name.
+   * @example const sb = await roost.sandboxes.get('dev');
+   */
+  async get(ref: string, opts: CallOpts = {}): Promise<SandboxHandle> {
+    return new SandboxHandle(this.roost, await this.roost.request<Sandbox>('GET', sandboxPath(ref), undefined, opts));
+  }
+
+  /**
+   * Stops a sandbox; its record stays.
+   * @example await roost.sandboxes.stop('dev');
+   */
+  stop(ref: string, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('POST', `${sandboxPath(ref)}/stop`, undefined, opts);
+  }
+
+  /**
+   * Removes a sandbox and everything it made.
+   * @example await roost.sandboxes.remove('dev');
+   */
+  async remove(ref: string, opts: CallOpts = {}): Promise<void> {
+    await this.roost.request<void>('DELETE', sandboxPath(ref), undefined, opts);
+  }
+}
+
+/**
+ * One sandbox.
+ *
+ * @example
+ * const sb = await roost.sandboxes.create();
+ * const { exitCode } = await sb.exec(['true']).wait();
+ * await sb.remove();
+ */
+export class SandboxHandle {
+  constructor(
+    private readonly roost: Roost,
+    /** The sandbox as the daemon last described it. */
+    readonly info: Sandbox,
+  ) {}
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  get name(): string {
+    return this.info.name;
+  }
+
+  /** @example const out = sb.exec(['bash', '-c', 'echo hi']); */
+  exec(command: string[], opts: ExecOpts = {}): CommandHandle {
+    return this.roost.exec(this.info.id, command, opts);
+  }
+
+  /** @example await sb.stop(); */
+  stop(opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.sandboxes.stop(this.info.id, opts);
+  }
+
+  /** @example await sb.remove(); */
+  remove(opts: CallOpts = {}): Promise<void> {
+    return this.roost.sandboxes.remove(this.info.id, opts);
+  }
+}
+
+function sandboxPath(ref: string): string {
+  return `/api/v1/sandboxes/${encodeURIComponent(ref)}`;
+}

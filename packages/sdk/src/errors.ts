@@ -1,0 +1,47 @@
+import { errorCodes, isErrorCode, type ErrorCode } from '@roost/contract';
+
+/**
+ * An error the Roost API answered with. `code` is stable (see the table in @roost/contract);
+ * `hint` says what to do next.
+ *
+ * @example
+ * try { await roost.sandboxes.get('nope') }
+ * catch (error) { if (error instanceof RoostApiError && error.code === 'SANDBOX_NOT_FOUND') … }
+ */
+export class RoostApiError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly status: number,
+    readonly hint: string,
+    readonly requestId?: string,
+  ) {
+    super(message);
+    this.name = 'RoostApiError';
+  }
+
+  static fromBody(status: number, body: unknown): RoostApiError {
+    const error = (body as { error?: { code?: string; message?: string; hint?: string; requestId?: string } })?.error;
+    const code: ErrorCode = error?.code && isErrorCode(error.code) ? error.code : 'INTERNAL';
+    return new RoostApiError(
+      code,
+      error?.message ?? `the daemon answered HTTP ${status}`,
+      status,
+      error?.hint ?? errorCodes[code].hint,
+      error?.requestId,
+    );
+  }
+}
+
+/**
+ * The daemon could not be reached at all (not running, wrong URL).
+ *
+ * @example
+ * catch (error) { if (error instanceof DaemonUnreachableError) console.error(error.message) }
+ */
+export class DaemonUnreachableError extends Error {
+  constructor(readonly apiUrl: string, cause: unknown) {
+    super(`cannot reach roostd at ${apiUrl}`, { cause });
+    this.name = 'DaemonUnreachableError';
+  }
+}

@@ -1,0 +1,41 @@
+// Runs the real `roost` binary as a user would, against a test daemon.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const cliPath = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
+
+export interface CliResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunCliOpts {
+  /** Extra environment; HOME defaults to a fresh temp dir so no real config is touched. */
+  env?: Record<string, string | undefined>;
+  /** Called with the child process, e.g. to send it SIGINT. */
+  onSpawn?(child: import('node:child_process').ChildProcess): void;
+  stdin?: string;
+}
+
+export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult> {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: mkdtempSync(join(tmpdir(), 'roost-home-')), ...opts.env };
+  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
+  const child = spawn(process.execPath, [cliPath, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  opts.onSpawn?.(child);
+  child.stdin.end(opts.stdin ?? '');
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (exitCode, signal) =>
+      resolve({ exitCode, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }),
+    );
+  });
+}

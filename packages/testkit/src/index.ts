@@ -1,0 +1,4 @@
+export { startDaemon, type StartDaemonOpts, type TestDaemon } from './start-daemon.js';
+export { runtimeConformance } from './runtime-conformance.js';
+export { FakeRuntime } from './fake-runtime.js';
+export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';

@@ -1,0 +1,64 @@
+// Starts a real roostd in this process on a free port with a temp data dir, for tests.
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildDaemon, loadConfig } from '@roost/roostd';
+import { Roost } from '@roost/sdk';
+import { FakeRuntime } from './fake-runtime.js';
+
+export interface StartDaemonOpts {
+  /** 'oci' runs real sandboxes (root, the default image); 'fake' runs host processes. */
+  driver: 'oci' | 'fake';
+}
+
+export interface TestDaemon {
+  /** SDK client logged in as the admin user. */
+  sdk: Roost;
+  url: string;
+  adminToken: string;
+  dataDir: string;
+  /** JSON log lines of the daemon. */
+  logFile: string;
+  close(): Promise<void>;
+}
+
+export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'roost-test-'));
+  const logFile = join(dataDir, 'roostd.log');
+  const logStream = createWriteStream(logFile);
+  const config = loadConfig({}, { dataDir: join(dataDir, 'data'), httpAddr: '127.0.0.1:0', logLevel: 'debug' });
+  let daemon;
+  try {
+    daemon = await buildDaemon(config, {
+      runtime: opts.driver === 'fake' ? new FakeRuntime() : undefined,
+      logDestination: logStream,
+    });
+  } catch (error) {
+    logStream.end();
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  const { httpUrl } = await daemon.listen();
+  const adminToken = (await readFile(daemon.adminTokenFile, 'utf8')).trim();
+  return {
+    sdk: new Roost({ apiUrl: httpUrl, token: adminToken }),
+    url: httpUrl,
+    adminToken,
+    dataDir: config.dataDir,
+    logFile,
+    async close() {
+      try {
+        // A test's sandboxes must not outlive it (the real daemon keeps them across restarts).
+        const sdk = new Roost({ apiUrl: httpUrl, token: adminToken });
+        for (const sandbox of await sdk.sandboxes.list({ all: true }).catch(() => [])) {
+          await sdk.sandboxes.remove(sandbox.id).catch(() => {});
+        }
+        await daemon.close();
+      } finally {
+        await new Promise((resolve) => logStream.end(resolve));
+        await rm(dataDir, { recursive: true, force: true });
+      }
+    },
+  };
+}

@@ -1,0 +1,127 @@
+// Brings a fresh clone to a runnable state, skipping every step that is already done:
+// Debian packages, npm packages, the TypeScript build, the default image.
+// Used by `npm start` and `npm test`; plain Node with no dependencies, since it runs before `npm install`.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Debian packages the daemon and its tests need, by the command or file that shows each is there. */
+const debianPackages = [
+  { name: 'crun', present: '/usr/bin/crun' },
+  { name: 'runc', present: '/usr/sbin/runc' },
+  { name: 'catatonit', present: '/usr/bin/catatonit' },
+  { name: 'mmdebstrap', present: '/usr/bin/mmdebstrap' },
+  { name: 'iproute2', present: '/usr/sbin/ip' },
+  { name: 'openssh-sftp-server', present: '/usr/lib/openssh/sftp-server' },
+  { name: 'python3', present: '/usr/bin/python3' },
+  { name: 'make', present: '/usr/bin/make' },
+  { name: 'g++', present: '/usr/bin/g++' },
+];
+
+const isTty = process.stderr.isTTY;
+
+export function step(message) {
+  process.stderr.write(`${isTty ? '\x1b[1m==>\x1b[0m' : '==>'} ${message}\n`);
+}
+
+export function fail(message) {
+  process.stderr.write(`\nsetup failed: ${message}\n`);
+  process.exit(1);
+}
+
+function run(command, args, opts = {}) {
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: repoRoot, ...opts });
+  if (result.error) fail(`${command}: ${result.error.message}`);
+  if (result.status !== 0) fail(`\`${command} ${args.join(' ')}\` exited with ${result.status}`);
+}
+
+/** Runs a long command showing one updating progress line on a TTY, plain lines otherwise. */
+function runWithProgress(label, command, args, opts = {}) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(command, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    const tail = [];
+    let last = '';
+    const show = () => {
+      if (!isTty) return;
+      const seconds = Math.round((Date.now() - started) / 1000);
+      process.stderr.write(`\r\x1b[K    ${label}… ${seconds} s ${last.slice(0, 60)}`);
+    };
+    const timer = isTty ? setInterval(show, 500) : undefined;
+    const onData = (chunk) => {
+      for (const line of chunk.toString().split('\n').filter(Boolean)) {
+        tail.push(line);
+        if (tail.length > 40) tail.shift();
+        last = line.trim();
+        if (!isTty) process.stderr.write(`    ${line}\n`);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('close', (code) => {
+      if (timer) clearInterval(timer);
+      if (isTty) process.stderr.write(`\r\x1b[K`);
+      if (code !== 0) fail(`${label} failed (exit ${code}):\n${tail.join('\n')}`);
+      step(`${label}: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      resolve();
+    });
+  });
+}
+
+export function ensureRoot(why) {
+  if (process.getuid?.() !== 0) fail(`${why} needs root (namespaces, mounts, cgroups). Run it as root, e.g. sudo npm start.`);
+}
+
+export async function ensureDebianPackages() {
+  const missing = debianPackages.filter((pkg) => !existsSync(pkg.present)).map((pkg) => pkg.name);
+  if (missing.length === 0) return;
+  step(`installing Debian packages: ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  await runWithProgress('apt-get update', 'apt-get', ['update'], { env });
+  await runWithProgress('apt-get install', 'apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env });
+}
+
+function newestMtime(path) {
+  let newest = 0;
+  for (const entry of readdirSync(path, { withFileTypes: true })) {
+    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name.startsWith('.')) continue;
+    const full = join(path, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(full) : statSync(full).mtimeMs);
+  }
+  return newest;
+}
+
+export async function ensureNpmPackages() {
+  const marker = join(repoRoot, 'node_modules', '.package-lock.json');
+  const lock = join(repoRoot, 'package-lock.json');
+  if (existsSync(marker) && existsSync(lock) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
+  step('installing npm packages (better-sqlite3 compiles from source the first time: ~1 min)');
+  await runWithProgress('npm install', 'npm', ['install', '--no-audit', '--no-fund']);
+}
+
+export async function ensureBuild() {
+  const stamp = join(repoRoot, 'apps', 'cli', 'dist', 'main.js');
+  const sourcesChanged = !existsSync(stamp) || newestMtime(repoRoot) > statSync(stamp).mtimeMs;
+  if (sourcesChanged) {
+    step('building (tsc -b)');
+    await runWithProgress('build', process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-b']);
+  }
+  for (const bin of ['apps/cli/dist/main.js', 'apps/roostd/dist/main.js']) chmodSync(join(repoRoot, bin), 0o755);
+  // npm links workspace bins only when their targets exist; on a fresh clone they appear after the build.
+  if (!existsSync(join(repoRoot, 'node_modules', '.bin', 'roost'))) run('npm', ['install', '--no-audit', '--no-fund', '--offline'], { stdio: 'ignore' });
+}
+
+export async function ensureDefaultImage() {
+  run(process.execPath, [join(repoRoot, 'adapters', 'runtime-oci', 'dist', 'build-image.js')]);
+}
+
+export async function setup({ why }) {
+  ensureRoot(why);
+  await ensureDebianPackages();
+  await ensureNpmPackages();
+  await ensureBuild();
+  await ensureDefaultImage();
+}
