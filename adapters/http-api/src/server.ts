@@ -35,7 +35,6 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.logger,
     genReqId: () => `req_${randomBytes(6).toString('hex')}`,
-    disableRequestLogging: false,
     bodyLimit: 8 * 1024 * 1024,
   });
   const { sandboxes, auth } = deps;

@@ -24,6 +24,8 @@ export interface Daemon {
   logger: PinoLogger;
   adminTokenFile: string;
   runtimeName: string;
+  /** Makes a (non-admin) user and returns a token for it. */
+  createUserWithToken(name: string): Promise<string>;
   /** Starts the servers; resolves with the URL the API answers on. */
   listen(): Promise<{ httpUrl: string }>;
   close(): Promise<void>;
@@ -99,6 +101,10 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger,
     adminTokenFile,
     runtimeName: runtime.info.engine,
+    async createUserWithToken(name) {
+      const user = await auth.createUser(name);
+      return auth.createToken(user.id, `token of ${name}`);
+    },
     async listen() {
       const { host, port } = splitAddr(config.httpAddr);
       await app.listen({ host, port });

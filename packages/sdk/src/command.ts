@@ -43,9 +43,8 @@ export class CommandHandle {
   async *output(): AsyncGenerator<OutputChunk> {
     if (this.outputTaken) throw new Error('output() can be iterated only once');
     this.outputTaken = true;
-    const frames = await this.openFrames();
     try {
-      for await (const frame of frames) {
+      for await (const frame of await this.openFrames()) {
         if (frame.kind === FrameKind.stdout || frame.kind === FrameKind.stderr) {
           yield { stream: frame.kind === FrameKind.stdout ? 'stdout' : 'stderr', data: frame.payload };
         } else if (frame.kind === FrameKind.exit) {

@@ -20,6 +20,8 @@ export interface TestDaemon {
   dataDir: string;
   /** JSON log lines of the daemon. */
   logFile: string;
+  /** Makes another user and returns a token for it (for tenant tests). */
+  createUserToken(name: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -47,6 +49,7 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     adminToken,
     dataDir: config.dataDir,
     logFile,
+    createUserToken: (name) => daemon.createUserWithToken(name),
     async close() {
       try {
         // A test's sandboxes must not outlive it (the real daemon keeps them across restarts).

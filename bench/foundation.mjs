@@ -1,0 +1,75 @@
+// Foundation benchmark: create-to-ready, `roost run true` end to end, exec overhead, each
+// printed beside the bare runtime measured in the same run and the issue's anchor.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { cliPath, startDaemon } from '@roost/testkit';
+
+const rounds = Number(process.env.ROOST_BENCH_ROUNDS ?? 30);
+
+function percentile(samples, p) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function measure(label, fn) {
+  const samples = [];
+  for (let i = 0; i < rounds + 3; i++) {
+    const started = process.hrtime.bigint();
+    await fn(i);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    if (i >= 3) samples.push(ms); // the first rounds warm caches
+  }
+  return { label, p50: percentile(samples, 50), p90: percentile(samples, 90) };
+}
+
+const print = (row, anchor) =>
+  console.log(`${row.label.padEnd(44)} p50 ${row.p50.toFixed(1).padStart(7)} ms   p90 ${row.p90.toFixed(1).padStart(7)} ms   ${anchor}`);
+
+const daemon = await startDaemon({ driver: 'oci' });
+try {
+  const health = await daemon.sdk.health();
+  const [engineName] = health.runtime.split(' ');
+  const engineBin = engineName === 'crun' ? 'crun' : 'runc';
+  const stateRoot = join(daemon.dataDir, 'runtime', 'oci-state');
+  console.log(`Roost foundation benchmark — ${rounds} rounds each, runtime ${health.runtime}, node ${process.version}\n`);
+
+  const createSamples = [];
+  for (let i = 0; i < rounds; i++) {
+    const started = process.hrtime.bigint();
+    const sandbox = await daemon.sdk.sandboxes.create({ name: `bench-ready-${i}` });
+    createSamples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    await sandbox.remove();
+  }
+  print(
+    { label: 'create-to-ready (API call until exec can run)', p50: percentile(createSamples, 50), p90: percentile(createSamples, 90) },
+    'target ≤ 100 ms (no pool)',
+  );
+
+  const env = { PATH: process.env.PATH, HOME: '/tmp', ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
+  const runTrue = await measure('`roost run true` end to end (CLI process)', () => {
+    const result = spawnSync(process.execPath, [cliPath, 'run', 'true'], { env });
+    if (result.status !== 0) throw new Error(`roost run true failed: ${result.stderr}`);
+  });
+  print(runTrue, 'target ≤ 250 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s');
+
+  const nodeStart = await measure('bare `node -e 0` (CLI floor, for reference)', () => {
+    spawnSync(process.execPath, ['-e', '0']);
+  });
+  print(nodeStart, '');
+
+  const box = await daemon.sdk.sandboxes.create({ name: 'bench-exec' });
+  const bare = await measure(`bare \`${engineBin} exec <id> true\``, () => {
+    const result = spawnSync(engineBin, ['--root', stateRoot, 'exec', box.id, 'true']);
+    if (result.status !== 0) throw new Error(`${engineBin} exec failed: ${result.stderr}`);
+  });
+  print(bare, 'the runtime alone');
+  const viaApi = await measure('SDK exec true (HTTP + driver)', async () => {
+    const { exitCode } = await box.exec(['true']).wait();
+    if (exitCode !== 0) throw new Error('exec true failed');
+  });
+  print(viaApi, '');
+  console.log(`${'exec overhead over bare runtime'.padEnd(44)} p50 ${(viaApi.p50 - bare.p50).toFixed(1).padStart(7)} ms   target ≤ 10 ms`);
+  await box.remove();
+} finally {
+  await daemon.close();
+}

@@ -1,0 +1,94 @@
+// The HTTP API from the outside, on a daemon with the fake runtime: auth, errors, OpenAPI, tenants.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { routes } from '@roost/contract';
+import { Roost, RoostApiError } from '@roost/sdk';
+import { startDaemon, type TestDaemon } from './start-daemon.js';
+
+describe('HTTP API', () => {
+  let daemon: TestDaemon;
+  before(async () => {
+    daemon = await startDaemon({ driver: 'fake' });
+  });
+  after(async () => {
+    await daemon?.close();
+  });
+
+  it('answers /healthz without a token and tells loopback clients where the admin token is', async () => {
+    const response = await fetch(`${daemon.url}/healthz`);
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { status: string; adminTokenFile?: string };
+    assert.equal(body.status, 'ok');
+    assert.match(body.adminTokenFile ?? '', /admin-token$/);
+  });
+
+  it('refuses every /api/v1 route without a valid token, with UNAUTHENTICATED', async () => {
+    for (const route of Object.values(routes)) {
+      if (!route.auth) continue;
+      const url = `${daemon.url}${route.path.replace('{ref}', 'x')}`;
+      for (const headers of [{}, { authorization: 'Bearer roost_not-a-token' }] as Record<string, string>[]) {
+        const response = await fetch(url, { method: route.method, headers: { 'content-type': 'application/json', ...headers }, body: route.method === 'POST' ? '{}' : undefined });
+        assert.equal(response.status, 401, `${route.method} ${route.path}`);
+        const body = (await response.json()) as { error: { code: string; hint: string } };
+        assert.equal(body.error.code, 'UNAUTHENTICATED');
+        assert.match(body.error.hint, /roost login/);
+      }
+    }
+  });
+
+  it('serves the OpenAPI document generated from the same schemas', async () => {
+    const document = (await (await fetch(`${daemon.url}/api/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    assert.equal(document.openapi, '3.1.0');
+    assert.ok(document.paths['/api/v1/sandboxes/{ref}/exec']);
+  });
+
+  it('rejects an invalid name with 400 stating the rule, and bad bodies with VALIDATION_FAILED', async () => {
+    await assert.rejects(daemon.sdk.sandboxes.create({ name: 'Not Valid' }), (error: RoostApiError) => {
+      assert.equal(error.status, 400);
+      assert.equal(error.code, 'INVALID_SANDBOX_NAME');
+      assert.match(error.message, /lowercase letters, digits and "-"/);
+      return true;
+    });
+    const response = await fetch(`${daemon.url}/api/v1/sandboxes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${daemon.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ cpus: 'many' }),
+    });
+    assert.equal(response.status, 400);
+    assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'VALIDATION_FAILED');
+  });
+
+  it('keeps tokens hashed: the admin token appears nowhere in the database file', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const db = await readFile(join(daemon.dataDir, 'roost.db'));
+    const wal = await readFile(join(daemon.dataDir, 'roost.db-wal')).catch(() => Buffer.alloc(0));
+    assert.ok(!db.includes(daemon.adminToken) && !wal.includes(daemon.adminToken));
+    const log = await readFile(daemon.logFile, 'utf8');
+    assert.ok(!log.includes(daemon.adminToken), 'the token never reaches the log');
+  });
+
+  it('answers unknown sandboxes with SANDBOX_NOT_FOUND and a hint', async () => {
+    await assert.rejects(daemon.sdk.sandboxes.get('nope'), (error: RoostApiError) => {
+      assert.equal(error.status, 404);
+      assert.equal(error.code, 'SANDBOX_NOT_FOUND');
+      assert.match(error.hint, /roost list/);
+      return true;
+    });
+  });
+
+  it("never shows one user's sandboxes to another", async () => {
+    const mine = await daemon.sdk.sandboxes.create({ name: 'private-box' });
+    const other = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('mallory') });
+    assert.deepEqual(await other.sandboxes.list({ all: true }), []);
+    await assert.rejects(other.sandboxes.get(mine.id), { code: 'SANDBOX_NOT_FOUND' });
+    await assert.rejects(other.sandboxes.remove('private-box'), { code: 'SANDBOX_NOT_FOUND' });
+    await assert.rejects(other.exec(mine.id, ['true']).wait(), { code: 'SANDBOX_NOT_FOUND' });
+    assert.equal((await daemon.sdk.sandboxes.get('private-box')).info.status, 'running');
+    // The same name is free for another user.
+    const theirs = await other.sandboxes.create({ name: 'private-box' });
+    assert.notEqual(theirs.id, mine.id);
+    await theirs.remove();
+    await mine.remove();
+  });
+});
