@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { cliPath, runCli, startDaemon, type TestDaemon } from '@roost/testkit';
 
@@ -138,22 +141,24 @@ describe('roost CLI against a real daemon', () => {
   });
 
   it('login finds the admin token by itself on the daemon host; whoami and logout work', async () => {
-    const home = { HOME: (await import('node:fs')).mkdtempSync('/tmp/roost-login-'), ROOST_API_URL: daemon.url, ROOST_API_TOKEN: undefined };
+    const homeDir = mkdtempSync(join(tmpdir(), 'roost-login-'));
+    const home = { HOME: homeDir, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: undefined };
     const login = await runCli(['login'], { env: home });
     assert.equal(login.exitCode, 0, login.stderr);
     assert.match(login.stdout, /Logged in .* as admin/);
     const whoami = await runCli(['whoami', '--json'], { env: home });
     assert.equal((JSON.parse(whoami.stdout) as { user: { name: string } }).user.name, 'admin');
     assert.equal((await runCli(['logout'], { env: home })).exitCode, 0);
-    const after = await runCli(['whoami'], { env: home });
-    assert.equal(after.exitCode, 2);
-    assert.match(after.stderr, /roost login/);
+    const loggedOut = await runCli(['whoami'], { env: home });
+    rmSync(homeDir, { recursive: true, force: true });
+    assert.equal(loggedOut.exitCode, 2);
+    assert.match(loggedOut.stderr, /roost login/);
   });
 
   it('tells how to start the daemon when it is not running', async () => {
     const result = await runCli(['ls'], { env: { ROOST_API_URL: 'http://127.0.0.1:9', ROOST_API_TOKEN: 'x' } });
     assert.equal(result.exitCode, 1);
-    assert.match(result.stderr, /cannot reach roostd .* npm start/);
+    assert.match(result.stderr, /cannot reach roostd.*npm start/);
   });
 
   it('exits 2 on a usage error and prints help with --help', async () => {

@@ -1,6 +1,6 @@
 // Runs the real `roost` binary as a user would, against a test daemon.
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,10 +23,13 @@ export interface RunCliOpts {
 }
 
 export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult> {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: mkdtempSync(join(tmpdir(), 'roost-home-')), ...opts.env };
+  const home = mkdtempSync(join(tmpdir(), 'roost-home-'));
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, ...opts.env };
   for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
   const child = spawn(process.execPath, [cliPath, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   opts.onSpawn?.(child);
+  // The CLI may exit before reading its stdin; that is not the test's failure.
+  child.stdin.on('error', () => {});
   child.stdin.end(opts.stdin ?? '');
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
@@ -34,8 +37,9 @@ export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult
   child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (exitCode, signal) =>
-      resolve({ exitCode, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }),
-    );
+    child.on('close', (exitCode, signal) => {
+      rmSync(home, { recursive: true, force: true });
+      resolve({ exitCode, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
+    });
   });
 }

@@ -1,0 +1,212 @@
+// The Runtime port's conformance suite: every driver, and the fake, must pass it.
+// With `isolation`, it also tries what a sandbox must not be able to do.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { after, before, describe, it } from 'node:test';
+import type { ProcessHandle, Runtime, SandboxSpec } from '@roost/core';
+
+export interface RuntimeConformanceOpts {
+  name: string;
+  newRuntime(): Promise<{ runtime: Runtime; image: string; cleanup(): Promise<void> }>;
+  /** Check namespaces, users, network and limits (real drivers only). */
+  isolation: boolean;
+}
+
+async function collect(process: ProcessHandle) {
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  const reading = Promise.all([
+    (async () => {
+      for await (const chunk of process.stdout) stdout.push(chunk as Buffer);
+    })(),
+    (async () => {
+      for await (const chunk of process.stderr) stderr.push(chunk as Buffer);
+    })(),
+  ]);
+  const status = await process.wait();
+  await reading;
+  return { ...status, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+}
+
+export function runtimeConformance(opts: RuntimeConformanceOpts): void {
+  describe(`Runtime conformance: ${opts.name}`, () => {
+    let runtime: Runtime;
+    let image: string;
+    let cleanup: () => Promise<void>;
+    const made: string[] = [];
+
+    const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec => ({
+      id: `sb_conf${randomBytes(6).toString('hex')}`,
+      hostname: 'conformance',
+      image,
+      limits: { cpus: 1, memoryMb: 256, pids: 128 },
+      env: { FROM_SPEC: 'spec-value' },
+      ...overrides,
+    });
+    const create = async (overrides: Partial<SandboxSpec> = {}) => {
+      const s = spec(overrides);
+      made.push(s.id);
+      await runtime.create(s);
+      return s.id;
+    };
+    const sh = async (id: string, script: string, env?: Record<string, string>) =>
+      collect(await runtime.exec(id, { command: ['bash', '-c', script], env }));
+
+    let box: string;
+    before(async () => {
+      ({ runtime, image, cleanup } = await opts.newRuntime());
+      box = await create();
+    });
+    after(async () => {
+      for (const id of made) await runtime?.destroy(id);
+      await runtime?.close();
+      await cleanup?.();
+    });
+
+    it('runs a command: stdout and stderr apart, exit code passed through', async () => {
+      const result = await sh(box, 'echo hi; echo oops >&2; exit 7');
+      assert.equal(result.stdout.toString(), 'hi\n');
+      assert.equal(result.stderr.toString(), 'oops\n');
+      assert.equal(result.exitCode, 7);
+    });
+
+    it('passes environment from the spec and from exec', async () => {
+      const result = await sh(box, 'echo "$FROM_SPEC $FROM_EXEC"', { FROM_EXEC: 'exec-value' });
+      assert.equal(result.stdout.toString(), 'spec-value exec-value\n');
+    });
+
+    it('passes binary output byte-exact', async () => {
+      const result = await sh(box, 'head -c 2000000 /dev/urandom > blob; sha256sum blob | cut -c1-64 >&2; cat blob');
+      assert.equal(result.stdout.length, 2_000_000);
+      assert.equal(createHash('sha256').update(result.stdout).digest('hex'), result.stderr.toString().trim());
+    });
+
+    it('streams large output with backpressure', async () => {
+      const process = await runtime.exec(box, { command: ['bash', '-c', 'yes | head -c 200000000'] });
+      let bytes = 0;
+      for await (const chunk of process.stdout) {
+        bytes += (chunk as Buffer).length;
+        // A slow reader at first: the process must wait, not the memory grow.
+        if (bytes < 2_000_000) await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      for await (const _ of process.stderr);
+      assert.equal(bytes, 200_000_000);
+      assert.equal((await process.wait()).exitCode, 0);
+    });
+
+    it('kill() ends a running command and its children', async () => {
+      const process = await runtime.exec(box, { command: ['bash', '-c', 'sleep 100; echo never'] });
+      setTimeout(() => process.kill('SIGKILL'), 200);
+      const result = await collect(process);
+      assert.equal(result.signal, 'SIGKILL');
+      assert.equal(result.exitCode, 137);
+      const left = await sh(box, 'ps -eo args 2>/dev/null | grep -c "^sleep 100" || true');
+      assert.equal(left.stdout.toString().trim(), '0');
+    });
+
+    it('returns when a script ends even if it left background children', async () => {
+      const started = Date.now();
+      const result = await sh(box, 'sleep 100 & echo done');
+      assert.equal(result.stdout.toString(), 'done\n');
+      assert.ok(Date.now() - started < 5000);
+    });
+
+    it('lists what it holds; destroy is idempotent; exec after destroy fails with SANDBOX_NOT_RUNNING', async () => {
+      const id = await create();
+      assert.ok((await runtime.list()).includes(id));
+      await runtime.destroy(id);
+      await runtime.destroy(id);
+      assert.ok(!(await runtime.list()).includes(id));
+      await assert.rejects(runtime.exec(id, { command: ['true'] }), { code: 'SANDBOX_NOT_RUNNING' });
+    });
+
+    if (!opts.isolation) return;
+
+    it('has the spec hostname, root inside and not root outside, an init as PID 1', async () => {
+      const result = await sh(box, 'hostname; id -u; cat /proc/1/cmdline | tr "\\0" " "');
+      const [hostname, uid, init] = result.stdout.toString().split('\n');
+      assert.equal(hostname, 'conformance');
+      assert.equal(uid, '0');
+      assert.match(init, /init/);
+      const process = await runtime.exec(box, { command: ['sleep', '5'] });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const hostUids = findHostUidsOf('sleep 5');
+      process.kill('SIGKILL');
+      await collect(process);
+      assert.ok(hostUids.length > 0, 'found the process on the host');
+      assert.ok(hostUids.every((uid) => uid !== 0), `host uid of sandbox root is ${hostUids.join(',')}, not 0`);
+    });
+
+    it('reaps zombies', async () => {
+      // The orphan's parent exits at once; the init must reap it after it ends.
+      const result = await sh(box, '(sleep 0.2 &) ; sleep 1; ps -eo stat | grep -c "^Z" || true');
+      assert.equal(result.stdout.toString().trim(), '0');
+    });
+
+    describe('network', () => {
+      let server: Server;
+      let port: number;
+      before(async () => {
+        server = createServer((socket) => socket.end('host-secret\n'));
+        await new Promise<void>((resolve) => server.listen(0, '0.0.0.0', resolve));
+        port = (server.address() as { port: number }).port;
+      });
+      after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+      const tryConnect = (id: string, host: string) =>
+        sh(id, `timeout 2 bash -c 'exec 3<>/dev/tcp/${host}/${port} && cat <&3' && echo CONNECTED || echo REFUSED`);
+
+      it("cannot reach the host's services on loopback or any host address", async () => {
+        const hostAddresses = Object.values(networkInterfaces())
+          .flat()
+          .filter((a) => a && a.family === 'IPv4')
+          .map((a) => a!.address);
+        for (const host of ['127.0.0.1', ...hostAddresses]) {
+          const result = await tryConnect(box, host);
+          assert.match(result.stdout.toString(), /REFUSED/, `reached ${host}:${port}`);
+          assert.doesNotMatch(result.stdout.toString(), /host-secret/);
+        }
+      });
+
+      it('cannot reach another sandbox', async () => {
+        const other = await create({ hostname: 'other' });
+        const listener = await runtime.exec(other, {
+          command: ['python3', '-c', 'import socket;s=socket.socket();s.bind(("0.0.0.0",8080));s.listen();print("up",flush=True);s.accept()'],
+        });
+        const addr = (await sh(other, "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1")).stdout.toString().trim();
+        assert.match(addr, /^\d+\.\d+\.\d+\.\d+$/);
+        const result = await sh(box, `timeout 2 bash -c 'exec 3<>/dev/tcp/${addr}/8080' && echo CONNECTED || echo REFUSED`);
+        assert.match(result.stdout.toString(), /REFUSED/);
+        listener.kill('SIGKILL');
+        await collect(listener);
+        await runtime.destroy(other);
+      });
+    });
+
+    it('enforces the pids limit', async () => {
+      const limited = await create({ limits: { cpus: 1, memoryMb: 128, pids: 20 } });
+      const result = await sh(limited, 'for i in $(seq 60); do sleep 5 & done 2>/dev/null; sleep 0.5; ps -e --no-headers | wc -l; kill $(jobs -p) 2>/dev/null; true');
+      assert.ok(Number(result.stdout.toString().trim()) <= 21, `ran ${result.stdout.toString().trim()} processes`);
+      await runtime.destroy(limited);
+    });
+  });
+}
+
+/** Host uids of processes whose command line is exactly `args`. */
+function findHostUidsOf(args: string): number[] {
+  const uids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      if (cmdline !== args) continue;
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      uids.push(Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return uids;
+}

@@ -1,0 +1,28 @@
+// The conformance suite against the fake and against the real OCI driver (crun or runc).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from '@roost/core';
+import { createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { FakeRuntime } from './fake-runtime.js';
+import { runtimeConformance } from './runtime-conformance.js';
+
+const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+
+runtimeConformance({
+  name: 'FakeRuntime',
+  isolation: false,
+  newRuntime: async () => ({ runtime: new FakeRuntime(), image: 'debian', cleanup: async () => {} }),
+});
+
+runtimeConformance({
+  name: 'runtime-oci',
+  isolation: true,
+  newRuntime: async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'roost-oci-'));
+    const images = createImageStore({ logger: silent });
+    await images.ensureDefaultImage();
+    const runtime = await createOciRuntime({ stateDir, images, logger: silent });
+    return { runtime, image: 'debian', cleanup: () => rm(stateDir, { recursive: true, force: true }) };
+  },
+});

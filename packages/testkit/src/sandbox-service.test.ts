@@ -1,0 +1,131 @@
+// Core logic against fakes: the FakeRuntime, an in-memory SQLite store and a manual clock.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { RoostError, SandboxService, type Clock, type Logger, type Store } from '@roost/core';
+import { newId } from '@roost/roostd';
+import { openSqliteStore } from '@roost/store-sqlite';
+import { FakeRuntime } from './fake-runtime.js';
+
+const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+
+/** A clock whose timers fire only when the test says so. */
+class ManualClock implements Clock {
+  private timers: { at: number; fn: () => void; cancelled: boolean }[] = [];
+  private nowMs = Date.parse('2026-01-01T00:00:00Z');
+  now() {
+    return new Date(this.nowMs);
+  }
+  setTimeout(fn: () => void, ms: number) {
+    const timer = { at: this.nowMs + ms, fn, cancelled: false };
+    this.timers.push(timer);
+    return { cancel: () => void (timer.cancelled = true) };
+  }
+  advance(ms: number) {
+    this.nowMs += ms;
+    for (const timer of this.timers.filter((t) => !t.cancelled && t.at <= this.nowMs)) {
+      timer.cancelled = true;
+      timer.fn();
+    }
+  }
+}
+
+async function drain(session: { output: AsyncIterable<{ stream: string; data: Uint8Array }> }) {
+  const out = { stdout: '', stderr: '' };
+  for await (const chunk of session.output) out[chunk.stream as 'stdout' | 'stderr'] += Buffer.from(chunk.data).toString();
+  return out;
+}
+
+describe('SandboxService', () => {
+  let store: Store;
+  let runtime: FakeRuntime;
+  let clock: ManualClock;
+  let service: SandboxService;
+  const owner = 'usr_1';
+
+  beforeEach(async () => {
+    store = await openSqliteStore({ path: ':memory:' });
+    await store.createUser({ id: owner, name: 'alice', isAdmin: false, createdAt: new Date() });
+    await store.createUser({ id: 'usr_2', name: 'bob', isAdmin: false, createdAt: new Date() });
+    runtime = new FakeRuntime();
+    clock = new ManualClock();
+    service = new SandboxService({
+      store,
+      runtime,
+      clock,
+      logger: silent,
+      newId,
+      defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256 } },
+    });
+  });
+  afterEach(async () => {
+    await runtime.close();
+    await store.close();
+  });
+
+  it('runs a script, logs its output and removes a one-shot sandbox afterwards', async () => {
+    const session = await service.run(owner, { script: 'echo out; echo err >&2; exit 4' });
+    assert.deepEqual(await drain(session), { stdout: 'out\n', stderr: 'err\n' });
+    assert.equal((await session.done).exitCode, 4);
+    const record = await service.get(owner, session.sandbox.id);
+    assert.equal(record.status, 'completed');
+    assert.equal(record.exitCode, 4);
+    assert.deepEqual(await runtime.list(), []);
+    const logged = [];
+    for await (const chunk of service.logs.read(record.id, { follow: false })) logged.push(Buffer.from(chunk.data).toString());
+    assert.deepEqual(logged.sort(), ['err\n', 'out\n']);
+  });
+
+  it('kills a script at its timeout with exit code 124 and says why', async () => {
+    const session = await service.run(owner, { script: 'sleep 30', timeoutSec: 5 });
+    const output = drain(session);
+    clock.advance(5000);
+    const result = await session.done;
+    await output;
+    assert.equal(result.exitCode, 124);
+    assert.equal(result.reason, 'timed out after 5 s');
+    assert.equal((await service.get(owner, session.sandbox.id)).statusReason, 'timed out after 5 s');
+  });
+
+  it('marks a cancelled run as error and removes its sandbox', async () => {
+    const session = await service.run(owner, { script: 'sleep 30' });
+    const output = drain(session);
+    session.cancel('client disconnected');
+    await session.done;
+    await output;
+    const record = await service.get(owner, session.sandbox.id);
+    assert.equal(record.status, 'error');
+    assert.equal(record.statusReason, 'client disconnected');
+    assert.deepEqual(await runtime.list(), []);
+  });
+
+  it('refuses invalid and taken names, frees a name when its run ended', async () => {
+    await assert.rejects(service.create(owner, { name: '-bad' }), { code: 'INVALID_SANDBOX_NAME' });
+    await assert.rejects(service.create(owner, { name: 'a'.repeat(64) }), { code: 'INVALID_SANDBOX_NAME' });
+    await service.create(owner, { name: 'box' });
+    await assert.rejects(service.create(owner, { name: 'box' }), { code: 'SANDBOX_NAME_TAKEN' });
+    const run = await service.run(owner, { script: 'true', name: 'once' });
+    await drain(run);
+    await run.done;
+    const again = await service.create(owner, { name: 'once' });
+    assert.equal((await service.get(owner, 'once')).id, again.id, 'the live sandbox wins the name');
+  });
+
+  it("hides another owner's sandboxes behind SANDBOX_NOT_FOUND", async () => {
+    const box = await service.create(owner, { name: 'mine' });
+    await assert.rejects(service.get('usr_2', box.id), (error: RoostError) => error.code === 'SANDBOX_NOT_FOUND');
+    await assert.rejects(service.exec('usr_2', box.id, { command: ['true'] }), { code: 'SANDBOX_NOT_FOUND' });
+    await assert.rejects(service.remove('usr_2', 'mine'), { code: 'SANDBOX_NOT_FOUND' });
+    assert.deepEqual(await service.list('usr_2', { all: true }), []);
+  });
+
+  it('reconciles after a restart: removes cut-short runs and unknown runtime sandboxes', async () => {
+    const kept = await service.create(owner, { name: 'kept' });
+    const run = await service.create(owner, { name: 'cut', persistent: false });
+    await runtime.create({ id: 'sb_stray', hostname: 'stray', image: 'debian', limits: { cpus: 1, memoryMb: 64, pids: 64 }, env: {} });
+    await service.reconcile();
+    assert.deepEqual((await runtime.list()).sort(), [kept.id]);
+    const cut = await service.get(owner, run.id);
+    assert.equal(cut.status, 'error');
+    assert.match(cut.statusReason ?? '', /restarted/);
+  });
+});
