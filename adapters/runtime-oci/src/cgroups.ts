@@ -1,0 +1,46 @@
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { CGROUP_PARENT } from './constants.js';
+
+const ROOT = '/sys/fs/cgroup';
+
+/** The sandbox's cgroup dirs in every hierarchy (v1 controllers, the unified one, or pure v2). */
+export async function cgroupDirs(id: string): Promise<string[]> {
+  const candidates = [path.join(ROOT, CGROUP_PARENT, id)];
+  for (const h of await fs.readdir(ROOT).catch(() => [] as string[])) {
+    candidates.push(path.join(ROOT, h, CGROUP_PARENT, id));
+  }
+  return candidates.filter((p) => existsSync(p));
+}
+
+/**
+ * The engine removes these on delete; this catches what a failed create or a crash left.
+ * Processes still inside (their engine state lost) are killed first: they are the sandbox's.
+ */
+export async function removeCgroups(id: string): Promise<void> {
+  const dirs = await cgroupDirs(id);
+  for (const dir of dirs) {
+    const procs = await fs.readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
+    for (const pid of procs.split('\n').map(Number).filter((n) => n > 0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  for (const dir of dirs) {
+    for (let i = 0; ; i++) {
+      try {
+        await fs.rmdir(dir);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') break;
+        // EBUSY while the last killed tasks are still exiting.
+        if (i >= 50) throw new Error(`cannot remove cgroup ${dir}: ${code}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+}

@@ -1,0 +1,85 @@
+import type { SandboxSpec } from '@roost/core';
+import { CATATONIT, CGROUP_PARENT, DEFAULT_PATH, SHIFT_BASE, SHIFT_SIZE } from './constants.js';
+
+/** The capabilities a container engine grants by default (Docker/Podman set). */
+export const DEFAULT_CAPS = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+const MASKED = [
+  '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+  '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+];
+const READONLY = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** Environment of PID 1 and, because `crun exec --env` replaces rather than extends it, of every exec. */
+export function baseEnv(spec: Pick<SandboxSpec, 'hostname' | 'env'>): Record<string, string> {
+  return { PATH: DEFAULT_PATH, HOME: '/root', HOSTNAME: spec.hostname, ...spec.env };
+}
+
+export const envList = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}=${v}`);
+
+export function cgroupsPath(id: string): string {
+  return `/${CGROUP_PARENT}/${id}`;
+}
+
+interface ConfigOpts {
+  /** Bind-mounted over the image's files so each sandbox has its own. */
+  hostsFile?: string;
+  hostnameFile?: string;
+  /** Mount cgroupfs read-only at /sys/fs/cgroup (works with crun on the hybrid host). */
+  mountCgroup: boolean;
+}
+
+export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
+  const mounts: object[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    // sysfs can be mounted only because the netns is created by the engine inside the userns.
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+  ];
+  if (o.mountCgroup) {
+    mounts.push({ destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] });
+  }
+  mounts.push({ destination: '/.roost/init', type: 'bind', source: CATATONIT, options: ['bind', 'ro', 'nosuid', 'nodev'] });
+  if (o.hostsFile) mounts.push({ destination: '/etc/hosts', type: 'bind', source: o.hostsFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
+  if (o.hostnameFile) mounts.push({ destination: '/etc/hostname', type: 'bind', source: o.hostnameFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
+
+  const { cpus, memoryMb, pids } = spec.limits;
+  const period = 100_000;
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      // catatonit -P: stays PID 1 without a child, reaping whatever execs leave behind.
+      args: ['/.roost/init', '-P'],
+      env: envList(baseEnv(spec)),
+      cwd: '/root',
+      capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
+      noNewPrivileges: true,
+      // No rlimits: asking for more than the daemon's own hard limit makes create fail (EPERM).
+    },
+    root: { path: 'rootfs', readonly: false },
+    hostname: spec.hostname,
+    mounts,
+    linux: {
+      uidMappings: [{ containerID: 0, hostID: SHIFT_BASE, size: SHIFT_SIZE }],
+      gidMappings: [{ containerID: 0, hostID: SHIFT_BASE, size: SHIFT_SIZE }],
+      namespaces: ['user', 'pid', 'ipc', 'uts', 'mount', 'network', 'cgroup'].map((type) => ({ type })),
+      cgroupsPath: cgroupsPath(spec.id),
+      resources: {
+        ...(memoryMb > 0 ? { memory: { limit: memoryMb * 1024 * 1024 } } : {}),
+        ...(cpus > 0 ? { cpu: { quota: Math.max(1000, Math.round(cpus * period)), period } } : {}),
+        ...(pids > 0 ? { pids: { limit: pids } } : {}),
+      },
+      maskedPaths: MASKED,
+      readonlyPaths: READONLY,
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import type { ChildProcess } from 'node:child_process';
+import { promises as fs, readFileSync } from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import type { ExitStatus, ProcessHandle } from '@roost/core';
+import { killTree, signalName, signalNumber } from './proc.js';
+
+/** After the process exits, output still arriving within this quiet period is delivered. */
+const GRACE_MS = 50;
+
+/**
+ * Copies `src` into a PassThrough we control, honouring backpressure, so that after the
+ * process exits we can end the consumer's stream even though a background child still holds
+ * the pipe's write end (which would otherwise keep it open forever).
+ */
+function relay(src: Readable): { out: PassThrough; settle(): void } {
+  const out = new PassThrough();
+  let lastData = Date.now();
+  let ended = false;
+  let waitingDrain = false;
+  src.on('data', (chunk: Buffer) => {
+    lastData = Date.now();
+    if (!out.write(chunk)) {
+      src.pause();
+      waitingDrain = true;
+      out.once('drain', () => {
+        waitingDrain = false;
+        lastData = Date.now();
+        src.resume();
+      });
+    }
+  });
+  const finish = () => {
+    if (ended) return;
+    ended = true;
+    out.end();
+  };
+  src.on('end', finish);
+  src.on('error', finish);
+  out.on('close', () => src.destroy());
+  return {
+    out,
+    // Called once the process exited: end as soon as the pipe has been quiet for GRACE_MS.
+    settle() {
+      const check = () => {
+        if (ended) return;
+        if (!waitingDrain && Date.now() - lastData >= GRACE_MS) {
+          src.destroy();
+          finish();
+          return;
+        }
+        setTimeout(check, GRACE_MS).unref();
+      };
+      setTimeout(check, GRACE_MS).unref();
+    },
+  };
+}
+
+export function toExitStatus(code: number | null, signal: NodeJS.Signals | null): ExitStatus {
+  if (signal) return { exitCode: 128 + signalNumber(signal), signal };
+  const exitCode = code ?? 255;
+  // The engine reports a signal death of the inner process as 128+N, like a shell does.
+  const name = exitCode > 128 ? signalName(exitCode - 128) : undefined;
+  return name ? { exitCode, signal: name } : { exitCode };
+}
+
+/**
+ * Wraps `crun exec`. kill() signals the real process by its host pid (from --pid-file):
+ * the engine does not forward SIGKILL, and killing the engine would orphan the process.
+ */
+export function processHandle(child: ChildProcess, pidFile: string): ProcessHandle {
+  const stdout = relay(child.stdout!);
+  const stderr = relay(child.stderr!);
+  let exited = false;
+  const status = new Promise<ExitStatus>((resolve, reject) => {
+    child.once('error', (e) => {
+      exited = true;
+      stdout.settle();
+      stderr.settle();
+      reject(e);
+    });
+    child.once('exit', (code, signal) => {
+      exited = true;
+      stdout.settle();
+      stderr.settle();
+      child.stdin?.destroy();
+      fs.rm(pidFile, { force: true }).catch(() => {});
+      resolve(toExitStatus(code, signal));
+    });
+  });
+  status.catch(() => {});
+
+  const readPid = (): number | undefined => {
+    try {
+      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+      return pid > 0 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+
+  const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
+    const started = Date.now();
+    const attempt = () => {
+      // While the engine is alive it has not reaped the process, so its pid cannot be reused.
+      if (exited) return;
+      const pid = readPid();
+      if (pid) {
+        killTree(pid, signal);
+        return;
+      }
+      // The pid file appears a few ms after spawn; until then keep trying, then give up on
+      // the inner process and stop the engine itself.
+      if (Date.now() - started > 2000) child.kill(signal);
+      else setTimeout(attempt, 5);
+    };
+    attempt();
+  };
+
+  return {
+    stdout: stdout.out,
+    stderr: stderr.out,
+    stdin: child.stdin ?? undefined,
+    wait: () => status,
+    kill,
+  };
+}
