@@ -1,6 +1,6 @@
 // Foundation benchmark: create-to-ready, `roost run true` end to end, exec overhead, each
 // printed beside the bare runtime measured in the same run and the issue's anchor.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cliPath, startDaemon } from '@roost/testkit';
 
@@ -46,9 +46,10 @@ try {
   );
 
   const env = { PATH: process.env.PATH, HOME: '/tmp', ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
-  const runTrue = await measure('`roost run true` end to end (CLI process)', () => {
-    const result = spawnSync(process.execPath, [cliPath, 'run', 'true'], { env });
-    if (result.status !== 0) throw new Error(`roost run true failed: ${result.stderr}`);
+  // Asynchronous: the daemon answers from this very process, so a spawnSync would deadlock.
+  const runTrue = await measure('`roost run true` end to end (CLI process)', async () => {
+    const code = await new Promise((resolve) => spawn(process.execPath, [cliPath, 'run', 'true'], { env, stdio: 'ignore' }).on('close', resolve));
+    if (code !== 0) throw new Error(`roost run true exited ${code}`);
   });
   print(runTrue, 'target ≤ 250 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s');
 

@@ -24,13 +24,10 @@ export interface Engine {
 
 const HUGETLB = '/sys/fs/cgroup/hugetlb';
 
+/** Looks in PATH and the sbin dirs (runc lives in /usr/sbin, often not in a daemon's PATH). */
 async function which(bin: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH || '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    const p = path.join(dir, bin);
-    if (existsSync(p)) return p;
-  }
-  for (const dir of ['/usr/sbin', '/usr/bin', '/sbin', '/bin']) if (existsSync(path.join(dir, bin))) return path.join(dir, bin);
-  return undefined;
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  return dirs.map((d) => path.join(d, bin)).find((p) => existsSync(p));
 }
 
 function makeEngine(name: EngineName, bin: string, root: string, version: string): Engine {

@@ -43,14 +43,12 @@ export function recipeHash(recipe: ImageRecipe): string {
   return createHash('sha256').update(JSON.stringify(recipe)).digest('hex').slice(0, 16);
 }
 
-function imageNotFound(ref: string): Error {
-  return Object.assign(
-    new Error(
-      `image "${ref}" is not built yet: run \`npm start\` (it builds it) or ` +
-        '`node adapters/runtime-oci/dist/build-image.js`',
-    ),
-    { code: 'IMAGE_NOT_FOUND' },
-  );
+function imageNotFound(ref: string, known: boolean): Error {
+  const message = known
+    ? `image "${ref}" is not built yet: run \`npm start\` (it builds it) or ` +
+      '`node adapters/runtime-oci/dist/build-image.js`'
+    : `unknown image "${ref}": only "debian" (the default image) is available`;
+  return Object.assign(new Error(message), { code: 'IMAGE_NOT_FOUND' });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -64,8 +62,8 @@ export function createImageStore(opts: { cacheDir?: string; logger: Logger }): I
   const ready = () => existsSync(path.join(entry, 'ready'));
 
   async function resolve(ref: string): Promise<string> {
-    if (ref !== 'debian' && ref !== hash) throw imageNotFound(ref);
-    if (!ready()) throw imageNotFound(ref);
+    if (ref !== 'debian' && ref !== hash) throw imageNotFound(ref, false);
+    if (!ready()) throw imageNotFound(ref, true);
     return rootfs;
   }
 

@@ -88,6 +88,8 @@ export function processHandle(child: ChildProcess, pidFile: string): ProcessHand
     });
   });
   status.catch(() => {});
+  // Writing after the process exited fails with EPIPE; unhandled, that would crash the daemon.
+  child.stdin?.on('error', () => {});
 
   const readPid = (): number | undefined => {
     try {

@@ -44,6 +44,15 @@ function report(error: unknown): number {
   return 1;
 }
 
+// A reader that went away (`roost run … | head`) ends us the way SIGPIPE ends other tools;
+// the daemon sees the connection close and kills the remote command.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(141);
+    throw error;
+  });
+}
+
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

@@ -114,6 +114,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     },
     async close() {
       await app.close();
+      await sandboxes.settle();
       await runtime.close();
       await store.close();
       logger.info({}, 'roostd stopped');

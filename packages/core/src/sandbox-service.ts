@@ -79,6 +79,7 @@ const timeoutExitCode = 124;
 
 export class SandboxService {
   readonly logs: RunLogs;
+  private readonly teardowns = new Set<Promise<unknown>>();
 
   constructor(private readonly deps: SandboxServiceDeps) {
     this.logs = new RunLogs(deps.store, maxLoggedBytes);
@@ -252,7 +253,6 @@ export class SandboxService {
   private async finishRun(sandbox: SandboxRecord, result: ExitResult): Promise<void> {
     const { runtime, store, clock, logger } = this.deps;
     const cancelled = result.reason !== undefined && result.exitCode !== timeoutExitCode;
-    if (!sandbox.persistent) await runtime.destroy(sandbox.id);
     const status: SandboxStatus = sandbox.persistent ? 'running' : cancelled ? 'error' : 'completed';
     await store.updateSandbox(
       sandbox.id,
@@ -260,6 +260,20 @@ export class SandboxService {
       clock.now(),
     );
     logger.info({ sandboxId: sandbox.id, exitCode: result.exitCode, reason: result.reason }, 'run finished');
+    // The client gets its exit status without waiting for the teardown (~10 ms of unmount and
+    // rm); settle() waits for it, and reconcile() finishes it after a crash.
+    if (!sandbox.persistent) {
+      const teardown = runtime
+        .destroy(sandbox.id)
+        .catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'sandbox teardown failed'))
+        .finally(() => this.teardowns.delete(teardown));
+      this.teardowns.add(teardown);
+    }
+  }
+
+  /** Resolves once every one-shot sandbox that ended has been torn down (for shutdown and tests). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.teardowns]);
   }
 }
 

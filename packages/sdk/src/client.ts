@@ -6,7 +6,7 @@ import type {
   Sandbox,
   Whoami,
 } from '@roost/contract';
-import { streamMediaType } from '@roost/contract';
+import { streamMediaType } from '@roost/contract/stream';
 import { CommandHandle } from './command.js';
 import { DaemonUnreachableError, RoostApiError } from './errors.js';
 

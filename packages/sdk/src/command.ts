@@ -1,12 +1,6 @@
-import {
-  decodeFrames,
-  decodeJsonPayload,
-  FrameKind,
-  type ErrorBody,
-  type ExitFrame,
-  type Frame,
-  type Sandbox,
-} from '@roost/contract';
+import type { ErrorBody } from '@roost/contract/errors';
+import { decodeFrames, decodeJsonPayload, FrameKind, type Frame } from '@roost/contract/stream';
+import type { ExitFrame, Sandbox } from '@roost/contract';
 import { RoostApiError } from './errors.js';
 
 /** One piece of a command's output. */

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '@roost/core';
-import { createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { createImageStore, createOciRuntime, findResidue } from '@roost/runtime-oci';
 import { FakeRuntime } from './fake-runtime.js';
 import { runtimeConformance } from './runtime-conformance.js';
 
@@ -23,6 +23,11 @@ runtimeConformance({
     const images = createImageStore({ logger: silent });
     await images.ensureDefaultImage();
     const runtime = await createOciRuntime({ stateDir, images, logger: silent });
-    return { runtime, image: 'debian', cleanup: () => rm(stateDir, { recursive: true, force: true }) };
+    return {
+      runtime,
+      image: 'debian',
+      cleanup: () => rm(stateDir, { recursive: true, force: true }),
+      residue: (id: string) => findResidue(stateDir, id),
+    };
   },
 });

@@ -69,6 +69,7 @@ describe('SandboxService', () => {
     const record = await service.get(owner, session.sandbox.id);
     assert.equal(record.status, 'completed');
     assert.equal(record.exitCode, 4);
+    await service.settle();
     assert.deepEqual(await runtime.list(), []);
     const logged = [];
     for await (const chunk of service.logs.read(record.id, { follow: false })) logged.push(Buffer.from(chunk.data).toString());
@@ -95,6 +96,7 @@ describe('SandboxService', () => {
     const record = await service.get(owner, session.sandbox.id);
     assert.equal(record.status, 'error');
     assert.equal(record.statusReason, 'client disconnected');
+    await service.settle();
     assert.deepEqual(await runtime.list(), []);
   });
 

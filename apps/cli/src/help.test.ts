@@ -1,0 +1,25 @@
+// Golden files for `roost --help` and each command's help: an interface change is a visible diff.
+// Regenerate with UPDATE_GOLDEN=1 npm test -- help.test
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+
+const cli = fileURLToPath(new URL('./main.js', import.meta.url));
+const goldenDir = fileURLToPath(new URL('../golden/', import.meta.url));
+const commands = ['', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm'];
+
+describe('roost --help golden files', () => {
+  for (const command of commands) {
+    it(`roost ${command} --help`.replace('  ', ' '), () => {
+      const args = command ? [command, '--help'] : ['--help'];
+      const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: '/nonexistent', COLUMNS: '100' } });
+      assert.equal(result.status, 0, result.stderr);
+      assert.match(result.stdout, /--json|--help/);
+      const file = `${goldenDir}${command || 'roost'}.txt`;
+      if (process.env.UPDATE_GOLDEN || !existsSync(file)) writeFileSync(file, result.stdout);
+      assert.equal(result.stdout, readFileSync(file, 'utf8'), `help of "${command}" changed: rerun with UPDATE_GOLDEN=1 if intended`);
+    });
+  }
+});
