@@ -8,7 +8,17 @@ import { describe, it } from 'node:test';
 
 const cli = fileURLToPath(new URL('./main.js', import.meta.url));
 const goldenDir = fileURLToPath(new URL('../golden/', import.meta.url));
+const cliDoc = fileURLToPath(new URL('../../../docs/cli.md', import.meta.url));
 const commands = ['', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm'];
+
+/** docs/cli.md is every help text in order, so the reference cannot drift from the binary. */
+function renderCliDoc(): string {
+  const sections = commands.map((command) => {
+    const text = readFileSync(`${goldenDir}${command || 'roost'}.txt`, 'utf8');
+    return `## roost${command ? ` ${command}` : ''}\n\n\`\`\`\n${text.trimEnd()}\n\`\`\`\n`;
+  });
+  return `# roost CLI reference\n\nGenerated from \`roost <command> --help\` by apps/cli/src/help.test.ts (UPDATE_GOLDEN=1).\n\n${sections.join('\n')}`;
+}
 
 describe('roost --help golden files', () => {
   for (const command of commands) {
@@ -22,4 +32,9 @@ describe('roost --help golden files', () => {
       assert.equal(result.stdout, readFileSync(file, 'utf8'), `help of "${command}" changed: rerun with UPDATE_GOLDEN=1 if intended`);
     });
   }
+
+  it('docs/cli.md matches the help texts', () => {
+    if (process.env.UPDATE_GOLDEN || !existsSync(cliDoc)) writeFileSync(cliDoc, renderCliDoc());
+    assert.equal(readFileSync(cliDoc, 'utf8'), renderCliDoc(), 'docs/cli.md is stale: rerun with UPDATE_GOLDEN=1');
+  });
 });
