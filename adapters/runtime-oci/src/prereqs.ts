@@ -7,28 +7,37 @@ export interface HostProblem {
   fix: string;
 }
 
-const has = (bin: string) =>
-  ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(path.join(d, bin)));
+export interface HostProbeOpts {
+  /** Where /proc is (tests point it at a made-up one). */
+  procDir?: string;
+  binDirs?: string[];
+  catatonit?: string;
+  uid?: number;
+}
 
 /** What stops the OCI driver from working on this host, each with the command that fixes it. */
-export async function checkHostPrerequisites(): Promise<HostProblem[]> {
+export async function checkHostPrerequisites(opts: HostProbeOpts = {}): Promise<HostProblem[]> {
+  const procDir = opts.procDir ?? '/proc';
+  const binDirs = opts.binDirs ?? ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+  const has = (bin: string) => binDirs.some((d) => existsSync(path.join(d, bin)));
   const problems: HostProblem[] = [];
-  if (process.getuid?.() !== 0) {
+  if ((opts.uid ?? process.getuid?.()) !== 0) {
     problems.push({ problem: 'roostd is not running as root (needed for mounts, cgroups and network namespaces)', fix: 'run it as root, e.g. sudo npm start' });
   }
-  const maxUserNs = (await fs.readFile('/proc/sys/user/max_user_namespaces', 'utf8').catch(() => '0')).trim();
+  const maxUserNs = (await fs.readFile(path.join(procDir, 'sys/user/max_user_namespaces'), 'utf8').catch(() => '0')).trim();
   if (maxUserNs === '0') {
     problems.push({ problem: 'user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)', fix: 'sysctl -w user.max_user_namespaces=15000' });
   }
-  const filesystems = await fs.readFile('/proc/filesystems', 'utf8').catch(() => '');
+  const filesystems = await fs.readFile(path.join(procDir, 'filesystems'), 'utf8').catch(() => '');
   if (!/\boverlay\b/.test(filesystems)) {
     problems.push({ problem: 'the overlay filesystem is not available', fix: 'modprobe overlay' });
   }
   if (!has('crun') && !has('runc')) {
     problems.push({ problem: 'neither crun nor runc is installed', fix: 'apt-get install -y crun' });
   }
-  if (!existsSync(CATATONIT)) {
-    problems.push({ problem: `catatonit (the sandboxes' init) is missing at ${CATATONIT}`, fix: 'apt-get install -y catatonit' });
+  const catatonit = opts.catatonit ?? CATATONIT;
+  if (!existsSync(catatonit)) {
+    problems.push({ problem: `catatonit (the sandboxes' init) is missing at ${catatonit}`, fix: 'apt-get install -y catatonit' });
   }
   if (!has('ip')) problems.push({ problem: 'the ip command is missing', fix: 'apt-get install -y iproute2' });
   if (!has('nsenter')) problems.push({ problem: 'the nsenter command is missing', fix: 'apt-get install -y util-linux' });

@@ -22,8 +22,9 @@ describe('roostd binary', () => {
       encoding: 'utf8',
     });
     assert.equal(result.status, 1);
-    assert.match(result.stderr, /must run as root/);
-    assert.match(result.stderr, /sudo/);
+    assert.match(result.stderr, /roostd cannot run sandboxes on this host/);
+    assert.match(result.stderr, /not running as root/);
+    assert.match(result.stderr, /fix: run it as root, e\.g\. sudo npm start/);
   });
 
   it('refuses a bad configuration with one clear line', () => {

@@ -32,10 +32,6 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`roostd: unknown argument ${argv[0]}\n\n${help}\n`);
     return 2;
   }
-  if (process.getuid?.() !== 0) {
-    process.stderr.write('roostd: must run as root (it creates namespaces, mounts and cgroups). Try: sudo npx roostd\n');
-    return 1;
-  }
   const config = loadConfig(process.env);
   const daemon = await buildDaemon(config);
   let httpUrl: string;
