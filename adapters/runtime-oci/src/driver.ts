@@ -161,7 +161,9 @@ class OciRuntime implements Runtime {
     if (!env || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
     if (!opts.command.length) throw new Error('exec needs a command');
     const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
-    const args = ['--root', this.engine.root, 'exec', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
+    // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
+    // binary could gain privileges the sandbox's init never had.
+    const args = ['--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
     for (const kv of envList({ ...env, ...opts.env })) args.push('--env', kv);
     args.push(id, ...opts.command);
     const child = spawn(this.engine.bin, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });

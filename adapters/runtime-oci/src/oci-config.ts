@@ -1,4 +1,5 @@
 import type { SandboxSpec } from '@roost/core';
+import { defaultSeccompProfile } from './seccomp.js';
 import { CATATONIT, CGROUP_PARENT, DEFAULT_PATH, SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 
 /** The capabilities a container engine grants by default (Docker/Podman set). */
@@ -78,6 +79,7 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
         ...(cpus > 0 ? { cpu: { quota: Math.max(1000, Math.round(cpus * period)), period } } : {}),
         ...(pids > 0 ? { pids: { limit: pids } } : {}),
       },
+      seccomp: defaultSeccompProfile(),
       maskedPaths: MASKED,
       readonlyPaths: READONLY,
     },

@@ -158,6 +158,45 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       assert.ok(hostUids.every((uid) => uid !== 0), `host uid of sandbox root is ${hostUids.join(',')}, not 0`);
     });
 
+    describe('escape attempts (each must fail)', () => {
+      const attempt = async (script: string) => {
+        const result = await sh(box, `${script} && echo ESCAPED || echo BLOCKED`);
+        return result.stdout.toString() + result.stderr.toString();
+      };
+
+      it('cannot mount, unshare a new user namespace, or pivot', async () => {
+        assert.match(await attempt('mount -t tmpfs none /mnt 2>/dev/null'), /BLOCKED/);
+        assert.match(await attempt('unshare -U -r true 2>/dev/null'), /BLOCKED/);
+        assert.match(await attempt('unshare -m true 2>/dev/null'), /BLOCKED/);
+        assert.match(await attempt('python3 -c "import os; os.unshare(os.CLONE_NEWUSER)" 2>/dev/null'), /BLOCKED/);
+      });
+
+      it('runs with seccomp, no new privileges, and without CAP_SYS_ADMIN or CAP_SYS_MODULE', async () => {
+        const status = (await sh(box, 'cat /proc/self/status')).stdout.toString();
+        assert.match(status, /^Seccomp:\s+2$/m, 'a seccomp filter is on');
+        assert.match(status, /^NoNewPrivs:\s+1$/m);
+        const effective = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)$/m.exec(status)?.[1]}`);
+        for (const [name, bit] of [['CAP_SYS_ADMIN', 21n], ['CAP_SYS_MODULE', 16n], ['CAP_SYS_PTRACE', 19n], ['CAP_NET_ADMIN', 12n], ['CAP_SYS_TIME', 25n]] as const) {
+          assert.equal((effective >> bit) & 1n, 0n, `${name} is dropped`);
+        }
+      });
+
+      it('sees masked and read-only kernel paths and no host devices', async () => {
+        assert.equal((await sh(box, 'head -c 16 /proc/kcore 2>/dev/null | wc -c')).stdout.toString().trim(), '0');
+        assert.equal((await sh(box, 'ls -A /sys/firmware 2>/dev/null | wc -l')).stdout.toString().trim(), '0');
+        assert.match(await attempt('echo 1 > /proc/sys/vm/drop_caches 2>/dev/null'), /BLOCKED/);
+        assert.match(await attempt('echo b > /proc/sysrq-trigger 2>/dev/null'), /BLOCKED/);
+        const devices = (await sh(box, 'ls /dev')).stdout.toString().split('\n').filter(Boolean).sort();
+        for (const device of devices) {
+          assert.ok(
+            ['console', 'core', 'fd', 'full', 'mqueue', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero'].includes(device),
+            `unexpected device /dev/${device}`,
+          );
+        }
+        assert.match(await attempt('mknod /tmp/sda b 8 0 2>/dev/null && head -c1 /tmp/sda >/dev/null 2>&1'), /BLOCKED/);
+      });
+    });
+
     it('reaps zombies', async () => {
       // The orphan's parent exits at once; the init must reap it after it ends.
       const result = await sh(box, '(sleep 0.2 &) ; sleep 1; ps -eo stat | grep -c "^Z" || true');
