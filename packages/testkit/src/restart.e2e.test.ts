@@ -1,0 +1,87 @@
+// kill -9 of roostd while sandboxes run, then a new start: persistent sandboxes are adopted with
+// their processes untouched; one-shot runs cut short are removed and marked.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, it } from 'node:test';
+import { Roost } from '@roost/sdk';
+
+const roostdPath = fileURLToPath(new URL('../../../apps/roostd/dist/main.js', import.meta.url));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function startRoostd(dataDir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [roostdPath], {
+    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}` },
+    stdio: 'ignore',
+  });
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const up = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
+    if (up) return child;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error('roostd did not start');
+}
+
+describe('roostd restart after kill -9', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'roost-restart-'));
+  let daemon: ChildProcess | undefined;
+  after(async () => {
+    if (daemon && daemon.exitCode === null) {
+      const roost = new Roost({ apiUrl: `http://127.0.0.1:${port}`, token: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim() });
+      for (const sandbox of await roost.sandboxes.list({ all: true }).catch(() => [])) await roost.sandboxes.remove(sandbox.id).catch(() => {});
+      daemon.kill('SIGTERM');
+      await new Promise((resolve) => daemon!.on('close', resolve));
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  let port = 0;
+
+  it('adopts persistent sandboxes with their processes and removes cut-short runs', async () => {
+    port = await freePort();
+    daemon = await startRoostd(dataDir, port);
+    const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    const roost = new Roost({ apiUrl: `http://127.0.0.1:${port}`, token });
+
+    const keeper = await roost.sandboxes.create({ name: 'keeper' });
+    await keeper.exec(['bash', '-c', 'nohup sleep 1000 >/dev/null 2>&1 & echo $! > /root/sleeper.pid']).wait();
+    const sleeperPid = (await output(keeper.exec(['cat', '/root/sleeper.pid']))).trim();
+    const run = roost.run({ script: 'echo started; sleep 1000', name: 'cut-short' });
+    const runSandbox = await run.sandbox();
+    assert.ok(runSandbox);
+
+    daemon.kill('SIGKILL');
+    await new Promise((resolve) => daemon!.on('close', resolve));
+    run.kill();
+
+    daemon = await startRoostd(dataDir, port);
+    const kept = await roost.sandboxes.get('keeper');
+    assert.equal(kept.info.status, 'running');
+    const alive = await output(kept.exec(['bash', '-c', `kill -0 ${sleeperPid} && echo alive`]));
+    assert.equal(alive, 'alive\n', 'the process started before the crash still runs');
+    const cut = await roost.sandboxes.get(runSandbox.id);
+    assert.equal(cut.info.status, 'error');
+    assert.match(cut.info.statusReason ?? '', /restarted/);
+    await assert.rejects(cut.exec(['true']).wait(), { code: 'SANDBOX_NOT_RUNNING' });
+  });
+});
+
+async function output(handle: ReturnType<Roost['exec']>): Promise<string> {
+  let text = '';
+  for await (const chunk of handle.output()) text += Buffer.from(chunk.data).toString();
+  await handle.wait();
+  return text;
+}
