@@ -44,3 +44,18 @@ export async function removeCgroups(id: string): Promise<void> {
     }
   }
 }
+
+/**
+ * OOM kills in the sandbox's memory cgroup: `oom_kill` of memory.oom_control (v1) or
+ * memory.events (v2). 0 when neither is readable.
+ */
+export async function oomKillCount(id: string): Promise<number> {
+  for (const dir of await cgroupDirs(id)) {
+    for (const file of ['memory.oom_control', 'memory.events']) {
+      const text = await fs.readFile(path.join(dir, file), 'utf8').catch(() => undefined);
+      const match = text && /^oom_kill (\d+)$/m.exec(text);
+      if (match) return Number(match[1]);
+    }
+  }
+  return 0;
+}

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { ExecOpts, Logger, ProcessHandle, Runtime, RuntimeInfo, SandboxSpec } from '@roost/core';
-import { removeCgroups } from './cgroups.js';
+import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE } from './constants.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
@@ -204,6 +204,10 @@ class OciRuntime implements Runtime {
       this.log.error({ id, problems }, 'sandbox teardown incomplete');
       throw new Error(`cannot fully destroy sandbox ${id}: ${problems.join('; ')}`);
     }
+  }
+
+  oomKillCount(id: string): Promise<number> {
+    return oomKillCount(id);
   }
 
   async list(): Promise<string[]> {

@@ -114,6 +114,23 @@ describe('roost CLI against a real daemon', () => {
     assert.match(result.stderr, /timed out after 1 s/);
   });
 
+  it('ends a memory hog with OOM_KILLED in its exit message and status', async () => {
+    const result = await roost(['run', '--json', '--memory', '64', 'python3 -c "x = bytearray(512 * 1024 * 1024)"']);
+    const output = JSON.parse(result.stdout) as { exitCode: number; reason?: string; sandbox: { id: string } };
+    assert.equal(output.exitCode, 137);
+    assert.match(output.reason ?? '', /^OOM_KILLED: .*limit 64 MB/);
+    const status = await roost(['status', output.sandbox.id]);
+    assert.match(status.stdout, /status\s+error \(OOM_KILLED/);
+    assert.match(status.stdout, /exit code\s+137/);
+  });
+
+  it('survives a fork bomb: the bomb hits the pids limit and the next run works', async () => {
+    const bomb = await roost(['run', '--timeout', '20', 'bomb() { bomb | bomb & }; bomb; sleep 2; echo survived']);
+    assert.match(bomb.stderr, /fork: .*Resource temporarily unavailable/, 'the pids limit stopped the bomb');
+    const next = await roost(['run', 'echo still fine']);
+    assert.equal(next.stdout, 'still fine\n');
+  });
+
   it('Ctrl-C on run kills the script in the sandbox and removes the sandbox', async () => {
     let child: import('node:child_process').ChildProcess | undefined;
     const pending = roost(['run', '--name', 'interrupted', 'echo ready; sleep 60'], { onSpawn: (c) => (child = c) });

@@ -64,6 +64,8 @@ export interface Runtime {
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
   destroy(id: string): Promise<void>;
+  /** How many processes the kernel's OOM killer has ended in the sandbox so far. */
+  oomKillCount(id: string): Promise<number>;
   /** Ids of sandboxes this runtime currently holds (for reconciliation after a restart). */
   list(): Promise<string[]>;
   /** Releases what the runtime itself holds (not the sandboxes). */

@@ -74,6 +74,8 @@ export interface RunSession extends ExecSession {
 const liveStatuses: SandboxStatus[] = ['pending', 'running', 'sleeping'];
 /** Output of a run script kept for `roost logs`; past this, the log says it was cut. */
 const maxLoggedBytes = 16 * 1024 * 1024;
+/** Starts the reason of a process the kernel killed for memory; scripts may match on it. */
+export const oomKilledReason = 'OOM_KILLED';
 /** What GNU timeout exits with, so scripts can tell a timeout from a failure. */
 const timeoutExitCode = 124;
 
@@ -145,8 +147,9 @@ export class SandboxService {
     if (sandbox.status !== 'running') {
       throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is ${sandbox.status}, not running`);
     }
+    const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
     const process = await this.startProcess(sandbox, opts);
-    return this.watch(process, opts.timeoutSec, (chunks) => chunks);
+    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
   }
 
   /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
@@ -160,7 +163,10 @@ export class SandboxService {
       throw error;
     }
     const logWriter = this.logs.writer(sandbox.id);
-    const session = this.watch(process, opts.timeoutSec, (chunks) => logWriter.tee(chunks));
+    // A fresh sandbox has had no OOM kills yet.
+    const session = this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore: 0 }, (chunks) =>
+      logWriter.tee(chunks),
+    );
     const done = session.done.then(async (result) => {
       await logWriter.close();
       await this.finishRun(sandbox, result);
@@ -223,12 +229,14 @@ export class SandboxService {
     }
   }
 
-  /** Adds the timeout and cancel handling every process gets. */
+  /** Adds what every process gets: its timeout, cancel, and telling an OOM kill apart. */
   private watch(
+    sandbox: SandboxRecord,
     process: ProcessHandle,
-    timeoutSec: number | undefined,
+    opts: { timeoutSec?: number; oomKillsBefore: number },
     observe: (chunks: AsyncIterable<OutputChunk>) => AsyncIterable<OutputChunk>,
   ): ExecSession {
+    const { timeoutSec } = opts;
     let endedBy: { reason: string; exitCode?: number } | undefined;
     const end = (reason: string, exitCode?: number) => {
       endedBy ??= { reason, exitCode };
@@ -238,10 +246,13 @@ export class SandboxService {
       timeoutSec === undefined
         ? undefined
         : this.deps.clock.setTimeout(() => end(`timed out after ${timeoutSec} s`, timeoutExitCode), timeoutSec * 1000);
-    const done = process.wait().then((status): ExitResult => {
+    const done = process.wait().then(async (status): Promise<ExitResult> => {
       timer?.cancel();
-      if (!endedBy) return status;
-      return { ...status, exitCode: endedBy.exitCode ?? status.exitCode, reason: endedBy.reason };
+      if (endedBy) return { ...status, exitCode: endedBy.exitCode ?? status.exitCode, reason: endedBy.reason };
+      if (status.signal === 'SIGKILL' && (await this.deps.runtime.oomKillCount(sandbox.id)) > opts.oomKillsBefore) {
+        return { ...status, reason: `${oomKilledReason}: the sandbox ran out of memory (limit ${sandbox.limits.memoryMb} MB)` };
+      }
+      return status;
     });
     return {
       output: observe(mergeOutput(process.stdout, process.stderr)),

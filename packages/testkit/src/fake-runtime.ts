@@ -70,6 +70,11 @@ export class FakeRuntime implements Runtime {
     rmSync(sandbox.dir, { recursive: true, force: true });
   }
 
+  /** Host processes have no memory limit here: never OOM-killed. */
+  async oomKillCount(): Promise<number> {
+    return 0;
+  }
+
   async list(): Promise<string[]> {
     return [...this.sandboxes.keys()];
   }
