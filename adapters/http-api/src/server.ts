@@ -85,6 +85,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     const user = userOf(request);
     return { user: { id: user.id, name: user.name, isAdmin: user.isAdmin } };
   });
+  on('doctor', async (request) => ({ runtime: deps.runtimeName, ...(await sandboxes.diagnose(userOf(request))) }));
   on('createSandbox', async (request) => {
     const body = parse(routes.createSandbox.body, request.body);
     return toApiSandbox(await sandboxes.create(userOf(request).id, body));

@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { ExecOpts, Logger, ProcessHandle, Runtime, RuntimeInfo, SandboxSpec } from '@roost/core';
+import type { ExecOpts, Logger, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxSpec } from '@roost/core';
+import { checkHostPrerequisites } from './prereqs.js';
+import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE } from './constants.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
@@ -204,6 +206,12 @@ class OciRuntime implements Runtime {
       this.log.error({ id, problems }, 'sandbox teardown incomplete');
       throw new Error(`cannot fully destroy sandbox ${id}: ${problems.join('; ')}`);
     }
+  }
+
+  async diagnose(): Promise<RuntimeDiagnosis> {
+    const held = new Set(await this.list());
+    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.opts.stateDir, held)]);
+    return { problems, leftovers };
   }
 
   oomKillCount(id: string): Promise<number> {

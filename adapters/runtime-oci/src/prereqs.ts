@@ -1,11 +1,9 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
+import type { HostProblem } from '@roost/core';
 import { CATATONIT } from './constants.js';
 
-export interface HostProblem {
-  problem: string;
-  fix: string;
-}
+export type { HostProblem };
 
 export interface HostProbeOpts {
   /** Where /proc is (tests point it at a made-up one). */

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -170,6 +170,31 @@ describe('roost CLI against a real daemon', () => {
     rmSync(homeDir, { recursive: true, force: true });
     assert.equal(loggedOut.exitCode, 2);
     assert.match(loggedOut.stderr, /roost login/);
+  });
+
+  it('doctor finds the host healthy and no residue, and is for admins only', async () => {
+    const report = await roost(['doctor', '--json']);
+    assert.equal(report.exitCode, 0, report.stdout);
+    const parsed = JSON.parse(report.stdout) as { healthy: boolean; problems: unknown[]; leftovers: unknown[] };
+    assert.deepEqual({ healthy: parsed.healthy, problems: parsed.problems, leftovers: parsed.leftovers }, { healthy: true, problems: [], leftovers: [] });
+    const human = await roost(['doctor']);
+    assert.match(human.stdout, /host\s+ok/);
+    assert.match(human.stdout, /residue\s+none/);
+    // Residue as a crash would leave it: a cgroup of a sandbox nobody holds.
+    const strayCgroup = '/sys/fs/cgroup/pids/roost/sb_stray0doctor0test';
+    mkdirSync(strayCgroup, { recursive: true });
+    try {
+      const found = await roost(['doctor']);
+      assert.equal(found.exitCode, 1);
+      assert.match(found.stdout, /residue\s+1 item/);
+      assert.match(found.stdout, /sb_stray0doctor0test: cgroup \/sys\/fs\/cgroup\/pids\/roost\/sb_stray0doctor0test/);
+    } finally {
+      rmdirSync(strayCgroup);
+    }
+    const userToken = await daemon.createUserToken('not-an-admin');
+    const refused = await roost(['doctor'], { env: { ROOST_API_TOKEN: userToken } });
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /FORBIDDEN/);
   });
 
   it('tells how to start the daemon when it is not running', async () => {

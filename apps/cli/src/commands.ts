@@ -233,6 +233,23 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     if (opts.json) printJson({ removed });
   });
 
+  withJson(
+    program.command('doctor').description('check the host prerequisites and look for residue of removed sandboxes (admin)'),
+  ).action(async (opts: JsonOpt) => {
+    const report = await (await client(cli)).doctor();
+    const healthy = report.problems.length === 0 && report.leftovers.length === 0;
+    if (opts.json) printJson({ healthy, ...report });
+    else {
+      printLine(`runtime      ${report.runtime}`);
+      printLine(report.problems.length === 0 ? 'host         ok: every prerequisite is there' : 'host         problems:');
+      for (const { problem, fix } of report.problems) printLine(`  - ${problem}\n    fix: ${fix}`);
+      printLine(report.leftovers.length === 0 ? 'residue      none' : `residue      ${report.leftovers.length} item(s):`);
+      for (const { sandboxId, what } of report.leftovers) printLine(`  - ${sandboxId}: ${what}`);
+      if (report.leftovers.length > 0) printLine('See docs/operations.md ("Cleaning up by hand") to remove residue.');
+    }
+    if (!healthy) throw new ExitError(1);
+  });
+
   return program;
 }
 

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 const cli = fileURLToPath(new URL('./main.js', import.meta.url));
 const goldenDir = fileURLToPath(new URL('../golden/', import.meta.url));
 const cliDoc = fileURLToPath(new URL('../../../docs/cli.md', import.meta.url));
-const commands = ['', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm'];
+const commands = ['', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm', 'doctor'];
 
 /** docs/cli.md is every help text in order, so the reference cannot drift from the binary. */
 function renderCliDoc(): string {

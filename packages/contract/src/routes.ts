@@ -32,6 +32,13 @@ export const routes = {
     auth: true,
     success: { status: 200, schema: s.whoamiResponseSchema },
   },
+  doctor: {
+    method: 'GET',
+    path: '/api/v1/doctor',
+    summary: 'Host prerequisites and residue (admins only)',
+    auth: true,
+    success: { status: 200, schema: s.doctorResponseSchema },
+  },
   createSandbox: {
     method: 'POST',
     path: '/api/v1/sandboxes',

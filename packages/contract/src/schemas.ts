@@ -118,3 +118,14 @@ export const exitFrameSchema = z.object({
   reason: z.string().optional(),
 });
 export type ExitFrame = z.infer<typeof exitFrameSchema>;
+
+export const doctorResponseSchema = z
+  .object({
+    runtime: z.string(),
+    problems: z.array(z.object({ problem: z.string(), fix: z.string() })).describe('Missing host prerequisites'),
+    leftovers: z
+      .array(z.object({ sandboxId: z.string(), what: z.string() }))
+      .describe('Residue no live sandbox accounts for, and store/runtime disagreements'),
+  })
+  .meta({ id: 'Doctor' });
+export type DoctorReport = z.infer<typeof doctorResponseSchema>;

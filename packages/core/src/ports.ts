@@ -51,6 +51,24 @@ export interface ProcessHandle {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/** Something missing on the host, with the command that fixes it. */
+export interface HostProblem {
+  problem: string;
+  fix: string;
+}
+
+/** Something a sandbox left on the host that no held sandbox accounts for. */
+export interface Leftover {
+  sandboxId: string;
+  /** e.g. "cgroup /sys/fs/cgroup/memory/roost/sb_…" or "veth rv1234…" */
+  what: string;
+}
+
+export interface RuntimeDiagnosis {
+  problems: HostProblem[];
+  leftovers: Leftover[];
+}
+
 export interface RuntimeInfo {
   /** e.g. "crun 1.8.1" */
   engine: string;
@@ -64,6 +82,8 @@ export interface Runtime {
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
   destroy(id: string): Promise<void>;
+  /** Host prerequisites that are missing and residue of sandboxes it no longer holds. */
+  diagnose(): Promise<RuntimeDiagnosis>;
   /** How many processes the kernel's OOM killer has ended in the sandbox so far. */
   oomKillCount(id: string): Promise<number>;
   /** Ids of sandboxes this runtime currently holds (for reconciliation after a restart). */

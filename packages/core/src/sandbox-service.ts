@@ -10,10 +10,12 @@ import type {
   Logger,
   ProcessHandle,
   Runtime,
+  RuntimeDiagnosis,
   SandboxLimits,
   SandboxRecord,
   SandboxStatus,
   Store,
+  UserRecord,
 } from './ports.js';
 
 export interface SandboxDefaults {
@@ -280,6 +282,27 @@ export class SandboxService {
         .finally(() => this.teardowns.delete(teardown));
       this.teardowns.add(teardown);
     }
+  }
+
+  /**
+   * What `roost doctor` reports: missing host prerequisites, residue the runtime finds, and
+   * disagreements between the store and the runtime. Admins only: it names every sandbox.
+   */
+  async diagnose(user: UserRecord): Promise<RuntimeDiagnosis> {
+    if (!user.isAdmin) throw new RoostError('FORBIDDEN', 'only an admin can run the doctor');
+    const { runtime, store } = this.deps;
+    await this.settle();
+    const [diagnosis, heldIds, records] = await Promise.all([runtime.diagnose(), runtime.list(), store.listSandboxes({})]);
+    const held = new Set(heldIds);
+    const leftovers = [...diagnosis.leftovers];
+    for (const record of records) {
+      const live = liveStatuses.includes(record.status);
+      if (live && !held.has(record.id)) leftovers.push({ sandboxId: record.id, what: `record says ${record.status} but the runtime holds no such sandbox` });
+      if (!live && held.has(record.id)) leftovers.push({ sandboxId: record.id, what: `record says ${record.status} but the runtime still holds it` });
+      held.delete(record.id);
+    }
+    for (const id of held) leftovers.push({ sandboxId: id, what: 'held by the runtime but unknown to the store' });
+    return { problems: diagnosis.problems, leftovers };
   }
 
   /** Resolves once every one-shot sandbox that ended has been torn down (for shutdown and tests). */

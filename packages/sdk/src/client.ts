@@ -1,5 +1,6 @@
 import type {
   CreateSandboxRequest,
+  DoctorReport,
   ExecRequest,
   Health,
   RunRequest,
@@ -59,6 +60,14 @@ export class Roost {
    */
   whoami(opts: CallOpts = {}): Promise<Whoami> {
     return this.request('GET', '/api/v1/whoami', undefined, opts);
+  }
+
+  /**
+   * Host prerequisites and residue, as `roost doctor` shows them (admin token needed).
+   * @example const { problems, leftovers } = await roost.doctor();
+   */
+  doctor(opts: CallOpts = {}): Promise<DoctorReport> {
+    return this.request('GET', '/api/v1/doctor', undefined, opts);
   }
 
   /**

@@ -70,6 +70,11 @@ export class FakeRuntime implements Runtime {
     rmSync(sandbox.dir, { recursive: true, force: true });
   }
 
+  /** Needs nothing from the host, and leaves nothing it does not hold. */
+  async diagnose() {
+    return { problems: [], leftovers: [] };
+  }
+
   /** Host processes have no memory limit here: never OOM-killed. */
   async oomKillCount(): Promise<number> {
     return 0;
