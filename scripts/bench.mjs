@@ -4,6 +4,10 @@ import { join } from 'node:path';
 import { repoRoot, setup, step } from './setup.mjs';
 
 await setup({ why: 'npm run bench (it starts real sandboxes)' });
-step('benchmark: foundation');
-const result = spawnSync(process.execPath, [join(repoRoot, 'bench', 'foundation.mjs')], { cwd: repoRoot, stdio: 'inherit' });
-process.exit(result.status ?? 1);
+let failed = false;
+for (const [name, file] of [['foundation: speed', 'foundation.mjs'], ['leaks: create/remove cycles', 'leaks.mjs']]) {
+  step(`benchmark: ${name}`);
+  const result = spawnSync(process.execPath, [join(repoRoot, 'bench', file)], { cwd: repoRoot, stdio: 'inherit' });
+  failed ||= result.status !== 0;
+}
+process.exit(failed ? 1 : 0);

@@ -2,10 +2,18 @@
 // talks to the daemon only through the SDK.
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { Roost, type Sandbox } from '@roost/sdk';
+import { Roost as SdkRoost, type RoostOpts, type Sandbox } from '@roost/sdk';
+import { nodeHttpFetch } from '@roost/sdk/node';
 import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
+
+/** The SDK client, on node:http: the global fetch costs ~100 ms at a CLI's first request. */
+class Roost extends SdkRoost {
+  constructor(opts: RoostOpts) {
+    super({ fetch: nodeHttpFetch, ...opts });
+  }
+}
 
 interface JsonOpt {
   json?: boolean;
