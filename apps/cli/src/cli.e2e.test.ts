@@ -163,7 +163,10 @@ describe('roost CLI against a real daemon', () => {
     const login = await runCli(['login'], { env: home });
     assert.equal(login.exitCode, 0, login.stderr);
     assert.match(login.stdout, /Logged in .* as admin/);
+    const started = Date.now();
     const whoami = await runCli(['whoami', '--json'], { env: home });
+    // An idle keep-alive socket once kept every command alive for the server's 72 s timeout.
+    assert.ok(Date.now() - started < 20_000, 'the CLI exits once it has its answer');
     assert.equal((JSON.parse(whoami.stdout) as { user: { name: string } }).user.name, 'admin');
     assert.equal((await runCli(['logout'], { env: home })).exitCode, 0);
     const loggedOut = await runCli(['whoami'], { env: home });

@@ -19,7 +19,9 @@ export const nodeHttpFetch: typeof fetch = (input, init = {}) => {
   return new Promise<Response>((resolve, reject) => {
     const signal = init.signal ?? undefined;
     if (signal?.aborted) return reject(signal.reason);
-    const req = send(url, { method: init.method ?? 'GET', headers: init.headers as Record<string, string> }, (res) => {
+    // No keep-alive agent: an idle pooled socket would keep a short-lived process alive until the
+    // server's keep-alive timeout (72 s in fastify).
+    const req = send(url, { method: init.method ?? 'GET', headers: init.headers as Record<string, string>, agent: false }, (res) => {
       const headers = new Headers();
       for (const [name, value] of Object.entries(res.headers)) {
         if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
