@@ -85,6 +85,21 @@ describe('roost CLI against a real daemon', () => {
     assert.equal((await roost(['rm', 'dev-box'])).exitCode, 0);
   });
 
+  it("one user can never see, exec into or remove another user's sandbox", async () => {
+    assert.equal((await roost(['new', 'admins-box'])).exitCode, 0);
+    const eve = { ROOST_API_TOKEN: await daemon.createUserToken('eve') };
+    const listed = await roost(['ls', '--all', '--json'], { env: eve });
+    assert.deepEqual(JSON.parse(listed.stdout), []);
+    for (const args of [['exec', 'admins-box', 'true'], ['status', 'admins-box'], ['rm', 'admins-box'], ['stop', 'admins-box'], ['logs', 'admins-box']]) {
+      const result = await roost(args, { env: eve });
+      assert.equal(result.exitCode, 1, args.join(' '));
+      assert.match(result.stderr, /SANDBOX_NOT_FOUND/, args.join(' '));
+    }
+    const status = await roost(['status', '--json', 'admins-box']);
+    assert.equal((JSON.parse(status.stdout) as { status: string }).status, 'running');
+    assert.equal((await roost(['rm', 'admins-box'])).exitCode, 0);
+  });
+
   it('says SANDBOX_NOT_FOUND with a hint for an unknown sandbox', async () => {
     const result = await roost(['exec', 'no-such-box', 'true']);
     assert.equal(result.exitCode, 1);
