@@ -58,12 +58,16 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     void reply.status(404).send(httpError.body);
   });
 
+  /** Where fastify mounts a route of the table; `routeName` lets the auth hook look it up. */
+  const mount = (name: RouteName) => ({
+    method: routes[name].method,
+    url: routes[name].path.replace(/\{(\w+)\}/g, ':$1'),
+    config: { routeName: name },
+  });
   const on = <N extends RouteName>(name: N, handler: (request: FastifyRequest) => Promise<unknown>) => {
     const route = routes[name];
     app.route({
-      method: route.method,
-      url: route.path.replace(/\{(\w+)\}/g, ':$1'),
-      config: { routeName: name },
+      ...mount(name),
       handler: async (request, reply) => {
         const result = await handler(request);
         if (reply.sent) return;
@@ -109,9 +113,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   app.route({
-    method: 'POST',
-    url: routes.exec.path.replace('{ref}', ':ref'),
-    config: { routeName: 'exec' },
+    ...mount('exec'),
     handler: async (request, reply) => {
       const { ref } = parse(routes.exec.params, request.params);
       const body = parse(routes.exec.body, request.body);
@@ -122,9 +124,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   app.route({
-    method: 'POST',
-    url: routes.run.path,
-    config: { routeName: 'run' },
+    ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
       const session = await sandboxes.run(userOf(request).id, body);
@@ -138,9 +138,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   });
 
   app.route({
-    method: 'GET',
-    url: routes.logs.path.replace('{ref}', ':ref'),
-    config: { routeName: 'logs' },
+    ...mount('logs'),
     handler: async (request, reply) => {
       const { ref } = parse(routes.logs.params, request.params);
       const query = parse(routes.logs.query, request.query);

@@ -40,8 +40,7 @@ export class AuthService {
   async ensureAdmin(): Promise<{ user: UserRecord; newToken?: string }> {
     const existing = await this.deps.store.getUserByName(adminUserName);
     if (existing) return { user: existing };
-    const user: UserRecord = { id: this.deps.newId('usr'), name: adminUserName, isAdmin: true, createdAt: this.deps.clock.now() };
-    await this.deps.store.createUser(user);
+    const user = await this.createUser(adminUserName, { isAdmin: true });
     const newToken = await this.createToken(user.id, 'admin token made on first start');
     this.deps.logger.info({ userId: user.id }, 'admin user created');
     return { user, newToken };

@@ -43,8 +43,9 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
   }
   const { httpUrl } = await daemon.listen();
   const adminToken = (await readFile(daemon.adminTokenFile, 'utf8')).trim();
+  const sdk = new Roost({ apiUrl: httpUrl, token: adminToken });
   return {
-    sdk: new Roost({ apiUrl: httpUrl, token: adminToken }),
+    sdk,
     url: httpUrl,
     adminToken,
     dataDir: config.dataDir,
@@ -53,7 +54,6 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     async close() {
       try {
         // A test's sandboxes must not outlive it (the real daemon keeps them across restarts).
-        const sdk = new Roost({ apiUrl: httpUrl, token: adminToken });
         for (const sandbox of await sdk.sandboxes.list({ all: true }).catch(() => [])) {
           await sdk.sandboxes.remove(sandbox.id).catch(() => {});
         }
