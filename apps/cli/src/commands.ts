@@ -2,17 +2,15 @@
 // talks to the daemon only through the SDK.
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { Roost as SdkRoost, type RoostOpts, type Sandbox } from '@roost/sdk';
+import { Roost, type RoostOpts, type Sandbox } from '@roost/sdk';
 import { nodeHttpFetch } from '@roost/sdk/node';
 import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
 
 /** The SDK client, on node:http: the global fetch costs ~100 ms at a CLI's first request. */
-class Roost extends SdkRoost {
-  constructor(opts: RoostOpts) {
-    super({ fetch: nodeHttpFetch, ...opts });
-  }
+function connect(opts: RoostOpts): Roost {
+  return new Roost({ fetch: nodeHttpFetch, ...opts });
 }
 
 interface JsonOpt {
@@ -24,7 +22,7 @@ async function client(cli: CliEnv): Promise<Roost> {
   if (!credentials.token) {
     throw new UsageError('you are not logged in: run `roost login` (on the daemon host it finds the admin token by itself)');
   }
-  return new Roost(credentials);
+  return connect(credentials);
 }
 
 function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
@@ -75,7 +73,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     const apiUrl = opts.url ?? current.apiUrl;
     let token = opts.token;
     if (!token) {
-      const health = await new Roost({ apiUrl }).health();
+      const health = await connect({ apiUrl }).health();
       if (!health.adminTokenFile) {
         throw new UsageError(`roostd at ${apiUrl} is on another host: pass --token (create one there with \`roost token create\`)`);
       }
@@ -88,7 +86,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
         },
       );
     }
-    const { user } = await new Roost({ apiUrl, token }).whoami();
+    const { user } = await connect({ apiUrl, token }).whoami();
     await saveCredentials(cli, { apiUrl, token });
     if (opts.json) printJson({ apiUrl, user });
     else printLine(`Logged in to ${apiUrl} as ${user.name}. Try: roost run 'echo Hello World'`);

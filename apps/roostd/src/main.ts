@@ -2,7 +2,7 @@
 // `roostd`: the daemon in the foreground. JSON log lines go to stdout; the start-up summary for
 // humans goes to stderr, so the log stays machine-readable.
 import { loadConfig } from './config.js';
-import { buildDaemon, PrerequisiteError } from './daemon.js';
+import { buildDaemon } from './daemon.js';
 import { version } from './version.js';
 
 const help = `roostd — the Roost daemon (HTTP API, sandbox runtime)
@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    const message = error instanceof PrerequisiteError || error instanceof Error ? error.message : String(error);
+    const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`roostd: ${message}\n`);
     process.exit(1);
   },

@@ -265,8 +265,9 @@ export class SandboxService {
 
   private async finishRun(sandbox: SandboxRecord, result: ExitResult): Promise<void> {
     const { runtime, store, clock, logger } = this.deps;
-    const cancelled = result.reason !== undefined && result.exitCode !== timeoutExitCode;
-    const status: SandboxStatus = sandbox.persistent ? 'running' : cancelled ? 'error' : 'completed';
+    // A timeout is the script's own outcome; a cancel or an OOM kill is an error of the run.
+    const failed = result.reason !== undefined && result.exitCode !== timeoutExitCode;
+    const status: SandboxStatus = sandbox.persistent ? 'running' : failed ? 'error' : 'completed';
     await store.updateSandbox(
       sandbox.id,
       { status, exitCode: result.exitCode, statusReason: result.reason ?? null },
