@@ -1,8 +1,8 @@
 // Brings a fresh clone to a runnable state, skipping every step that is already done:
-// Debian packages, npm packages, the TypeScript build, the default image.
+// Debian packages, npm packages, the in-sandbox tools, the TypeScript build, the default image.
 // Used by `npm start` and `npm test`; plain Node with no dependencies, since it runs before `npm install`.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,6 +19,13 @@ const debianPackages = [
   { name: 'python3', present: '/usr/bin/python3' },
   { name: 'make', present: '/usr/bin/make' },
   { name: 'g++', present: '/usr/bin/g++' },
+  // The in-sandbox tools (adapters/runtime-oci/native): static C binaries and a patched sftp-server.
+  { name: 'gcc', present: '/usr/bin/gcc' },
+  { name: 'libc6-dev', present: '/usr/include/pty.h' },
+  { name: 'patchelf', present: '/usr/bin/patchelf' },
+  // Tests: the sftp client, and a static busybox for an image that is not Debian.
+  { name: 'openssh-client', present: '/usr/bin/sftp' },
+  { name: 'busybox-static', present: '/bin/busybox' },
 ];
 
 const isTty = process.stderr.isTTY;
@@ -87,7 +94,8 @@ export async function ensureDebianPackages() {
 function newestMtime(path) {
   let newest = 0;
   for (const entry of readdirSync(path, { withFileTypes: true })) {
-    if (entry.name === 'node_modules' || entry.name === 'dist' || entry.name.startsWith('.')) continue;
+    // Build outputs (dist, the tools' build/) are not sources.
+    if (['node_modules', 'dist', 'build'].includes(entry.name) || entry.name.startsWith('.')) continue;
     const full = join(path, entry.name);
     newest = Math.max(newest, entry.isDirectory() ? newestMtime(full) : statSync(full).mtimeMs);
   }
@@ -114,6 +122,18 @@ export async function ensureBuild() {
   if (!existsSync(join(repoRoot, 'node_modules', '.bin', 'roost'))) run('npm', ['install', '--no-audit', '--no-fund', '--offline'], { stdio: 'ignore' });
 }
 
+/** The tools dir mounted at /.roost/tools in every sandbox: make runs when a source (or the
+ *  host's sftp-server it copies) is newer than the last build, and rebuilds only what is stale. */
+export async function ensureSandboxTools() {
+  const nativeDir = join(repoRoot, 'adapters', 'runtime-oci', 'native');
+  const stamp = join(nativeDir, 'build', '.stamp');
+  const newestInput = Math.max(newestMtime(nativeDir), statSync('/usr/lib/openssh/sftp-server').mtimeMs);
+  if (existsSync(stamp) && statSync(stamp).mtimeMs >= newestInput) return;
+  step('building the in-sandbox tools (make -C adapters/runtime-oci/native)');
+  await runWithProgress('in-sandbox tools', 'make', ['-C', nativeDir]);
+  writeFileSync(stamp, `${new Date().toISOString()}\n`);
+}
+
 export async function ensureDefaultImage() {
   run(process.execPath, [join(repoRoot, 'adapters', 'runtime-oci', 'dist', 'build-image.js')]);
 }
@@ -122,6 +142,7 @@ export async function setup({ why }) {
   ensureRoot(why);
   await ensureDebianPackages();
   await ensureNpmPackages();
+  await ensureSandboxTools();
   await ensureBuild();
   await ensureDefaultImage();
 }
