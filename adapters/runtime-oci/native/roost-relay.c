@@ -2,7 +2,8 @@
  * roost-relay: port forwarding from inside a sandbox's own network namespace.
  *
  *   roost-relay connect [--ready] HOST PORT
- *       Connects to HOST:PORT and relays stdin -> socket and socket -> stdout, each direction
+ *   roost-relay connect [--ready] --unix PATH
+ *       Connects to HOST:PORT (or a unix socket) and relays stdin -> socket and socket -> stdout, each direction
  *       half-closed on its own (stdin EOF: shutdown(SHUT_WR) on the socket; socket EOF:
  *       shutdown of stdout). A failed connect exits 1 with one line on stderr. With --ready,
  *       "connected ADDR PORT" is written to stderr once connected, so the caller can confirm
@@ -84,6 +85,7 @@ static void fail(int err, const char *fmt, ...) {
 static void usage(void) {
   fprintf(stderr,
           "usage: roost-relay connect [--ready] HOST PORT\n"
+          "       roost-relay connect [--ready] --unix PATH\n"
           "       roost-relay listen tcp ADDR PORT\n"
           "       roost-relay listen unix PATH\n");
   exit(2);
@@ -157,27 +159,40 @@ static int do_connect(int argc, char **argv) {
   }
   if (argc - i != 2) usage();
   const char *host = argv[i], *port = argv[i + 1];
-  struct addrinfo *res = resolve(host, port, 0);
-  int fd = -1, err = 0;
+  char what[160];
+  if (strcmp(host, "--unix") == 0) snprintf(what, sizeof what, "%s", port);
+  else snprintf(what, sizeof what, "%s port %s", host, port);
+  int fd = -1;
   char addr[INET6_ADDRSTRLEN + 8];
   unsigned aport = 0;
-  for (struct addrinfo *a = res; a; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
+  if (strcmp(host, "--unix") == 0) {
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(port) >= sizeof sun.sun_path) fail(0, "connect %s: path longer than %zu bytes", port, sizeof sun.sun_path - 1);
+    strcpy(sun.sun_path, port);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) fail(errno, "connect %s", port);
+    snprintf(addr, sizeof addr, "unix");
+  } else {
+    struct addrinfo *res = resolve(host, port, 0);
+    int err = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+      fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd < 0) {
+        err = errno;
+        continue;
+      }
+      if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+        format_addr(a->ai_addr, a->ai_addrlen, addr, sizeof addr, &aport);
+        break;
+      }
       err = errno;
-      continue;
+      close(fd);
+      fd = -1;
     }
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      format_addr(a->ai_addr, a->ai_addrlen, addr, sizeof addr, &aport);
-      break;
-    }
-    err = errno;
-    close(fd);
-    fd = -1;
+    freeaddrinfo(res);
+    if (fd < 0) fail(err, "connect %s port %s", host, port);
   }
-  freeaddrinfo(res);
-  if (fd < 0) fail(err, "connect %s port %s", host, port);
-  tcp_nodelay(fd);
+  tcp_nodelay(fd); /* fails harmlessly on a unix socket */
   if (ready) fprintf(stderr, "connected %s %u\n", addr, aport);
 
   set_nonblock(0);
@@ -216,14 +231,14 @@ static int do_connect(int argc, char **argv) {
       } else if (r == 0) {
         sock_rd_open = 0;
       } else if (errno != EAGAIN && errno != EINTR) {
-        fail(errno, "read from %s port %s", host, port);
+        fail(errno, "read from %s", what);
       }
     }
     while (up.len > 0) {
       ssize_t w = write(fd, up.data + up.off, up.len);
       if (w < 0) {
         if (errno == EAGAIN || errno == EINTR) break;
-        fail(errno, "write to %s port %s", host, port);
+        fail(errno, "write to %s", what);
       }
       up.off += (size_t)w;
       up.len -= (size_t)w;
