@@ -1,7 +1,10 @@
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { ExecOpts, Logger, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxSpec } from '@roost/core';
+import type { Duplex, Writable } from 'node:stream';
+import type {
+  ExecOpts, ListenOpts, Logger, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
+} from '@roost/core';
 import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
@@ -11,7 +14,9 @@ import type { ImageStore } from './images.js';
 import { AddressPool, attachSandbox, detachSandbox, ensureBridge, readSavedAddress } from './network.js';
 import { baseEnv, envList, ociConfig } from './oci-config.js';
 import { mountOverlay, unmountAll } from './overlay.js';
-import { processHandle } from './process-handle.js';
+import { checkTerminalSize, processHandle } from './process-handle.js';
+import { connectedStream, relayListener } from './relay-streams.js';
+import { buildToolsCommand, DEFAULT_TOOLS_DIR, missingTools, SANDBOX_TOOLS } from './tools.js';
 
 export interface OciRuntimeOpts {
   /** e.g. <dataDir>/runtime: bundles under sandboxes/, the engine's private state under oci-state/. */
@@ -19,6 +24,8 @@ export interface OciRuntimeOpts {
   images: ImageStore;
   logger: Logger;
   engine?: 'auto' | EngineName;
+  /** Host dir mounted read-only at /.roost/tools in every sandbox (default: DEFAULT_TOOLS_DIR). */
+  toolsDir?: string;
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -28,11 +35,30 @@ function notRunning(id: string): Error {
   return Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
 }
 
+function describeAddress(address: SandboxAddress): string {
+  return 'path' in address ? address.path : `${address.host} port ${address.port}`;
+}
+
+/**
+ * The engine's environment: ours without systemd's socket-activation variables. runc (and
+ * crun) pass $LISTEN_FDS descriptors on to the process ahead of --preserve-fds ones, which
+ * would move the resize pipe off fd 3.
+ */
+function engineEnv(): NodeJS.ProcessEnv {
+  const { LISTEN_FDS: _fds, LISTEN_PID: _pid, LISTEN_FDNAMES: _names, ...rest } = process.env;
+  return rest;
+}
+
 export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
+  const toolsDir = path.resolve(opts.toolsDir ?? DEFAULT_TOOLS_DIR);
+  const missing = missingTools(toolsDir);
+  if (missing.length) {
+    throw new Error(`the in-sandbox tools are not built (${missing.join(', ')} missing in ${toolsDir}); fix: ${buildToolsCommand(toolsDir)}`);
+  }
   await fs.mkdir(path.join(opts.stateDir, 'sandboxes'), { recursive: true, mode: 0o711 });
-  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', opts.logger);
+  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger);
   await ensureBridge(opts.logger);
-  const rt = new OciRuntime(engine, opts);
+  const rt = new OciRuntime(engine, opts, toolsDir);
   await rt.adopt();
   return rt;
 }
@@ -48,8 +74,8 @@ class OciRuntime implements Runtime {
   private readonly busy = new Map<string, Promise<unknown>>();
   private execSeq = 0;
 
-  constructor(private readonly engine: Engine, private readonly opts: OciRuntimeOpts) {
-    this.info = { engine: engine.version };
+  constructor(private readonly engine: Engine, private readonly opts: OciRuntimeOpts, private readonly toolsDir: string) {
+    this.info = { engine: engine.version, sftpServer: [SANDBOX_TOOLS.sftpServer] };
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
   }
@@ -113,7 +139,7 @@ class OciRuntime implements Runtime {
         fs.writeFile(hostnameFile, `${spec.hostname}\n`),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { hostsFile, hostnameFile, mountCgroup: this.engine.mountCgroup })),
+          JSON.stringify(ociConfig(spec, { hostsFile, hostnameFile, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
         ),
       ]);
       await fs.chown(hostsFile, SHIFT_BASE, SHIFT_BASE);
@@ -162,14 +188,36 @@ class OciRuntime implements Runtime {
     const env = this.running.get(id);
     if (!env || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
     if (!opts.command.length) throw new Error('exec needs a command');
+    const tty = opts.tty;
+    if (tty) checkTerminalSize(tty.cols, tty.rows);
     const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
     // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
     // binary could gain privileges the sandbox's init never had.
     const args = ['--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
-    for (const kv of envList({ ...env, ...opts.env })) args.push('--env', kv);
-    args.push(id, ...opts.command);
-    const child = spawn(this.engine.bin, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
-    return processHandle(child, pidFile);
+    // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1).
+    if (tty) args.push('--preserve-fds', '1');
+    for (const kv of envList({ ...env, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
+    args.push(id);
+    if (tty) args.push(SANDBOX_TOOLS.pty, '--size', `${tty.cols}x${tty.rows}`, '--resize-fd', '3', '--');
+    args.push(...opts.command);
+    const child = spawn(this.engine.bin, args, {
+      stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(tty ? (['pipe'] as const) : [])],
+      env: engineEnv(),
+    });
+    return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined);
+  }
+
+  async connect(id: string, address: SandboxAddress): Promise<Duplex> {
+    const target = 'path' in address ? ['--unix', address.path] : [address.host, String(address.port)];
+    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'connect', '--ready', ...target], stdin: true });
+    return connectedStream(proc, describeAddress(address));
+  }
+
+  async listen(id: string, opts: ListenOpts): Promise<SandboxListener> {
+    const { address } = opts;
+    const target = 'path' in address ? ['unix', address.path] : ['tcp', address.host, String(address.port)];
+    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'listen', ...target], stdin: true });
+    return relayListener(proc, opts.onConnection, describeAddress(address));
   }
 
   destroy(id: string): Promise<void> {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Logger } from '@roost/core';
 import { SHIFT_BASE } from './constants.js';
 import { ociConfig } from './oci-config.js';
+import { TOOLS_MOUNT } from './tools.js';
 import { runCmd, runToFile, type RunResult } from './proc.js';
 
 export type EngineName = 'crun' | 'runc';
@@ -41,7 +42,7 @@ function makeEngine(name: EngineName, bin: string, root: string, version: string
  * The probe creates (and deletes) a real container with the same namespaces and cgroup
  * layout as a sandbox, because crun's hybrid-cgroup refusal only shows at create time.
  */
-export async function probeEngine(stateDir: string, want: 'auto' | EngineName, log: Logger): Promise<Engine> {
+export async function probeEngine(stateDir: string, want: 'auto' | EngineName, toolsDir: string, log: Logger): Promise<Engine> {
   const root = path.join(stateDir, 'oci-state');
   await fs.mkdir(root, { recursive: true, mode: 0o700 });
   const tried: string[] = [];
@@ -55,16 +56,16 @@ export async function probeEngine(stateDir: string, want: 'auto' | EngineName, l
     const v = await runCmd(bin, ['--version']);
     const version = `${name} ${/version\s+([^\s]+)/.exec(v.stdout)?.[1] ?? '?'}`;
     const engine = makeEngine(name, bin, root, version);
-    let err = await tryCreate(engine, stateDir);
+    let err = await tryCreate(engine, stateDir, toolsDir);
     if (err && name === 'crun' && /hybrid mode not supported/.test(err)) {
       // crun refuses a cgroup2 hierarchy that still has controllers. On these hosts that is
       // hugetlb, the one v1 controller nobody mounted; mounting it moves it off cgroup2.
-      if (await mountHugetlb(log)) err = await tryCreate(engine, stateDir);
+      if (await mountHugetlb(log)) err = await tryCreate(engine, stateDir, toolsDir);
     }
     if (err && /cgroup/.test(err)) {
       // Some engines cannot mount cgroupfs in a userns on a v1 host; sandboxes still work without it.
       engine.mountCgroup = false;
-      const err2 = await tryCreate(engine, stateDir);
+      const err2 = await tryCreate(engine, stateDir, toolsDir);
       if (!err2) {
         log.warn({ engine: version, error: err }, 'cgroupfs will not be mounted inside sandboxes');
         err = undefined;
@@ -97,7 +98,7 @@ async function mountHugetlb(log: Logger): Promise<boolean> {
 }
 
 /** Returns undefined when a throwaway container could be created, else the engine's error. */
-async function tryCreate(engine: Engine, stateDir: string): Promise<string | undefined> {
+async function tryCreate(engine: Engine, stateDir: string, toolsDir: string): Promise<string | undefined> {
   const id = `roost-probe-${process.pid}`;
   const bundle = path.join(stateDir, id);
   await fs.rm(bundle, { recursive: true, force: true });
@@ -105,10 +106,10 @@ async function tryCreate(engine: Engine, stateDir: string): Promise<string | und
   await fs.chown(path.join(bundle, 'rootfs'), SHIFT_BASE, SHIFT_BASE);
   const cfg = ociConfig(
     { id, hostname: id, image: '', env: {}, limits: { cpus: 1, memoryMb: 64, pids: 16 } },
-    { mountCgroup: engine.mountCgroup },
+    { mountCgroup: engine.mountCgroup, toolsDir },
   ) as { mounts: { destination: string }[] };
-  // Only what needs no files in the rootfs: proc and tmpfs mounts, cgroupfs, the init bind.
-  cfg.mounts = cfg.mounts.filter((m) => ['/proc', '/dev', '/sys', '/sys/fs/cgroup', '/.roost/init'].includes(m.destination));
+  // Only what needs no files in the rootfs: proc and tmpfs mounts, cgroupfs, the init and tools binds.
+  cfg.mounts = cfg.mounts.filter((m) => ['/proc', '/dev', '/sys', '/sys/fs/cgroup', '/.roost/init', TOOLS_MOUNT].includes(m.destination));
   await fs.writeFile(path.join(bundle, 'config.json'), JSON.stringify(cfg));
   try {
     const r = await engine.runToFile(['create', '--bundle', bundle, id], path.join(bundle, 'create.log'));

@@ -6,3 +6,8 @@ export {
 export { SHIFT_BASE, BRIDGE } from './constants.js';
 export { findResidue } from './residue.js';
 export type { EngineName } from './engine.js';
+export { DEFAULT_TOOLS_DIR, SANDBOX_TOOLS, TOOLS_MOUNT, missingTools } from './tools.js';
+export {
+  encodeRelayFrame, RelayFrameDecoder, RelayProtocolError, RELAY_HEADER_BYTES, RELAY_INITIAL_WINDOW, RELAY_MAX_PAYLOAD,
+  type RelayFrame,
+} from './relay-protocol.js';

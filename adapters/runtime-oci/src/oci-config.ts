@@ -1,5 +1,6 @@
 import type { SandboxSpec } from '@roost/core';
 import { defaultSeccompProfile } from './seccomp.js';
+import { TOOLS_MOUNT } from './tools.js';
 import { CATATONIT, CGROUP_PARENT, DEFAULT_PATH, SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 
 /** The capabilities a container engine grants by default (Docker/Podman set). */
@@ -32,6 +33,8 @@ interface ConfigOpts {
   hostnameFile?: string;
   /** Mount cgroupfs read-only at /sys/fs/cgroup (works with crun on the hybrid host). */
   mountCgroup: boolean;
+  /** Host dir mounted read-only at /.roost/tools (pty, relay, sftp-server). */
+  toolsDir: string;
 }
 
 export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
@@ -48,6 +51,7 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
     mounts.push({ destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] });
   }
   mounts.push({ destination: '/.roost/init', type: 'bind', source: CATATONIT, options: ['bind', 'ro', 'nosuid', 'nodev'] });
+  mounts.push({ destination: TOOLS_MOUNT, type: 'bind', source: o.toolsDir, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   if (o.hostsFile) mounts.push({ destination: '/etc/hosts', type: 'bind', source: o.hostsFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
   if (o.hostnameFile) mounts.push({ destination: '/etc/hostname', type: 'bind', source: o.hostnameFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
 

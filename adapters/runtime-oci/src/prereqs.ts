@@ -2,6 +2,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { HostProblem } from '@roost/core';
 import { CATATONIT } from './constants.js';
+import { buildToolsCommand, DEFAULT_TOOLS_DIR, missingTools } from './tools.js';
 
 export type { HostProblem };
 
@@ -11,6 +12,8 @@ export interface HostProbeOpts {
   binDirs?: string[];
   catatonit?: string;
   uid?: number;
+  /** The in-sandbox tools dir (default: this checkout's native/build/tools). */
+  toolsDir?: string;
 }
 
 /** What stops the OCI driver from working on this host, each with the command that fixes it. */
@@ -36,6 +39,14 @@ export async function checkHostPrerequisites(opts: HostProbeOpts = {}): Promise<
   const catatonit = opts.catatonit ?? CATATONIT;
   if (!existsSync(catatonit)) {
     problems.push({ problem: `catatonit (the sandboxes' init) is missing at ${catatonit}`, fix: 'apt-get install -y catatonit' });
+  }
+  const toolsDir = opts.toolsDir ?? DEFAULT_TOOLS_DIR;
+  const missing = missingTools(toolsDir);
+  if (missing.length) {
+    problems.push({
+      problem: `the in-sandbox tools (pty, port-forwarding relay, sftp-server) are not built: ${missing.join(', ')} missing in ${toolsDir}`,
+      fix: buildToolsCommand(toolsDir),
+    });
   }
   if (!has('ip')) problems.push({ problem: 'the ip command is missing', fix: 'apt-get install -y iproute2' });
   if (!has('nsenter')) problems.push({ problem: 'the nsenter command is missing', fix: 'apt-get install -y util-linux' });

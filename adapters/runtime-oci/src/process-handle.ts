@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { ExitStatus, ProcessHandle } from '@roost/core';
 import { killTree, signalName, signalNumber } from './proc.js';
 
@@ -55,6 +55,21 @@ function relay(src: Readable): { out: PassThrough; settle(): void } {
   };
 }
 
+export function checkTerminalSize(cols: number, rows: number): void {
+  for (const n of [cols, rows]) {
+    if (!Number.isInteger(n) || n < 1 || n > 0xffff) throw new RangeError(`terminal size ${cols}x${rows}: each must be an integer from 1 to 65535`);
+  }
+}
+
+/** A resize request for roost-pty: u16 cols, u16 rows, big-endian. */
+export function resizeRecord(cols: number, rows: number): Buffer {
+  checkTerminalSize(cols, rows);
+  const record = Buffer.allocUnsafe(4);
+  record.writeUInt16BE(cols, 0);
+  record.writeUInt16BE(rows, 2);
+  return record;
+}
+
 export function toExitStatus(code: number | null, signal: NodeJS.Signals | null): ExitStatus {
   if (signal) return { exitCode: 128 + signalNumber(signal), signal };
   const exitCode = code ?? 255;
@@ -66,8 +81,9 @@ export function toExitStatus(code: number | null, signal: NodeJS.Signals | null)
 /**
  * Wraps `crun exec`. kill() signals the real process by its host pid (from --pid-file):
  * the engine does not forward SIGKILL, and killing the engine would orphan the process.
+ * `resizes`: the pipe to roost-pty's resize fd, when the process runs under a terminal.
  */
-export function processHandle(child: ChildProcess, pidFile: string): ProcessHandle {
+export function processHandle(child: ChildProcess, pidFile: string, resizes?: Writable): ProcessHandle {
   const stdout = relay(child.stdout!);
   const stderr = relay(child.stderr!);
   let exited = false;
@@ -83,6 +99,7 @@ export function processHandle(child: ChildProcess, pidFile: string): ProcessHand
       stdout.settle();
       stderr.settle();
       child.stdin?.destroy();
+      resizes?.destroy();
       fs.rm(pidFile, { force: true }).catch(() => {});
       resolve(toExitStatus(code, signal));
     });
@@ -90,6 +107,7 @@ export function processHandle(child: ChildProcess, pidFile: string): ProcessHand
   status.catch(() => {});
   // Writing after the process exited fails with EPIPE; unhandled, that would crash the daemon.
   child.stdin?.on('error', () => {});
+  resizes?.on('error', () => {});
 
   const readPid = (): number | undefined => {
     try {
@@ -124,5 +142,11 @@ export function processHandle(child: ChildProcess, pidFile: string): ProcessHand
     stdin: child.stdin ?? undefined,
     wait: () => status,
     kill,
+    ...(resizes && {
+      resize(cols: number, rows: number) {
+        const record = resizeRecord(cols, rows);
+        if (!exited && !resizes.destroyed) resizes.write(record);
+      },
+    }),
   };
 }

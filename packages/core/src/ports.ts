@@ -1,6 +1,6 @@
 // The ports: the small interfaces core needs from the outside world. Each has a fake in
 // @roost/testkit and a conformance suite that the fake and every real adapter pass.
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 
 /** Resource limits of one sandbox. */
 export interface SandboxLimits {
@@ -29,6 +29,38 @@ export interface ExecOpts {
   cwd?: string;
   /** Whether stdin is connected; when false the process reads EOF. */
   stdin?: boolean;
+  /** Run under a new pseudo-terminal (controlling tty, TERM set). stdin and stdout then carry
+   *  the terminal's input and output, and the process sees a terminal on all three; stderr
+   *  carries only the driver's own errors. */
+  tty?: TerminalOpts;
+}
+
+export interface TerminalOpts {
+  /** Becomes TERM, e.g. "xterm-256color". */
+  term: string;
+  cols: number;
+  rows: number;
+}
+
+/** An address inside a sandbox's own network: TCP (name or IP) or a unix socket path. */
+export type SandboxAddress = { host: string; port: number } | { path: string };
+
+export interface ListenOpts {
+  /** Where to listen inside the sandbox; port 0 picks a free one. */
+  address: SandboxAddress;
+  /** Each accepted connection, as a stream with half-close and backpressure. `peer` is the
+   *  TCP client's address (absent for unix sockets). */
+  onConnection(stream: Duplex, peer?: { host: string; port: number }): void;
+}
+
+/** A listening socket inside a sandbox (SSH -R, agent and X11 forwarding). */
+export interface SandboxListener {
+  /** Where it listens: with the port the system chose when 0 was asked. */
+  readonly address: SandboxAddress;
+  /** Resolves when it no longer listens: after close(), or when the sandbox went away. */
+  readonly closed: Promise<void>;
+  /** Stops listening and drops its open connections. */
+  close(): Promise<void>;
 }
 
 export interface ExitStatus {
@@ -49,6 +81,8 @@ export interface ProcessHandle {
   wait(): Promise<ExitStatus>;
   /** Sends a signal to the process inside the sandbox (default SIGKILL). */
   kill(signal?: NodeJS.Signals): void;
+  /** Sets the terminal's size; the foreground process gets SIGWINCH. Present with ExecOpts.tty. */
+  resize?(cols: number, rows: number): void;
 }
 
 /** Something missing on the host, with the command that fixes it. */
@@ -72,6 +106,9 @@ export interface RuntimeDiagnosis {
 export interface RuntimeInfo {
   /** e.g. "crun 1.8.1" */
   engine: string;
+  /** argv of an SFTP server (the protocol on stdin/stdout) that works in every sandbox of this
+   *  runtime, whatever its image holds. */
+  sftpServer: string[];
 }
 
 /** Where a runtime's sandbox processes run. One implementation per driver. */
@@ -80,6 +117,13 @@ export interface Runtime {
   /** Creates and starts a sandbox; resolves once a command can be executed in it. */
   create(spec: SandboxSpec): Promise<void>;
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
+  /** Opens a TCP (or unix socket) connection from inside the sandbox's network, so it reaches
+   *  what the sandbox reaches (e.g. its own 127.0.0.1) and never the host's. Rejects with code
+   *  CONNECT_FAILED and the reason (e.g. "connect 127.0.0.1 port 9: Connection refused"). */
+  connect(id: string, address: SandboxAddress): Promise<Duplex>;
+  /** Listens inside the sandbox's network. Rejects with code LISTEN_FAILED and the reason
+   *  (e.g. "listen tcp 127.0.0.1 port 22: Address already in use"). */
+  listen(id: string, opts: ListenOpts): Promise<SandboxListener>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
   destroy(id: string): Promise<void>;
   /** Host prerequisites that are missing and residue of sandboxes it no longer holds. */

@@ -1,54 +1,66 @@
 // A Runtime for unit tests of core logic: each exec is a plain host process in a temp dir.
-// It isolates nothing; the conformance suite runs it with isolation checks off.
+// It isolates nothing; the conformance suite runs it with isolation checks off. connect() and
+// listen() use the host's network; a `tty` exec gets no real terminal (TERM, COLUMNS and LINES
+// are set, stderr is merged into stdout, resize() is accepted and does nothing).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import type { ExecOpts, ExitStatus, ProcessHandle, Runtime, SandboxSpec } from '@roost/core';
+import { PassThrough, type Duplex } from 'node:stream';
+import type {
+  ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, SandboxAddress, SandboxListener, SandboxSpec,
+} from '@roost/core';
 
 interface FakeSandbox {
   dir: string;
   env: Record<string, string>;
   /** Process groups of its execs, kept after they exit: background children live on in them. */
   pids: Set<number>;
+  listeners: Set<SandboxListener>;
 }
 
 export class FakeRuntime implements Runtime {
-  readonly info = { engine: 'fake' };
+  readonly info = { engine: 'fake', sftpServer: ['/usr/lib/openssh/sftp-server'] };
   private readonly sandboxes = new Map<string, FakeSandbox>();
 
   async create(spec: SandboxSpec): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), `roost-fake-${spec.id}-`));
-    this.sandboxes.set(spec.id, { dir, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set() });
+    this.sandboxes.set(spec.id, { dir, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set(), listeners: new Set() });
   }
 
   async exec(id: string, opts: ExecOpts): Promise<ProcessHandle> {
     const sandbox = this.sandboxes.get(id);
     if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     const [command, ...args] = opts.command;
+    const tty = opts.tty;
+    const ttyEnv = tty ? { TERM: tty.term, COLUMNS: String(tty.cols), LINES: String(tty.rows) } : {};
     // Its own process group, so kill() reaches the children a script started.
     const child = spawn(command, args, {
       cwd: sandbox.dir,
-      env: { PATH: process.env.PATH, HOME: sandbox.dir, ...sandbox.env, ...opts.env },
+      env: { PATH: process.env.PATH, HOME: sandbox.dir, ...sandbox.env, ...opts.env, ...ttyEnv },
       stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       detached: true,
     });
     const pid = child.pid;
     // Relayed, so they can be ended cleanly while a background child still holds the pipes.
-    const stdout = child.stdout!.pipe(new PassThrough());
-    const stderr = child.stderr!.pipe(new PassThrough());
+    const stdout = child.stdout!.pipe(new PassThrough(), { end: !tty });
+    const stderr = new PassThrough();
+    // A terminal has one output: stderr goes there too, and the stderr stream stays empty.
+    child.stderr!.pipe(tty ? stdout : stderr, { end: !tty });
+    if (tty) stderr.end();
     if (pid) sandbox.pids.add(pid);
     const exited = new Promise<ExitStatus>((resolve, reject) => {
       child.once('error', reject);
       child.once('exit', (code, signal) => {
         // Background children may hold the pipes open; the process's exit is the end.
         setTimeout(() => {
-          for (const [pipe, relay] of [[child.stdout!, stdout], [child.stderr!, stderr]] as const) {
-            pipe.unpipe(relay);
+          for (const pipe of [child.stdout!, child.stderr!]) {
+            pipe.unpipe();
             pipe.destroy();
-            relay.end();
           }
+          stdout.end();
+          stderr.end();
         }, 50);
         resolve(signal ? { exitCode: 128 + (constants.signals[signal] ?? 0), signal } : { exitCode: code ?? 255 });
       });
@@ -59,13 +71,70 @@ export class FakeRuntime implements Runtime {
       stdin: child.stdin ?? undefined,
       wait: () => exited,
       kill: (signal = 'SIGKILL') => killGroup(pid, signal),
+      // No terminal to resize: accepted and ignored.
+      ...(tty && { resize: () => {} }),
     };
+  }
+
+  async connect(id: string, address: SandboxAddress): Promise<Duplex> {
+    this.mustHave(id);
+    return new Promise((resolve, reject) => {
+      const socket = createConnection('path' in address ? { path: address.path } : { host: address.host, port: address.port, allowHalfOpen: true });
+      socket.once('connect', () => {
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (error: NodeJS.ErrnoException) => {
+        const where = 'path' in address ? address.path : `${address.host} port ${address.port}`;
+        reject(Object.assign(new Error(`connect ${where}: ${error.code ?? error.message}`), { code: 'CONNECT_FAILED' }));
+      });
+    });
+  }
+
+  async listen(id: string, opts: ListenOpts): Promise<SandboxListener> {
+    const sandbox = this.mustHave(id);
+    const sockets = new Set<Socket>();
+    const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      opts.onConnection(socket, socket.remotePort ? { host: socket.remoteAddress ?? '', port: socket.remotePort } : undefined);
+    });
+    const { address } = opts;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (error: NodeJS.ErrnoException) => {
+        const where = 'path' in address ? address.path : `${address.host} port ${address.port}`;
+        reject(Object.assign(new Error(`listen ${where}: ${error.code ?? error.message}`), { code: 'LISTEN_FAILED' }));
+      });
+      if ('path' in address) server.listen(address.path, resolve);
+      else server.listen(address.port, address.host, resolve);
+    });
+    const bound = server.address();
+    const closed = new Promise<void>((resolve) => server.once('close', () => resolve()));
+    const listener: SandboxListener = {
+      address: typeof bound === 'string' || !bound ? { path: 'path' in address ? address.path : String(bound) } : { host: bound.address, port: bound.port },
+      closed,
+      close: async () => {
+        server.close();
+        for (const socket of sockets) socket.destroy();
+        sandbox.listeners.delete(listener);
+        await closed;
+      },
+    };
+    sandbox.listeners.add(listener);
+    return listener;
+  }
+
+  private mustHave(id: string): FakeSandbox {
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    return sandbox;
   }
 
   async destroy(id: string): Promise<void> {
     const sandbox = this.sandboxes.get(id);
     if (!sandbox) return;
     this.sandboxes.delete(id);
+    for (const listener of sandbox.listeners) await listener.close();
     for (const pid of sandbox.pids) killGroup(pid, 'SIGKILL');
     rmSync(sandbox.dir, { recursive: true, force: true });
   }

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
+import type { Duplex, Readable } from 'node:stream';
 import type { ProcessHandle, Runtime, SandboxSpec } from '@roost/core';
 
 export interface RuntimeConformanceOpts {
@@ -19,6 +20,8 @@ export interface RuntimeConformanceOpts {
   }>;
   /** Check namespaces, users, network and limits (real drivers only). */
   isolation: boolean;
+  /** Whether a `tty` exec gets a real pseudo-terminal (size, resize, Ctrl-C); the fake has none. */
+  realTerminal: boolean;
 }
 
 async function collect(process: ProcessHandle) {
@@ -35,6 +38,68 @@ async function collect(process: ProcessHandle) {
   const status = await process.wait();
   await reading;
   return { ...status, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+}
+
+/** The first line a stream prints (e.g. the port a server in the sandbox bound). */
+export function firstLine(stream: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString();
+      const nl = text.indexOf('\n');
+      if (nl < 0) return;
+      stream.off('data', onData);
+      stream.pause();
+      resolve(text.slice(0, nl).replace(/\r$/, ''));
+    };
+    stream.on('data', onData);
+    stream.once('end', () => reject(new Error(`stream ended before a line: ${JSON.stringify(text)}`)));
+  });
+}
+
+/** Everything a stream yields until its end. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A TCP server on 127.0.0.1 inside a sandbox: for each connection, reads to EOF, then
+ *  answers "got " + the bytes upper-cased and closes. Prints its port first. */
+const UPPERCASE_SERVER = [
+  'import socket, threading',
+  's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()',
+  'print(s.getsockname()[1], flush=True)',
+  'def serve(c):',
+  '    data = b""',
+  '    while True:',
+  '        d = c.recv(65536)',
+  '        if not d: break',
+  '        data += d',
+  '    c.sendall(b"got " + data.upper()); c.close()',
+  'while True:',
+  '    c, _ = s.accept(); threading.Thread(target=serve, args=(c,)).start()',
+].join('\n');
+
+/** Inside a sandbox: two connections to `target` at once, their writes interleaved; prints
+ *  each one's answer on its own line. */
+const twoClients = (family: 'tcp' | 'unix', target: string) => [
+  'import socket',
+  family === 'tcp'
+    ? `conns = [socket.create_connection(("127.0.0.1", ${target})) for _ in range(2)]`
+    : `conns = [socket.socket(socket.AF_UNIX) for _ in range(2)]\nfor c in conns: c.connect(${JSON.stringify(target)})`,
+  'for part in ("-1", "-2"):',
+  '    conns[0].sendall(b"alpha" + part.encode()); conns[1].sendall(b"beta" + part.encode())',
+  'for c in conns: c.shutdown(socket.SHUT_WR)',
+  'for c in conns: print(c.makefile("rb").read().decode())',
+].join('\n');
+
+/** The listener side of the forwarding tests: answers like UPPERCASE_SERVER, naming the peer kind. */
+function answerUppercase(stream: Duplex, peer?: { host: string; port: number }): void {
+  const chunks: Buffer[] = [];
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  stream.on('end', () => stream.end(`${peer ? `tcp from ${peer.host}` : 'unix'}: ${Buffer.concat(chunks).toString().toUpperCase()}`));
+  stream.on('error', () => {});
 }
 
 export function runtimeConformance(opts: RuntimeConformanceOpts): void {
@@ -139,6 +204,136 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       assert.ok(!(await runtime.list()).includes(id));
       if (residue) assert.deepEqual(await residue(id), []);
       await assert.rejects(runtime.exec(id, { command: ['true'] }), { code: 'SANDBOX_NOT_RUNNING' });
+    });
+
+    describe('terminal', () => {
+      const tty = { term: 'xterm-256color', cols: 100, rows: 30 };
+
+      it('sets TERM, passes the exit code, carries stdin, and offers resize()', async () => {
+        const process = await runtime.exec(box, { command: ['bash', '-c', 'read line; echo "$TERM got:$line"; exit 3'], tty, stdin: true });
+        assert.equal(typeof process.resize, 'function');
+        process.stdin!.write('typed\n');
+        const result = await collect(process);
+        assert.equal(result.exitCode, 3);
+        assert.match(result.stdout.toString(), /xterm-256color got:typed\r?\n/);
+      });
+
+      if (!opts.realTerminal) return;
+
+      it('is a terminal of the given size, resized on request (the process sees SIGWINCH)', async () => {
+        const process = await runtime.exec(box, {
+          command: ['bash', '-c', 'tty; stty size; trap "stty size; kill \\$!; exit 0" WINCH; sleep 100 & echo ready; wait'],
+          tty,
+        });
+        let text = '';
+        const ended = new Promise((resolve) => process.stdout.once('end', resolve));
+        const ready = new Promise<void>((resolve) => {
+          process.stdout.on('data', (chunk: Buffer) => {
+            text += chunk.toString();
+            if (text.includes('ready\r\n')) resolve();
+          });
+        });
+        await ready;
+        process.resize!(132, 43);
+        const status = await process.wait();
+        await ended;
+        const lines = text.split('\r\n').filter(Boolean);
+        assert.deepEqual(status, { exitCode: 0 });
+        assert.match(lines[0], /^\/dev\/pts\/\d+$/);
+        assert.deepEqual(lines.slice(1), ['30 100', 'ready', '43 132']);
+      });
+
+      it('Ctrl-C (0x03 on stdin) interrupts the foreground process through the line discipline', async () => {
+        const started = Date.now();
+        const process = await runtime.exec(box, { command: ['sleep', '100'], tty, stdin: true });
+        process.stdin!.write('\x03');
+        const result = await collect(process);
+        assert.deepEqual({ exitCode: result.exitCode, signal: result.signal }, { exitCode: 130, signal: 'SIGINT' });
+        assert.ok(Date.now() - started < 10_000);
+      });
+
+      it('reports a signal death as the signal, and a missing command as 127', async () => {
+        const killed = await collect(await runtime.exec(box, { command: ['bash', '-c', 'kill -TERM $$'], tty }));
+        assert.deepEqual({ exitCode: killed.exitCode, signal: killed.signal }, { exitCode: 143, signal: 'SIGTERM' });
+        const missing = await collect(await runtime.exec(box, { command: ['no-such-command'], tty }));
+        assert.equal(missing.exitCode, 127);
+        assert.match(missing.stdout.toString(), /no-such-command: No such file or directory/);
+      });
+
+      it('is an interactive shell: echo, prompt, exit status', async () => {
+        const process = await runtime.exec(box, { command: ['bash', '-i'], tty, stdin: true });
+        process.stdin!.write('echo $((6 * 7)); exit 5\n');
+        const result = await collect(process);
+        assert.equal(result.exitCode, 5);
+        const screen = result.stdout.toString();
+        assert.match(screen, /root@conformance:~# echo \$\(\(6 \* 7\)\); exit 5\r\n/, 'prompt and echoed input');
+        assert.match(screen, /\r42\r\nexit\r\n$/);
+      });
+    });
+
+    describe('forwarding (connect and listen from inside the sandbox)', () => {
+      it('connect reaches a server on 127.0.0.1 inside the sandbox, both ways, with half-close', async () => {
+        const server = await runtime.exec(box, { command: ['python3', '-c', UPPERCASE_SERVER] });
+        try {
+          const port = Number(await firstLine(server.stdout));
+          const stream = await runtime.connect(box, { host: '127.0.0.1', port });
+          // The server answers only after our EOF: the half-close must get through.
+          stream.end('hello from outside');
+          assert.equal((await readAll(stream)).toString(), 'got HELLO FROM OUTSIDE');
+        } finally {
+          server.kill();
+          await server.wait();
+        }
+      });
+
+      it('connect to a port nobody listens on fails with CONNECT_FAILED and says why', async () => {
+        await assert.rejects(runtime.connect(box, { host: '127.0.0.1', port: 1 }), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'CONNECT_FAILED');
+          assert.match(error.message, /127\.0\.0\.1 port 1: (Connection refused|ECONNREFUSED)/);
+          return true;
+        });
+      });
+
+      it('listen on port 0 reports the bound port and keeps two concurrent connections apart', async () => {
+        const listener = await runtime.listen(box, { address: { host: '127.0.0.1', port: 0 }, onConnection: answerUppercase });
+        try {
+          assert.ok('port' in listener.address && listener.address.port > 0, `bound ${JSON.stringify(listener.address)}`);
+          const port = (listener.address as { port: number }).port;
+          const result = await collect(await runtime.exec(box, { command: ['python3', '-c', twoClients('tcp', String(port))] }));
+          assert.equal(result.stderr.toString(), '');
+          assert.deepEqual(result.stdout.toString().trim().split('\n'), [
+            'tcp from 127.0.0.1: ALPHA-1ALPHA-2',
+            'tcp from 127.0.0.1: BETA-1BETA-2',
+          ]);
+        } finally {
+          await listener.close();
+        }
+      });
+
+      it('listens on a unix socket (agent forwarding) and removes it when closed', async () => {
+        const path = `/tmp/roost-conformance-${randomBytes(4).toString('hex')}.sock`;
+        const listener = await runtime.listen(box, { address: { path }, onConnection: answerUppercase });
+        assert.deepEqual(listener.address, { path });
+        const result = await collect(await runtime.exec(box, { command: ['python3', '-c', twoClients('unix', path)] }));
+        assert.deepEqual(result.stdout.toString().trim().split('\n'), ['unix: ALPHA-1ALPHA-2', 'unix: BETA-1BETA-2']);
+        await listener.close();
+        await listener.closed;
+        assert.equal((await sh(box, `test -e ${path} && echo left || echo removed`)).stdout.toString(), 'removed\n');
+      });
+
+      it('listen on a port already in use fails with LISTEN_FAILED and says why', async () => {
+        const first = await runtime.listen(box, { address: { host: '127.0.0.1', port: 0 }, onConnection: answerUppercase });
+        try {
+          const port = (first.address as { port: number }).port;
+          await assert.rejects(runtime.listen(box, { address: { host: '127.0.0.1', port }, onConnection: answerUppercase }), (error: Error & { code?: string }) => {
+            assert.equal(error.code, 'LISTEN_FAILED');
+            assert.match(error.message, /Address already in use|EADDRINUSE/);
+            return true;
+          });
+        } finally {
+          await first.close();
+        }
+      });
     });
 
     if (!opts.isolation) return;

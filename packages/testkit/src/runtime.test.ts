@@ -12,12 +12,14 @@ const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 runtimeConformance({
   name: 'FakeRuntime',
   isolation: false,
+  realTerminal: false,
   newRuntime: async () => ({ runtime: new FakeRuntime(), image: 'debian', cleanup: async () => {} }),
 });
 
 runtimeConformance({
   name: 'runtime-oci',
   isolation: true,
+  realTerminal: true,
   newRuntime: async () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'roost-oci-'));
     const images = createImageStore({ logger: silent });
