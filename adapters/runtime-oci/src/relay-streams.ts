@@ -173,6 +173,7 @@ class RelayConnection extends Duplex {
    *  each way), so the stream ends as usual once its reader has taken what is buffered. */
   relayClosed(reason?: string): void {
     this.closedByRelay = true;
+    this.forget(this.id);
     if (reason) this.destroy(failure('CONNECTION_LOST', reason));
   }
 
@@ -218,7 +219,9 @@ export function relayListener(
     );
     closed.then(() => {
       stopped = true;
-      for (const conn of connections.values()) conn.destroy(failure('CONNECTION_LOST', 'the listener in the sandbox ended'));
+      // Closed, not failed: an 'error' nobody listens for would take the daemon down, and a
+      // listener's end is the caller's doing or the sandbox's (both visible to it elsewhere).
+      for (const conn of connections.values()) conn.destroy();
       if (!listening) reject(failure('LISTEN_FAILED', reasonFrom(stderr(), `cannot listen on ${what}`)));
     });
 

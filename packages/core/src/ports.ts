@@ -49,7 +49,8 @@ export interface ListenOpts {
   /** Where to listen inside the sandbox; port 0 picks a free one. */
   address: SandboxAddress;
   /** Each accepted connection, as a stream with half-close and backpressure. `peer` is the
-   *  TCP client's address (absent for unix sockets). */
+   *  TCP client's address (absent for unix sockets). Like a socket, the stream emits 'error'
+   *  (code CONNECTION_LOST) when the connection fails midway: handle it. */
   onConnection(stream: Duplex, peer?: { host: string; port: number }): void;
 }
 
@@ -119,7 +120,9 @@ export interface Runtime {
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
   /** Opens a TCP (or unix socket) connection from inside the sandbox's network, so it reaches
    *  what the sandbox reaches (e.g. its own 127.0.0.1) and never the host's. Rejects with code
-   *  CONNECT_FAILED and the reason (e.g. "connect 127.0.0.1 port 9: Connection refused"). */
+   *  CONNECT_FAILED and the reason (e.g. "connect 127.0.0.1 port 9: Connection refused").
+   *  The stream half-closes (end() is EOF for the peer); like a socket it emits 'error'
+   *  (code CONNECTION_LOST) when the connection fails midway. */
   connect(id: string, address: SandboxAddress): Promise<Duplex>;
   /** Listens inside the sandbox's network. Rejects with code LISTEN_FAILED and the reason
    *  (e.g. "listen tcp 127.0.0.1 port 22: Address already in use"). */
