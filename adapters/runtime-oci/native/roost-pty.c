@@ -126,7 +126,8 @@ static void exit_like(int status) {
 static int parse_size(const char *s, unsigned short *cols, unsigned short *rows) {
   unsigned c, r;
   char x;
-  if (sscanf(s, "%u%c%u", &c, &x, &r) != 3 || x != 'x' || c == 0 || r == 0 || c > 65535 || r > 65535) return -1;
+  /* 0 is allowed: "unknown", as sshd passes on what a client without a terminal sends. */
+  if (sscanf(s, "%u%c%u", &c, &x, &r) != 3 || x != 'x' || c > 65535 || r > 65535) return -1;
   *cols = (unsigned short)c;
   *rows = (unsigned short)r;
   return 0;
@@ -274,7 +275,7 @@ int main(int argc, char **argv) {
         rec_len += (size_t)r;
         if (rec_len == sizeof rec) {
           struct winsize nws = {.ws_col = (unsigned short)(rec[0] << 8 | rec[1]), .ws_row = (unsigned short)(rec[2] << 8 | rec[3])};
-          if (master_open && nws.ws_col && nws.ws_row) ioctl(master, TIOCSWINSZ, &nws);
+          if (master_open) ioctl(master, TIOCSWINSZ, &nws);
           rec_len = 0;
         }
       } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {

@@ -14,7 +14,7 @@ import type { ImageStore } from './images.js';
 import { AddressPool, attachSandbox, detachSandbox, ensureBridge, readSavedAddress } from './network.js';
 import { baseEnv, envList, ociConfig } from './oci-config.js';
 import { mountOverlay, unmountAll } from './overlay.js';
-import { checkTerminalSize, processHandle } from './process-handle.js';
+import { processHandle, terminalDimension } from './process-handle.js';
 import { connectedStream, relayListener } from './relay-streams.js';
 import { buildToolsCommand, DEFAULT_TOOLS_DIR, missingTools, SANDBOX_TOOLS } from './tools.js';
 
@@ -188,8 +188,7 @@ class OciRuntime implements Runtime {
     const env = this.running.get(id);
     if (!env || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
     if (!opts.command.length) throw new Error('exec needs a command');
-    const tty = opts.tty;
-    if (tty) checkTerminalSize(tty.cols, tty.rows);
+    const tty = opts.tty && { ...opts.tty, cols: terminalDimension(opts.tty.cols), rows: terminalDimension(opts.tty.rows) };
     const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
     // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
     // binary could gain privileges the sandbox's init never had.

@@ -55,18 +55,20 @@ function relay(src: Readable): { out: PassThrough; settle(): void } {
   };
 }
 
-export function checkTerminalSize(cols: number, rows: number): void {
-  for (const n of [cols, rows]) {
-    if (!Number.isInteger(n) || n < 1 || n > 0xffff) throw new RangeError(`terminal size ${cols}x${rows}: each must be an integer from 1 to 65535`);
-  }
+/**
+ * A terminal dimension as the kernel takes it (u16). 0 means unknown, as OpenSSH sends when its
+ * own output is not a terminal; larger values, which an SSH client may send, are clamped.
+ */
+export function terminalDimension(n: number): number {
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`terminal dimension ${n}: must be a whole number (0 = unknown)`);
+  return Math.min(n, 0xffff);
 }
 
 /** A resize request for roost-pty: u16 cols, u16 rows, big-endian. */
 export function resizeRecord(cols: number, rows: number): Buffer {
-  checkTerminalSize(cols, rows);
   const record = Buffer.allocUnsafe(4);
-  record.writeUInt16BE(cols, 0);
-  record.writeUInt16BE(rows, 2);
+  record.writeUInt16BE(terminalDimension(cols), 0);
+  record.writeUInt16BE(terminalDimension(rows), 2);
   return record;
 }
 

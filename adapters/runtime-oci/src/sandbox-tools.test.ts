@@ -151,6 +151,14 @@ describe('in-sandbox tools (/.roost/tools) on the OCI driver', () => {
     assert.match(mounts.stdout, /roost-pty\nroost-relay\n/);
   });
 
+  it('gives a terminal of unknown size (0x0, what ssh sends without a terminal) and clamps oversized ones', async () => {
+    const unknown = await runtime.exec(box, { command: ['stty', 'size'], tty: { term: 'dumb', cols: 0, rows: 0 } });
+    const [out, status] = await Promise.all([readAll(unknown.stdout), unknown.wait()]);
+    assert.deepEqual([out.toString(), status.exitCode], ['0 0\r\n', 0]);
+    const huge = await runtime.exec(box, { command: ['stty', 'size'], tty: { term: 'dumb', cols: 100_000, rows: 50 } });
+    assert.equal((await readAll(huge.stdout)).toString(), '50 65535\r\n');
+  });
+
   describe('forwarding stays inside the sandbox', () => {
     it("connect to 127.0.0.1 reaches the sandbox's loopback, not the host's", async () => {
       const host = createServer((socket) => socket.end('host-secret'));

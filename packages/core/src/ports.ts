@@ -38,6 +38,8 @@ export interface ExecOpts {
 export interface TerminalOpts {
   /** Becomes TERM, e.g. "xterm-256color". */
   term: string;
+  /** Size in characters; 0 means unknown (as an SSH client sends when it has no terminal
+   *  itself); values above 65535 are clamped. */
   cols: number;
   rows: number;
 }

@@ -79,7 +79,8 @@ export class FakeRuntime implements Runtime {
   async connect(id: string, address: SandboxAddress): Promise<Duplex> {
     this.mustHave(id);
     return new Promise((resolve, reject) => {
-      const socket = createConnection('path' in address ? { path: address.path } : { host: address.host, port: address.port, allowHalfOpen: true });
+      const target = 'path' in address ? { path: address.path } : { host: address.host, port: address.port };
+      const socket = createConnection({ ...target, allowHalfOpen: true });
       socket.once('connect', () => {
         socket.removeAllListeners('error');
         resolve(socket);
