@@ -260,6 +260,26 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
         assert.match(missing.stdout.toString(), /no-such-command: No such file or directory/);
       });
 
+      it('Ctrl-C in an interactive shell stops the foreground job, and the shell goes on', async () => {
+        const shell = await runtime.exec(box, { command: ['bash', '-i'], tty, stdin: true });
+        const ended = new Promise((resolve) => shell.stdout.once('end', resolve));
+        let screen = '';
+        const started = new Promise<void>((resolve) => {
+          shell.stdout.on('data', (chunk: Buffer) => {
+            screen += chunk.toString();
+            if (/[\r\n]started\r\n/.test(screen)) resolve();
+          });
+        });
+        shell.stdin!.write('python3 -c \'import time; print("started", flush=True); time.sleep(100)\'\n');
+        await started;
+        shell.stdin!.write('\x03');
+        shell.stdin!.write('echo "after-$?"; exit 4\n');
+        assert.equal((await shell.wait()).exitCode, 4);
+        await ended;
+        assert.match(screen, /KeyboardInterrupt/);
+        assert.match(screen, /[\r\n]after-130\r\n/);
+      });
+
       it('is an interactive shell: echo, prompt, exit status', async () => {
         const process = await runtime.exec(box, { command: ['bash', '-i'], tty, stdin: true });
         process.stdin!.write('echo $((6 * 7)); exit 5\n');
