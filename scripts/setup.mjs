@@ -15,6 +15,8 @@ const debianPackages = [
   { name: 'catatonit', present: '/usr/bin/catatonit' },
   { name: 'mmdebstrap', present: '/usr/bin/mmdebstrap' },
   { name: 'iproute2', present: '/usr/sbin/ip' },
+  { name: 'nftables', present: '/usr/sbin/nft' },
+  { name: 'util-linux', present: '/usr/bin/prlimit' },
   { name: 'openssh-sftp-server', present: '/usr/lib/openssh/sftp-server' },
   { name: 'python3', present: '/usr/bin/python3' },
   { name: 'make', present: '/usr/bin/make' },

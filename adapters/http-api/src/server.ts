@@ -210,6 +210,8 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     cpus: sandbox.limits.cpus,
     memoryMb: sandbox.limits.memoryMb,
     pidsLimit: sandbox.limits.pids,
+    openFiles: sandbox.limits.openFiles,
+    network: sandbox.network,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };

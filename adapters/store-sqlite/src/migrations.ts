@@ -51,4 +51,11 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_sandbox_open_files_network': {
+    async up(db: Kysely<unknown>) {
+      // Sandboxes made before this migration had the daemon's defaults of the time.
+      await db.schema.alterTable('sandboxes').addColumn('open_files', 'integer', (c) => c.notNull().defaultTo(1024)).execute();
+      await db.schema.alterTable('sandboxes').addColumn('network', 'text', (c) => c.notNull().defaultTo('none')).execute();
+    },
+  },
 };

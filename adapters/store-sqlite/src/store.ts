@@ -6,7 +6,8 @@ import {
   type LogChunk,
   type SandboxPatch,
   type SandboxRecord,
-  type SandboxStatus,
+  type NetworkMode,
+  SandboxStatus,
   type Store,
   type TokenRecord,
   type UserRecord,
@@ -33,6 +34,8 @@ interface Tables {
     cpus: number;
     memory_mb: number;
     pids_limit: number;
+    open_files: number;
+    network: string;
     env_json: string;
     exit_code: number | null;
     status_reason: string | null;
@@ -213,6 +216,8 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     cpus: sandbox.limits.cpus,
     memory_mb: sandbox.limits.memoryMb,
     pids_limit: sandbox.limits.pids,
+    open_files: sandbox.limits.openFiles,
+    network: sandbox.network,
     env_json: JSON.stringify(sandbox.env),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
@@ -229,7 +234,8 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     image: row.image,
     status: row.status as SandboxStatus,
     persistent: row.persistent === 1,
-    limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit },
+    limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit, openFiles: row.open_files },
+    network: row.network as NetworkMode,
     env: JSON.parse(row.env_json) as Record<string, string>,
     exitCode: row.exit_code,
     statusReason: row.status_reason,

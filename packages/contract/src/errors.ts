@@ -14,6 +14,11 @@ export const errorCodes = {
     status: 400,
     hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-".',
   },
+  LIMIT_TOO_HIGH: { status: 400, hint: 'Ask for less; the message says the most this host can give.' },
+  NETWORK_NOT_ALLOWED: {
+    status: 403,
+    hint: 'Egress is turned off on this daemon; an admin can allow it with ROOST_ALLOW_NAT=true (see docs/operations.md).',
+  },
   UNAUTHENTICATED: { status: 401, hint: 'Log in with `roost login` (on the daemon host it finds the admin token by itself).' },
   FORBIDDEN: { status: 403, hint: 'Ask an admin for access.' },
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },

@@ -7,7 +7,12 @@ export interface SandboxLimits {
   cpus: number;
   memoryMb: number;
   pids: number;
+  /** RLIMIT_NOFILE (soft and hard) of every process in the sandbox. */
+  openFiles: number;
 }
+
+/** none: no way out of the sandbox's netns; nat: egress through the host, with DNS. */
+export type NetworkMode = 'none' | 'nat';
 
 /** What a runtime needs to make one sandbox. */
 export interface SandboxSpec {
@@ -18,6 +23,7 @@ export interface SandboxSpec {
   /** Image reference, resolved by the runtime's image store (e.g. "debian"). */
   image: string;
   limits: SandboxLimits;
+  network: NetworkMode;
   /** Environment every process in the sandbox starts with. */
   env: Record<string, string>;
 }
@@ -72,6 +78,10 @@ export interface RuntimeDiagnosis {
 export interface RuntimeInfo {
   /** e.g. "crun 1.8.1" */
   engine: string;
+  /** The highest open-files limit this runtime can give a sandbox on this host. */
+  maxOpenFiles: number;
+  /** Whether sandboxes may have egress (network 'nat') here. */
+  natAllowed: boolean;
 }
 
 /** Where a runtime's sandbox processes run. One implementation per driver. */
@@ -79,6 +89,11 @@ export interface Runtime {
   readonly info: RuntimeInfo;
   /** Creates and starts a sandbox; resolves once a command can be executed in it. */
   create(spec: SandboxSpec): Promise<void>;
+  /**
+   * Gives a sandbox this runtime made earlier (a warm-pool member, same id and image) the
+   * rest of a new spec: hostname, limits, network, env. Resolves once execs see all of it.
+   */
+  configure(spec: SandboxSpec): Promise<void>;
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
   destroy(id: string): Promise<void>;
@@ -102,6 +117,7 @@ export interface SandboxRecord {
   status: SandboxStatus;
   persistent: boolean;
   limits: SandboxLimits;
+  network: NetworkMode;
   env: Record<string, string>;
   /** Exit code of the script of a one-shot run, once it ended. */
   exitCode: number | null;

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { ExecOpts, ExitStatus, ProcessHandle, Runtime, SandboxSpec } from '@roost/core';
+import type { ExecOpts, ExitStatus, ProcessHandle, Runtime, RuntimeInfo, SandboxSpec } from '@roost/core';
 
 interface FakeSandbox {
   dir: string;
@@ -15,12 +15,22 @@ interface FakeSandbox {
 }
 
 export class FakeRuntime implements Runtime {
-  readonly info = { engine: 'fake' };
+  readonly info: RuntimeInfo;
+
+  constructor(info: Partial<RuntimeInfo> = {}) {
+    this.info = { engine: 'fake', maxOpenFiles: 1_048_576, natAllowed: true, ...info };
+  }
   private readonly sandboxes = new Map<string, FakeSandbox>();
 
   async create(spec: SandboxSpec): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), `roost-fake-${spec.id}-`));
     this.sandboxes.set(spec.id, { dir, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set() });
+  }
+
+  async configure(spec: SandboxSpec): Promise<void> {
+    const sandbox = this.sandboxes.get(spec.id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${spec.id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    sandbox.env = { ...spec.env, HOSTNAME: spec.hostname };
   }
 
   async exec(id: string, opts: ExecOpts): Promise<ProcessHandle> {

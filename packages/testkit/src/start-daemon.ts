@@ -3,13 +3,15 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildDaemon, loadConfig } from '@roost/roostd';
+import { buildDaemon, loadConfig, type ConfigOverrides, type Daemon } from '@roost/roostd';
 import { Roost } from '@roost/sdk';
 import { FakeRuntime } from './fake-runtime.js';
 
 export interface StartDaemonOpts {
   /** 'oci' runs real sandboxes (root, the default image); 'fake' runs host processes. */
   driver: 'oci' | 'fake';
+  /** Settings on top of the test defaults (which turn the warm pool off). */
+  config?: ConfigOverrides;
 }
 
 export interface TestDaemon {
@@ -22,6 +24,8 @@ export interface TestDaemon {
   logFile: string;
   /** Makes another user and returns a token for it (for tenant tests). */
   createUserToken(name: string): Promise<string>;
+  /** The daemon itself (its warm pool, config). */
+  daemon: Daemon;
   close(): Promise<void>;
 }
 
@@ -29,7 +33,16 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
   const dataDir = await mkdtemp(join(tmpdir(), 'roost-test-'));
   const logFile = join(dataDir, 'roostd.log');
   const logStream = createWriteStream(logFile);
-  const config = loadConfig({}, { dataDir: join(dataDir, 'data'), httpAddr: '127.0.0.1:0', logLevel: 'debug' });
+  const config = loadConfig(
+    {},
+    {
+      dataDir: join(dataDir, 'data'),
+      httpAddr: '127.0.0.1:0',
+      logLevel: 'debug',
+      ...opts.config,
+      pool: { size: 0, ...opts.config?.pool },
+    },
+  );
   let daemon;
   try {
     daemon = await buildDaemon(config, {
@@ -50,6 +63,7 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     adminToken,
     dataDir: config.dataDir,
     logFile,
+    daemon,
     createUserToken: (name) => daemon.createUserWithToken(name),
     async close() {
       try {
