@@ -16,6 +16,11 @@ Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each ove
   ROOST_IMAGE_CACHE_DIR   built images (default /var/cache/roost/images)
   ROOST_RUNTIME           auto | crun | runc (default auto: crun when it works here)
   ROOST_LOG_LEVEL         trace | debug | info | warn | error (default info)
+  ROOST_NETWORK           none | nat: a sandbox's network when it does not ask (default none)
+  ROOST_ALLOW_NAT         true | false: whether sandboxes may have egress at all (default true)
+  ROOST_DNS_SERVERS       upstream resolvers for NAT sandboxes, HOST[:PORT],… (default: /etc/resolv.conf)
+  ROOST_POOL_SIZE         ready sandboxes kept per pooled image, 0 = off (default 4)
+  ROOST_POOL_IMAGES       images with a warm pool, comma-separated (default debian)
 
 Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
 
