@@ -2,6 +2,8 @@
 // pool, and exec overhead, each printed beside the bare runtime measured in the same run and
 // the issue's anchor.
 import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath, startDaemon } from '@roost/testkit';
 
@@ -60,6 +62,33 @@ try {
   print(nodeStart, '');
 
   const box = await daemon.sdk.sandboxes.create({ name: 'bench-exec' });
+  // The bare engine in the same run: `run -d` (create + start) of a bundle made from the same
+  // config, on the image's rootfs read-only, without overlay or network, then `delete -f`.
+  const bareBundle = mkdtempSync(join(tmpdir(), 'roost-bench-bare-'));
+  try {
+    const config = JSON.parse(readFileSync(join(daemon.dataDir, 'runtime', 'sandboxes', box.id, 'config.json'), 'utf8'));
+    const lower = /lowerdir=([^,]+)/.exec(readFileSync('/proc/self/mounts', 'utf8').split('\n').find((line) => line.includes(box.id)) ?? '')?.[1];
+    if (!lower) throw new Error('cannot find the image rootfs of the benchmark sandbox');
+    config.root = { path: lower, readonly: true };
+    config.mounts = config.mounts.filter((mount) => !mount.source.startsWith(daemon.dataDir));
+    config.linux.namespaces = config.linux.namespaces.filter((ns) => ns.type !== 'network');
+    delete config.linux.sysctl;
+    writeFileSync(join(bareBundle, 'config.json'), JSON.stringify(config));
+    const bareCreate = await measure(`bare \`${engineBin} run -d\` + delete (no overlay, no net)`, (i) => {
+      const id = `bench-bare-${i}`;
+      config.linux.cgroupsPath = `/roost/${id}`;
+      writeFileSync(join(bareBundle, 'config.json'), JSON.stringify(config));
+      // The detached init inherits the engine's stdio: a pipe would never close. A file.
+      const errFd = openSync(join(bareBundle, 'run.err'), 'w');
+      const run = spawnSync(engineBin, ['--root', stateRoot, 'run', '-d', '--bundle', bareBundle, id], { stdio: ['ignore', 'ignore', errFd] });
+      closeSync(errFd);
+      if (run.status !== 0) throw new Error(`${engineBin} run failed: ${readFileSync(join(bareBundle, 'run.err'), 'utf8')}`);
+      spawnSync(engineBin, ['--root', stateRoot, 'delete', '-f', id]);
+    });
+    print(bareCreate, 'the engine alone, for the create-to-ready figures');
+  } finally {
+    rmSync(bareBundle, { recursive: true, force: true });
+  }
   const bare = await measure(`bare \`${engineBin} exec <id> true\``, () => {
     const result = spawnSync(engineBin, ['--root', stateRoot, 'exec', box.id, 'true']);
     if (result.status !== 0) throw new Error(`${engineBin} exec failed: ${result.stderr}`);
