@@ -8,8 +8,9 @@ import {
   routes,
   type RouteName,
   type Sandbox,
+  type SshKey,
 } from '@roost/contract';
-import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
+import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type SshKeyRecord, type UserRecord } from '@roost/core';
 import { toHttpError } from './errors.js';
 import { StreamResponse } from './stream-response.js';
 
@@ -90,6 +91,15 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     return { user: { id: user.id, name: user.name, isAdmin: user.isAdmin } };
   });
   on('doctor', async (request) => ({ runtime: deps.runtimeName, ...(await sandboxes.diagnose(userOf(request))) }));
+  on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
+  on('addSshKey', async (request) => {
+    const body = parse(routes.addSshKey.body, request.body);
+    return toApiSshKey(await auth.addSshKey(userOf(request).id, body.publicKey, body.name));
+  });
+  on('removeSshKey', async (request) => {
+    const { ref } = parse(routes.removeSshKey.params, request.params);
+    await auth.removeSshKey(userOf(request).id, ref);
+  });
   on('createSandbox', async (request) => {
     const body = parse(routes.createSandbox.body, request.body);
     return toApiSandbox(await sandboxes.create(userOf(request).id, body));
@@ -196,6 +206,17 @@ function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
 
 function isLoopback(ip: string): boolean {
   return ip === '127.0.0.1' || ip === '::1' || ip === '::ffff:127.0.0.1';
+}
+
+function toApiSshKey(key: SshKeyRecord): SshKey {
+  return {
+    id: key.id,
+    name: key.name,
+    type: key.type,
+    fingerprint: key.fingerprint,
+    createdAt: key.createdAt.toISOString(),
+    lastUsedAt: key.lastUsedAt?.toISOString() ?? null,
+  };
 }
 
 export function toApiSandbox(sandbox: SandboxRecord): Sandbox {

@@ -58,4 +58,20 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sandboxes').addColumn('network', 'text', (c) => c.notNull().defaultTo('none')).execute();
     },
   },
+  '0003_ssh_keys': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('ssh_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('public_key', 'text', (c) => c.notNull())
+        .addColumn('fingerprint', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .execute();
+      await db.schema.createIndex('ssh_keys_user').on('ssh_keys').column('user_id').execute();
+    },
+  },
 };

@@ -7,7 +7,8 @@ import {
   type SandboxPatch,
   type SandboxRecord,
   type NetworkMode,
-  SandboxStatus,
+  type SandboxStatus,
+  type SshKeyRecord,
   type Store,
   type TokenRecord,
   type UserRecord,
@@ -41,6 +42,16 @@ interface Tables {
     status_reason: string | null;
     created_at: string;
     updated_at: string;
+  };
+  ssh_keys: {
+    id: string;
+    user_id: string;
+    name: string;
+    type: string;
+    public_key: string;
+    fingerprint: string;
+    created_at: string;
+    last_used_at: string | null;
   };
   run_logs: { sandbox_id: string; seq: number; stream: string; data: Uint8Array };
   kysely_migration: { name: string; timestamp: Generated<string> };
@@ -119,6 +130,47 @@ class SqliteStore implements Store {
 
   async touchToken(id: string, at: Date): Promise<void> {
     await this.db.updateTable('tokens').set({ last_used_at: at.toISOString() }).where('id', '=', id).execute();
+  }
+
+  async insertSshKey(key: SshKeyRecord): Promise<void> {
+    try {
+      await this.db
+        .insertInto('ssh_keys')
+        .values({
+          id: key.id,
+          user_id: key.userId,
+          name: key.name,
+          type: key.type,
+          public_key: key.publicKey,
+          fingerprint: key.fingerprint,
+          created_at: key.createdAt.toISOString(),
+          last_used_at: key.lastUsedAt?.toISOString() ?? null,
+        })
+        .execute();
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new RoostError('SSH_KEY_TAKEN', `the key ${key.fingerprint} is already registered`);
+      }
+      throw error;
+    }
+  }
+
+  async listSshKeys(userId: string): Promise<SshKeyRecord[]> {
+    const rows = await this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('created_at').execute();
+    return rows.map(toSshKey);
+  }
+
+  async getSshKeyByFingerprint(fingerprint: string): Promise<SshKeyRecord | undefined> {
+    const row = await this.db.selectFrom('ssh_keys').selectAll().where('fingerprint', '=', fingerprint).executeTakeFirst();
+    return row && toSshKey(row);
+  }
+
+  async deleteSshKey(id: string): Promise<void> {
+    await this.db.deleteFrom('ssh_keys').where('id', '=', id).execute();
+  }
+
+  async touchSshKey(id: string, at: Date): Promise<void> {
+    await this.db.updateTable('ssh_keys').set({ last_used_at: at.toISOString() }).where('id', '=', id).execute();
   }
 
   async insertSandbox(sandbox: SandboxRecord): Promise<void> {
@@ -203,6 +255,19 @@ class SqliteStore implements Store {
 
 function toUser(row: Tables['users']): UserRecord {
   return { id: row.id, name: row.name, isAdmin: row.is_admin === 1, createdAt: new Date(row.created_at) };
+}
+
+function toSshKey(row: Tables['ssh_keys']): SshKeyRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    name: row.name,
+    type: row.type,
+    publicKey: row.public_key,
+    fingerprint: row.fingerprint,
+    createdAt: new Date(row.created_at),
+    lastUsedAt: row.last_used_at ? new Date(row.last_used_at) : null,
+  };
 }
 
 function toRow(sandbox: SandboxRecord): SandboxRow {

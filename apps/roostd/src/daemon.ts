@@ -52,6 +52,7 @@ export function newId(prefix: string): string {
 const tokenCrypto = {
   newToken: () => `roost_${randomBytes(32).toString('base64url')}`,
   sha256Hex: (value: string) => createHash('sha256').update(value).digest('hex'),
+  sha256Base64: (data: Uint8Array) => createHash('sha256').update(data).digest('base64'),
 };
 
 export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = {}): Promise<Daemon> {

@@ -106,6 +106,29 @@ export const routes = {
     body: s.runRequestSchema,
     success: { status: 200, stream: true },
   },
+  listSshKeys: {
+    method: 'GET',
+    path: '/api/v1/ssh-keys',
+    summary: 'Your SSH public keys (any of them opens an SSH session to your sandboxes)',
+    auth: true,
+    success: { status: 200, schema: s.listSshKeysResponseSchema },
+  },
+  addSshKey: {
+    method: 'POST',
+    path: '/api/v1/ssh-keys',
+    summary: 'Register an SSH public key for the SSH gateway',
+    auth: true,
+    body: s.addSshKeyRequestSchema,
+    success: { status: 201, schema: s.sshKeySchema },
+  },
+  removeSshKey: {
+    method: 'DELETE',
+    path: '/api/v1/ssh-keys/{ref}',
+    summary: 'Remove one of your SSH keys',
+    auth: true,
+    params: s.sshKeyRefParamsSchema,
+    success: { status: 204 },
+  },
 } as const satisfies Record<string, RouteSpec>;
 
 export type RouteName = keyof typeof routes;

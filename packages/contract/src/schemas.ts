@@ -139,3 +139,29 @@ export const doctorResponseSchema = z
   })
   .meta({ id: 'Doctor' });
 export type DoctorReport = z.infer<typeof doctorResponseSchema>;
+
+export const sshKeySchema = z
+  .object({
+    id: z.string(),
+    name: z.string().describe('A label: the key\'s comment unless given'),
+    type: z.string().describe('e.g. ssh-ed25519'),
+    fingerprint: z.string().describe('SHA256:…, as `ssh-keygen -l` prints it'),
+    createdAt: z.string(),
+    lastUsedAt: z.string().nullable(),
+  })
+  .meta({ id: 'SshKey' });
+export type SshKey = z.infer<typeof sshKeySchema>;
+
+export const addSshKeyRequestSchema = z
+  .object({
+    publicKey: z.string().min(1).max(16_384).describe('One line of authorized_keys / id_*.pub: TYPE BASE64 [COMMENT]'),
+    name: z.string().min(1).max(100).optional().describe('Default: the key\'s comment, else its type'),
+  })
+  .meta({ id: 'AddSshKeyRequest' });
+export type AddSshKeyRequest = z.infer<typeof addSshKeyRequestSchema>;
+
+export const listSshKeysResponseSchema = z.object({ keys: z.array(sshKeySchema) }).meta({ id: 'SshKeyList' });
+
+export const sshKeyRefParamsSchema = z.object({
+  ref: z.string().describe('Key id, name or SHA256 fingerprint'),
+});

@@ -6,3 +6,4 @@ export * from './run-logs.js';
 export * from './sandbox-service.js';
 export * from './auth-service.js';
 export * from './warm-pool.js';
+export * from './ssh-keys.js';

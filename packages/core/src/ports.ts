@@ -144,6 +144,20 @@ export interface TokenRecord {
   lastUsedAt: Date | null;
 }
 
+export interface SshKeyRecord {
+  id: string;
+  userId: string;
+  name: string;
+  /** e.g. "ssh-ed25519" */
+  type: string;
+  /** The public key blob, base64 (the second field of an authorized_keys line). */
+  publicKey: string;
+  /** "SHA256:…" of the blob; unique: a key belongs to one user. */
+  fingerprint: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+}
+
 export interface SandboxPatch {
   status?: SandboxStatus;
   exitCode?: number | null;
@@ -159,6 +173,13 @@ export interface Store {
   createToken(token: TokenRecord): Promise<void>;
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
   touchToken(id: string, at: Date): Promise<void>;
+
+  /** Fails with code SSH_KEY_TAKEN when a key with that fingerprint exists (any user). */
+  insertSshKey(key: SshKeyRecord): Promise<void>;
+  listSshKeys(userId: string): Promise<SshKeyRecord[]>;
+  getSshKeyByFingerprint(fingerprint: string): Promise<SshKeyRecord | undefined>;
+  deleteSshKey(id: string): Promise<void>;
+  touchSshKey(id: string, at: Date): Promise<void>;
 
   /** Fails with code SANDBOX_NAME_TAKEN when the owner already has a sandbox of that name. */
   insertSandbox(sandbox: SandboxRecord): Promise<void>;

@@ -5,6 +5,7 @@ import type {
   Health,
   RunRequest,
   Sandbox,
+  SshKey,
   Whoami,
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
@@ -42,10 +43,13 @@ export class Roost {
   readonly apiUrl: string;
   /** Sandboxes: create, look up, stop, remove. */
   readonly sandboxes: Sandboxes;
+  /** Your SSH public keys, for the SSH gateway. */
+  readonly sshKeys: SshKeys;
 
   constructor(private readonly opts: RoostOpts) {
     this.apiUrl = opts.apiUrl.replace(/\/+$/, '');
     this.sandboxes = new Sandboxes(this);
+    this.sshKeys = new SshKeys(this);
   }
 
   /**
@@ -139,6 +143,32 @@ export class Roost {
       throw RoostApiError.fromBody(response.status, errorBody);
     }
     return response;
+  }
+}
+
+/** `roost.sshKeys`: the public keys that open SSH sessions to your sandboxes. */
+export class SshKeys {
+  constructor(private readonly roost: Roost) {}
+
+  /**
+   * Registers a public key (one line of an id_*.pub file).
+   * @example await roost.sshKeys.add(readFileSync(`${homedir()}/.ssh/id_ed25519.pub`, 'utf8'));
+   */
+  add(publicKey: string, opts: { name?: string } & CallOpts = {}): Promise<SshKey> {
+    return this.roost.request<SshKey>('POST', '/api/v1/ssh-keys', { publicKey, name: opts.name }, opts);
+  }
+
+  /** @example const keys = await roost.sshKeys.list(); */
+  async list(opts: CallOpts = {}): Promise<SshKey[]> {
+    return (await this.roost.request<{ keys: SshKey[] }>('GET', '/api/v1/ssh-keys', undefined, opts)).keys;
+  }
+
+  /**
+   * Removes a key by id, name or fingerprint.
+   * @example await roost.sshKeys.remove('SHA256:…');
+   */
+  async remove(ref: string, opts: CallOpts = {}): Promise<void> {
+    await this.roost.request<void>('DELETE', `/api/v1/ssh-keys/${encodeURIComponent(ref)}`, undefined, opts);
   }
 }
 
