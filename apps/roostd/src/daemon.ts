@@ -9,6 +9,7 @@ import { destination, pino, type Logger as PinoLogger } from 'pino';
 import { AuthService, SandboxService, WarmPool, type Clock, type Logger, type Runtime, type SandboxLimits, type Store } from '@roost/core';
 import { buildHttpApi } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { splitAddr, type DaemonConfig } from './config.js';
 import { version } from './version.js';
@@ -29,12 +30,31 @@ export interface Daemon {
   pool?: WarmPool;
   /** Makes a (non-admin) user and returns a token for it. */
   createUserWithToken(name: string): Promise<string>;
-  /** Starts the servers; resolves with the URL the API answers on. */
-  listen(): Promise<{ httpUrl: string }>;
+  /** Starts the servers; resolves with the URL the API answers on and the SSH gateway's port. */
+  listen(): Promise<{ httpUrl: string; sshPort: number }>;
   close(): Promise<void>;
 }
 
 export class PrerequisiteError extends Error {}
+
+/** One of the daemon's addresses is taken; `variable` is the setting that moves it. */
+export class AddressInUseError extends Error {
+  constructor(
+    readonly addr: string,
+    readonly variable: string,
+  ) {
+    super(`${addr} is already in use`);
+  }
+}
+
+async function listenOn<T>(addr: string, variable: string, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new AddressInUseError(addr, variable);
+    throw error;
+  }
+}
 
 const systemClock: Clock = {
   now: () => new Date(),
@@ -99,6 +119,13 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const adminTokenFile = join(config.dataDir, 'admin-token');
   await ensureAdminTokenFile(auth, adminTokenFile, logger);
 
+  const gateway = new SshGateway({
+    auth,
+    sandboxes,
+    hostKeys: await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger),
+    logger,
+  });
+
   const app = buildHttpApi({
     sandboxes,
     auth,
@@ -119,13 +146,16 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     },
     async listen() {
       const { host, port } = splitAddr(config.httpAddr);
-      await app.listen({ host, port });
+      await listenOn(config.httpAddr, 'ROOST_HTTP_ADDR', () => app.listen({ host, port }));
       const address = app.server.address() as AddressInfo;
       const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      return { httpUrl: `http://${shownHost}:${address.port}` };
+      const ssh = splitAddr(config.sshAddr);
+      const { port: sshPort } = await listenOn(config.sshAddr, 'ROOST_SSH_ADDR', () => gateway.listen(ssh.host, ssh.port));
+      return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
     pool,
     async close() {
+      await gateway.close();
       await app.close();
       await pool?.close();
       await sandboxes.settle();

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `roostd`: the daemon in the foreground. JSON log lines go to stdout; the start-up summary for
 // humans goes to stderr, so the log stays machine-readable.
-import { loadConfig } from './config.js';
-import { buildDaemon } from './daemon.js';
+import { loadConfig, splitAddr } from './config.js';
+import { AddressInUseError, buildDaemon } from './daemon.js';
 import { version } from './version.js';
 
 const help = `roostd — the Roost daemon (HTTP API, sandbox runtime)
@@ -40,21 +40,23 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig(process.env);
   const daemon = await buildDaemon(config);
   let httpUrl: string;
+  let sshPort: number;
   try {
-    ({ httpUrl } = await daemon.listen());
+    ({ httpUrl, sshPort } = await daemon.listen());
   } catch (error) {
     await daemon.close();
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE') {
-      throw new Error(`${config.httpAddr} is already in use: is another roostd running? Set ROOST_HTTP_ADDR to use another address.`);
+    if (error instanceof AddressInUseError) {
+      throw new Error(`${error.addr} is already in use: is another roostd running? Set ${error.variable} to use another address.`);
     }
     throw error;
   }
+  const sshHost = splitAddr(config.sshAddr).host;
   process.stderr.write(
     [
       '',
       `roostd ${version} is running (${daemon.runtimeName})`,
       `  API        ${httpUrl}/api/v1   (OpenAPI: ${httpUrl}/api/openapi.json)`,
+      `  SSH        ssh -p ${sshPort} <sandbox>@${sshHost}   (after roost ssh-key add)`,
       `  data dir   ${config.dataDir}`,
       `  admin token ${daemon.adminTokenFile}  (roost login finds it by itself on this host)`,
       '',

@@ -7,6 +7,7 @@ import { RunLogs } from './run-logs.js';
 import type { WarmPool } from './warm-pool.js';
 import type {
   Clock,
+  ExecOpts,
   ExitStatus,
   Logger,
   NetworkMode,
@@ -197,13 +198,30 @@ export class SandboxService {
   }
 
   async exec(ownerId: string, ref: string, opts: ExecSandboxOpts): Promise<ExecSession> {
+    const sandbox = await this.ensureAwake(ownerId, ref);
+    const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
+    const process = await this.startProcess(sandbox, opts);
+    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
+  }
+
+  /**
+   * The sandbox, ready for a new process: every way in (SSH, exec) calls this first, so a
+   * sleeping sandbox will wake here. Today a sandbox that is not running is an error.
+   */
+  async ensureAwake(ownerId: string, ref: string): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
     if (sandbox.status !== 'running') {
       throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is ${sandbox.status}, not running`);
     }
-    const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
-    const process = await this.startProcess(sandbox, opts);
-    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
+    return sandbox;
+  }
+
+  /**
+   * A process for an interactive client (the SSH gateway): its own stdin, stdout and stderr,
+   * and a terminal when `opts.tty` is set. The caller owns it; nothing is logged or timed out.
+   */
+  async attach(sandbox: SandboxRecord, opts: ExecOpts): Promise<ProcessHandle> {
+    return this.startProcess(sandbox, opts);
   }
 
   /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
@@ -272,9 +290,9 @@ export class SandboxService {
     }
   }
 
-  private async startProcess(sandbox: SandboxRecord, opts: ExecSandboxOpts): Promise<ProcessHandle> {
+  private async startProcess(sandbox: SandboxRecord, opts: ExecOpts): Promise<ProcessHandle> {
     try {
-      return await this.deps.runtime.exec(sandbox.id, { command: opts.command, env: opts.env, cwd: opts.cwd });
+      return await this.deps.runtime.exec(sandbox.id, opts);
     } catch (error) {
       if ((error as { code?: string }).code === 'SANDBOX_NOT_RUNNING') {
         throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} has no running processes`);

@@ -23,7 +23,7 @@ function freePort(): Promise<number> {
 
 async function startRoostd(dataDir: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [roostdPath], {
-    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}` },
+    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}`, ROOST_SSH_ADDR: '127.0.0.1:0' },
     stdio: 'ignore',
   });
   const deadline = Date.now() + 30_000;

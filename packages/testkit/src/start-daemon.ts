@@ -18,6 +18,8 @@ export interface TestDaemon {
   /** SDK client logged in as the admin user. */
   sdk: Roost;
   url: string;
+  /** The SSH gateway's port on 127.0.0.1. */
+  sshPort: number;
   adminToken: string;
   dataDir: string;
   /** JSON log lines of the daemon. */
@@ -38,6 +40,7 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     {
       dataDir: join(dataDir, 'data'),
       httpAddr: '127.0.0.1:0',
+      sshAddr: '127.0.0.1:0',
       logLevel: 'debug',
       ...opts.config,
       pool: { size: 0, ...opts.config?.pool },
@@ -54,12 +57,13 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
-  const { httpUrl } = await daemon.listen();
+  const { httpUrl, sshPort } = await daemon.listen();
   const adminToken = (await readFile(daemon.adminTokenFile, 'utf8')).trim();
   const sdk = new Roost({ apiUrl: httpUrl, token: adminToken });
   return {
     sdk,
     url: httpUrl,
+    sshPort,
     adminToken,
     dataDir: config.dataDir,
     logFile,

@@ -1,0 +1,133 @@
+// The SSH gateway with the real OpenSSH client: keys, exec, stdin, exit status, refusals.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Roost } from '@roost/sdk';
+import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
+import { startDaemon, type TestDaemon } from './start-daemon.js';
+
+interface SshResult {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe('SSH gateway with OpenSSH', () => {
+  let daemon: TestDaemon;
+  const dir = mkdtempSync(join(tmpdir(), 'roost-ssh-'));
+  const key = join(dir, 'id_ed25519');
+  const otherKey = join(dir, 'other_ed25519');
+  const knownHosts = join(dir, 'known_hosts');
+
+  /** Runs the system ssh against the gateway, strict about the host key. */
+  const ssh = (target: string, args: string[], opts: { input?: string; identity?: string } = {}): Promise<SshResult> =>
+    new Promise((resolve, reject) => {
+      const child = spawn('ssh', [
+        '-F', '/dev/null',
+        '-p', String(daemon.sshPort),
+        '-i', opts.identity ?? key,
+        '-o', 'IdentitiesOnly=yes',
+        '-o', 'BatchMode=yes',
+        '-o', 'StrictHostKeyChecking=yes',
+        '-o', `UserKnownHostsFile=${knownHosts}`,
+        '-o', 'LogLevel=ERROR',
+        `${target}@127.0.0.1`,
+        ...args,
+      ], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('error', reject);
+      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      child.stdin.end(opts.input ?? '');
+    });
+
+  before(async () => {
+    daemon = await startDaemon({ driver: 'oci' });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', otherKey]);
+    const hostKey = readFileSync(join(daemon.dataDir, 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+    writeFileSync(knownHosts, `[127.0.0.1]:${daemon.sshPort} ${hostKey}\n`);
+    await daemon.sdk.sshKeys.add(readFileSync(`${key}.pub`, 'utf8'));
+    await daemon.sdk.sandboxes.create({ name: 'sshbox' });
+  });
+  after(async () => {
+    await daemon?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs a command: output, stderr and exit code come back; the host key is the pinned one', async () => {
+    const result = await ssh('sshbox', ['echo "hi from $(hostname) as $(id -un)"; echo oops >&2; exit 3']);
+    assert.equal(result.stdout, 'hi from sshbox as root\n');
+    assert.equal(result.stderr, 'oops\n');
+    assert.equal(result.exitCode, 3);
+  });
+
+  it('pipes stdin through, binary-safe, to EOF', async () => {
+    const input = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join('\n');
+    const result = await ssh('sshbox', ['sha256sum; echo done'], { input });
+    const expected = execFileSync('sha256sum', { input }).toString();
+    assert.equal(result.stdout, `${expected}done\n`);
+    assert.equal(result.exitCode, 0);
+  });
+
+  it('passes a process killed by a signal back as an exit signal', async () => {
+    const result = await ssh('sshbox', ['kill -TERM $$']);
+    // OpenSSH exits 255 when the remote command died of a signal.
+    assert.equal(result.exitCode, 255);
+  });
+
+  it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
+    const bob = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('ssh-bob') });
+    await bob.sshKeys.add(readFileSync(`${otherKey}.pub`, 'utf8'));
+    await bob.sandboxes.create({ name: 'bobs-box' });
+    const attempts = [
+      await ssh('no-such-box', ['true']),
+      await ssh('sshbox', ['true'], { identity: otherKey }),
+      await ssh('bobs-box', ['true']),
+    ];
+    for (const attempt of attempts) {
+      assert.equal(attempt.exitCode, 255);
+      assert.match(attempt.stderr, /Permission denied \(publickey\)/);
+    }
+    const own = await ssh('bobs-box', ['hostname'], { identity: otherKey });
+    assert.equal(own.stdout, 'bobs-box\n');
+    await bob.sandboxes.remove('bobs-box');
+  });
+});
+
+describe('SSH gateway parts', () => {
+  it('keeps its host keys across restarts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'roost-hostkeys-'));
+    const silent = { info() {}, warn() {}, error() {}, debug() {} };
+    try {
+      const first = await loadOrCreateHostKeys(dir, silent);
+      const second = await loadOrCreateHostKeys(dir, silent);
+      assert.deepEqual(second.map((k) => k.publicKey), first.map((k) => k.publicKey));
+      assert.deepEqual(first.map((k) => k.type), ['ssh-ed25519', 'ssh-rsa']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads box and box+user', () => {
+    assert.deepEqual(parseSshUsername('dev'), { sandbox: 'dev', unixUser: 'root' });
+    assert.deepEqual(parseSshUsername('dev+alice'), { sandbox: 'dev', unixUser: 'alice' });
+    assert.equal(parseSshUsername('dev+'), undefined);
+    assert.equal(parseSshUsername('dev+a b'), undefined);
+  });
+
+  it('limits failures per source within a window', () => {
+    let now = 0;
+    const limiter = new FailureLimiter({ maxFailures: 3, windowMs: 1000, now: () => now });
+    for (let i = 0; i < 3; i++) limiter.fail('10.0.0.1');
+    assert.equal(limiter.blocked('10.0.0.1'), true);
+    assert.equal(limiter.blocked('10.0.0.2'), false);
+    now = 1001;
+    assert.equal(limiter.blocked('10.0.0.1'), false);
+  });
+});
