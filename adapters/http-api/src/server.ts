@@ -8,6 +8,7 @@ import {
   routes,
   type RouteName,
   type Sandbox,
+  type SshInfo,
   type SshKey,
 } from '@roost/contract';
 import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type SshKeyRecord, type UserRecord } from '@roost/core';
@@ -23,6 +24,8 @@ export interface HttpApiDeps {
   runtimeName: string;
   /** Told only to clients on the daemon's host, so `roost login` there needs no pasting. */
   adminTokenFile: string;
+  /** Where the SSH gateway listens (known once it does) and its host keys. */
+  sshInfo(): SshInfo;
 }
 
 declare module 'fastify' {
@@ -91,6 +94,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     return { user: { id: user.id, name: user.name, isAdmin: user.isAdmin } };
   });
   on('doctor', async (request) => ({ runtime: deps.runtimeName, ...(await sandboxes.diagnose(userOf(request))) }));
+  on('sshInfo', async () => deps.sshInfo());
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);

@@ -1,30 +1,13 @@
 // The commands of `roost`, as data: each declares its arguments and options and a handler that
 // talks to the daemon only through the SDK.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Command } from 'commander';
-import { Roost, type RoostOpts, type Sandbox } from '@roost/sdk';
-import { nodeHttpFetch } from '@roost/sdk/node';
+import type { Sandbox } from '@roost/sdk';
+import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
+import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
-
-/** The SDK client, on node:http: the global fetch costs ~100 ms at a CLI's first request. */
-function connect(opts: RoostOpts): Roost {
-  return new Roost({ fetch: nodeHttpFetch, ...opts });
-}
-
-interface JsonOpt {
-  json?: boolean;
-}
-
-async function client(cli: CliEnv): Promise<Roost> {
-  const credentials = await loadCredentials(cli);
-  if (!credentials.token) {
-    throw new UsageError('you are not logged in: run `roost login` (on the daemon host it finds the admin token by itself)');
-  }
-  return connect(credentials);
-}
 
 function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const index = value.indexOf('=');
@@ -79,9 +62,6 @@ function sandboxOptions(flags: SandboxFlags) {
   };
 }
 
-function withJson(command: Command): Command {
-  return command.option('--json', 'print machine-readable JSON on stdout (nothing else goes to stdout)');
-}
 
 export function buildProgram(cli: CliEnv): Command {
   const program = new Command('roost')
@@ -284,58 +264,9 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     if (!healthy) throw new ExitError(1);
   });
 
-  const sshKey = program
-    .command('ssh-key')
-    .description('the SSH public keys that open SSH sessions to your sandboxes')
-    .addHelpText('after', '\nExamples:\n  roost ssh-key add                  # ~/.ssh/id_ed25519.pub (or id_ecdsa, id_rsa)\n  roost ssh-key add ~/.ssh/work.pub --name laptop\n  roost ssh-key list\n  roost ssh-key rm laptop');
-  withJson(
-    sshKey
-      .command('add')
-      .description('register a public key (a .pub file, "-" for stdin, or the key line itself)')
-      .argument('[key]', 'path of a .pub file, "-", or "ssh-ed25519 AAAA…" (default: your ~/.ssh/id_*.pub)')
-      .option('--name <name>', 'a label for the key (default: its comment)'),
-  ).action(async (key: string | undefined, opts: { name?: string } & JsonOpt) => {
-    const { line, source } = await readPublicKey(cli, key);
-    const added = await (await client(cli)).sshKeys.add(line, { name: opts.name });
-    if (opts.json) printJson(added);
-    else printLine(`Added ${added.type} key ${added.fingerprint} (${added.name}) from ${source}. Try: roost ssh <sandbox>`);
-  });
-  withJson(sshKey.command('list').alias('ls').description('your SSH keys')).action(async (opts: JsonOpt) => {
-    const keys = await (await client(cli)).sshKeys.list();
-    if (opts.json) printJson(keys);
-    else if (keys.length === 0) printLine('No SSH keys yet. Add one: roost ssh-key add');
-    else {
-      printLine(table(['NAME', 'TYPE', 'FINGERPRINT', 'ADDED', 'LAST USED'], keys.map((k) => [k.name, k.type, k.fingerprint, ago(k.createdAt), k.lastUsedAt ? ago(k.lastUsedAt) : 'never'])));
-    }
-  });
-  withJson(
-    sshKey.command('rm').description('remove one of your SSH keys').argument('<key>', 'its name, id or SHA256 fingerprint'),
-  ).action(async (ref: string, opts: JsonOpt) => {
-    await (await client(cli)).sshKeys.remove(ref);
-    if (opts.json) printJson({ removed: ref });
-    else printLine(`Removed SSH key ${ref}.`);
-  });
+  addSshCommands(program, cli);
 
   return program;
-}
-
-/** The public key line from a file, stdin, the argument itself, or the user's default key. */
-async function readPublicKey(cli: CliEnv, key: string | undefined): Promise<{ line: string; source: string }> {
-  if (key && /^(ssh-|ecdsa-|sk-)/.test(key)) return { line: key, source: 'the command line' };
-  if (key === '-') {
-    const chunks: Buffer[] = [];
-    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    return { line: Buffer.concat(chunks).toString('utf8'), source: 'stdin' };
-  }
-  const candidates = key ? [key] : ['id_ed25519.pub', 'id_ecdsa.pub', 'id_rsa.pub'].map((name) => join(cli.home, '.ssh', name));
-  for (const file of candidates) {
-    const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT' && !key) return undefined;
-      throw new UsageError(`cannot read ${file}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
-    });
-    if (text !== undefined) return { line: text, source: file };
-  }
-  throw new UsageError(`no public key found in ${join(cli.home, '.ssh')} (id_ed25519.pub, id_ecdsa.pub, id_rsa.pub): make one with ssh-keygen -t ed25519, or name a .pub file`);
 }
 
 function row(sandbox: Sandbox): string[] {

@@ -119,12 +119,10 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const adminTokenFile = join(config.dataDir, 'admin-token');
   await ensureAdminTokenFile(auth, adminTokenFile, logger);
 
-  const gateway = new SshGateway({
-    auth,
-    sandboxes,
-    hostKeys: await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger),
-    logger,
-  });
+  const hostKeys = await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger);
+  const gateway = new SshGateway({ auth, sandboxes, hostKeys, logger });
+  const sshListen = splitAddr(config.sshAddr);
+  let sshPort = sshListen.port;
 
   const app = buildHttpApi({
     sandboxes,
@@ -133,6 +131,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     version,
     runtimeName: runtime.info.engine,
     adminTokenFile,
+    sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
   });
 
   return {
@@ -149,8 +148,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       await listenOn(config.httpAddr, 'ROOST_HTTP_ADDR', () => app.listen({ host, port }));
       const address = app.server.address() as AddressInfo;
       const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      const ssh = splitAddr(config.sshAddr);
-      const { port: sshPort } = await listenOn(config.sshAddr, 'ROOST_SSH_ADDR', () => gateway.listen(ssh.host, ssh.port));
+      ({ port: sshPort } = await listenOn(config.sshAddr, 'ROOST_SSH_ADDR', () => gateway.listen(sshListen.host, sshListen.port)));
       return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
     pool,

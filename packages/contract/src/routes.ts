@@ -106,6 +106,13 @@ export const routes = {
     body: s.runRequestSchema,
     success: { status: 200, stream: true },
   },
+  sshInfo: {
+    method: 'GET',
+    path: '/api/v1/ssh',
+    summary: 'Where the SSH gateway listens and its host keys (for known_hosts)',
+    auth: true,
+    success: { status: 200, schema: s.sshInfoSchema },
+  },
   listSshKeys: {
     method: 'GET',
     path: '/api/v1/ssh-keys',

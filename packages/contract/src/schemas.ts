@@ -165,3 +165,12 @@ export const listSshKeysResponseSchema = z.object({ keys: z.array(sshKeySchema) 
 export const sshKeyRefParamsSchema = z.object({
   ref: z.string().describe('Key id, name or SHA256 fingerprint'),
 });
+
+export const sshInfoSchema = z
+  .object({
+    host: z.string().describe('The address the SSH gateway listens on (0.0.0.0 or :: means any of the host\'s)'),
+    port: z.number().int(),
+    hostKeys: z.array(z.string()).describe('The gateway\'s public host keys, "TYPE BASE64"; they never change'),
+  })
+  .meta({ id: 'SshInfo' });
+export type SshInfo = z.infer<typeof sshInfoSchema>;

@@ -5,6 +5,7 @@ import type {
   Health,
   RunRequest,
   Sandbox,
+  SshInfo,
   SshKey,
   Whoami,
 } from '@roost/contract';
@@ -66,6 +67,14 @@ export class Roost {
    */
   whoami(opts: CallOpts = {}): Promise<Whoami> {
     return this.request('GET', '/api/v1/whoami', undefined, opts);
+  }
+
+  /**
+   * Where the SSH gateway listens and its host keys (what `roost ssh` and `ssh-config` use).
+   * @example const { port, hostKeys } = await roost.sshInfo();
+   */
+  sshInfo(opts: CallOpts = {}): Promise<SshInfo> {
+    return this.request('GET', '/api/v1/ssh', undefined, opts);
   }
 
   /**

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
 import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
+import { runCli } from './cli.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
 interface SshResult {
@@ -79,6 +80,48 @@ describe('SSH gateway with OpenSSH', () => {
     const result = await ssh('sshbox', ['kill -TERM $$']);
     // OpenSSH exits 255 when the remote command died of a signal.
     assert.equal(result.exitCode, 255);
+  });
+
+  it('roost ssh runs the system ssh with the pinned host key; roost ssh-key lists the key', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'roost-ssh-home-'));
+    const env = { ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken, HOME: home };
+    try {
+      const result = await runCli(['ssh', '-i', key, 'sshbox', '--', 'echo', 'via roost ssh; hostname'], { env });
+      assert.equal(result.stdout, 'via roost ssh\nsshbox\n', result.stderr);
+      assert.equal(result.exitCode, 0);
+      assert.equal((await runCli(['ssh', '-i', key, 'sshbox', '--', 'exit 7'], { env })).exitCode, 7);
+      assert.match(readFileSync(join(home, '.roost', 'known_hosts'), 'utf8'), new RegExp(`^\\[127\\.0\\.0\\.1\\]:${daemon.sshPort} ssh-ed25519 `, 'm'));
+      const missing = await runCli(['ssh', 'no-such-box'], { env });
+      assert.equal(missing.exitCode, 1);
+      assert.match(missing.stderr, /SANDBOX_NOT_FOUND/);
+      const keys = await runCli(['ssh-key', 'list'], { env });
+      assert.match(keys.stdout, /ssh-ed25519\s+SHA256:/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it('roost ssh-config prints entries plain ssh uses as they are', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'roost-ssh-home-'));
+    const env = { ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken, HOME: home };
+    try {
+      const config = await runCli(['ssh-config', '-i', key], { env });
+      assert.equal(config.exitCode, 0, config.stderr);
+      assert.match(config.stdout, /^Host roost-sshbox$/m);
+      assert.match(config.stdout, /^# known_hosts .*ssh-ed25519 /m);
+      writeFileSync(join(dir, 'config'), config.stdout);
+      const result = await new Promise<SshResult>((resolve) => {
+        const child = spawn('ssh', ['-F', join(dir, 'config'), '-o', 'BatchMode=yes', 'roost-sshbox', 'hostname'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      });
+      assert.equal(result.stdout, 'sshbox\n', result.stderr);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
