@@ -3,6 +3,7 @@
 // runs in any image.
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, Connection, ServerChannel, Session } from 'ssh2';
 import type { AuthService, Logger, ProcessHandle, SandboxRecord, SandboxService, UserRecord } from '@roost/core';
@@ -67,6 +68,15 @@ export class SshGateway {
         resolve({ port: (this.server.address() as AddressInfo).port });
       });
     });
+  }
+
+  /**
+   * Serves one SSH connection arriving over another transport (the HTTP port's WebSocket);
+   * `remoteAddress` is the client's, for the failure limit and the log.
+   */
+  acceptStream(stream: Duplex, remoteAddress: string): void {
+    Object.assign(stream, { remoteAddress, remotePort: 0, remoteFamily: remoteAddress.includes(':') ? 'IPv6' : 'IPv4' });
+    this.server.injectSocket(stream as never);
   }
 
   async close(): Promise<void> {

@@ -4,8 +4,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
+import { openSshTunnel } from '@roost/sdk/node';
 import { client, withJson, type JsonOpt } from './connection.js';
-import type { CliEnv } from './credentials.js';
+import { loadCredentials, type CliEnv } from './credentials.js';
 import { ago, ExitError, printJson, printLine, table, UsageError } from './output.js';
 
 export function addSshCommands(program: Command, cli: CliEnv): void {
@@ -43,6 +44,25 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
         child.on('close', (exitCode, signal) => resolve(exitCode ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)));
       });
       throw new ExitError(code);
+    });
+
+  program
+    .command('proxy')
+    .description('carry SSH over the daemon\'s HTTP port (for ProxyCommand where only that port is open)')
+    .argument('<sandbox>', 'sandbox name or id (checked, and woken, before the tunnel opens)')
+    .addHelpText('after', '\nIn ~/.ssh/config:\n  Host roost-*\n    ProxyCommand npx roost proxy %r\n\nor: ssh -o ProxyCommand="roost proxy dev" dev@roost')
+    .action(async (ref: string) => {
+      const credentials = await loadCredentials(cli);
+      if (!credentials.token) throw new UsageError('you are not logged in: run `roost login`');
+      const tunnel = await openSshTunnel({ apiUrl: credentials.apiUrl, token: credentials.token, sandbox: ref.split('+')[0]! });
+      await new Promise<void>((resolve, reject) => {
+        process.stdin.pipe(tunnel);
+        tunnel.pipe(process.stdout);
+        tunnel.once('end', resolve);
+        tunnel.once('close', resolve);
+        tunnel.once('error', reject);
+      });
+      process.exit(0);
     });
 
   withJson(

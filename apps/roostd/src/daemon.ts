@@ -131,6 +131,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     version,
     runtimeName: runtime.info.engine,
     adminTokenFile,
+    acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
     sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
   });
 

@@ -106,6 +106,15 @@ export const routes = {
     body: s.runRequestSchema,
     success: { status: 200, stream: true },
   },
+  sshTunnel: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}/ssh',
+    summary:
+      'WebSocket upgrade carrying one SSH connection to the gateway (binary messages), for `roost proxy` as a ProxyCommand where only the HTTP port is reachable. The sandbox must be yours; SSH authentication follows as usual.',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    success: { status: 101 },
+  },
   sshInfo: {
     method: 'GET',
     path: '/api/v1/ssh',

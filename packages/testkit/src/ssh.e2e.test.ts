@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
 import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
-import { runCli } from './cli.js';
+import { cliPath, runCli } from './cli.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
 interface SshResult {
@@ -122,6 +122,31 @@ describe('SSH gateway with OpenSSH', () => {
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
+  });
+
+  it('roost proxy carries SSH over the HTTP port as a ProxyCommand; refuses a sandbox that is not yours', async () => {
+    const hostKey = readFileSync(join(daemon.dataDir, 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+    writeFileSync(join(dir, 'known_hosts_proxy'), `roost-web ${hostKey}\n`);
+    const viaProxy = (user: string) =>
+      new Promise<SshResult>((resolve) => {
+        const child = spawn('ssh', [
+          '-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
+          '-o', `UserKnownHostsFile=${join(dir, 'known_hosts_proxy')}`, '-o', 'StrictHostKeyChecking=yes',
+          '-o', `ProxyCommand=${process.execPath} ${cliPath} proxy %r`,
+          `${user}@roost-web`, 'echo "over websocket from $(hostname)"',
+        ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken } });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      });
+    const ok = await viaProxy('sshbox');
+    assert.equal(ok.stdout, 'over websocket from sshbox\n', ok.stderr);
+    assert.equal(ok.exitCode, 0);
+    const refused = await viaProxy('no-such-box');
+    assert.equal(refused.exitCode, 255);
+    assert.match(refused.stderr, /SANDBOX_NOT_FOUND/);
   });
 
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
