@@ -18,6 +18,10 @@ const debianPackages = [
   { name: 'nftables', present: '/usr/sbin/nft' },
   { name: 'util-linux', present: '/usr/bin/prlimit' },
   { name: 'openssh-sftp-server', present: '/usr/lib/openssh/sftp-server' },
+  // The tests' SSH clients: OpenSSH (ssh, scp, sftp), rsync, and paramiko standing in for IDEs.
+  { name: 'openssh-client', present: '/usr/bin/ssh' },
+  { name: 'rsync', present: '/usr/bin/rsync' },
+  { name: 'python3-paramiko', present: '/usr/lib/python3/dist-packages/paramiko' },
   { name: 'python3', present: '/usr/bin/python3' },
   { name: 'make', present: '/usr/bin/make' },
   { name: 'g++', present: '/usr/bin/g++' },

@@ -149,6 +149,31 @@ describe('SSH gateway with OpenSSH', () => {
     assert.match(refused.stderr, /SANDBOX_NOT_FOUND/);
   });
 
+  it('paramiko (an IDE-like client that is not OpenSSH) logs in, checks the host key and runs commands', async () => {
+    const script = [
+      'import paramiko, sys',
+      'client = paramiko.SSHClient()',
+      `client.load_host_keys("${knownHosts}")`,
+      'client.set_missing_host_key_policy(paramiko.RejectPolicy())',
+      `client.connect("127.0.0.1", port=${daemon.sshPort}, username="sshbox", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+      'stdin, stdout, stderr = client.exec_command("cat; echo; hostname; exit 4")',
+      'stdin.write("from paramiko"); stdin.channel.shutdown_write()',
+      'print(stdout.read().decode(), end="")',
+      'print("status", stdout.channel.recv_exit_status())',
+      'client.close()',
+    ].join('\n');
+    const result = await new Promise<SshResult>((resolve) => {
+      // Debian's python3, which python3-paramiko installs into (not a pyenv one earlier in PATH).
+      const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+    });
+    assert.equal(result.stdout, 'from paramiko\nsshbox\nstatus 4\n', result.stderr);
+  });
+
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
     const bob = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('ssh-bob') });
     await bob.sshKeys.add(readFileSync(`${otherKey}.pub`, 'utf8'));
