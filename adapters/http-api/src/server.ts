@@ -131,6 +131,11 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     const { ref } = parse(routes.removeSandbox.params, request.params);
     await sandboxes.remove(userOf(request).id, ref);
   });
+  on('updateSandbox', async (request) => {
+    const { ref } = parse(routes.updateSandbox.params, request.params);
+    const body = parse(routes.updateSandbox.body, request.body);
+    return toApiSandbox(await sandboxes.update(userOf(request).id, ref, body));
+  });
   on('stopSandbox', async (request) => {
     const { ref } = parse(routes.stopSandbox.params, request.params);
     return toApiSandbox(await sandboxes.stop(userOf(request).id, ref));
@@ -285,6 +290,7 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     pidsLimit: sandbox.limits.pids,
     openFiles: sandbox.limits.openFiles,
     network: sandbox.network,
+    sshAgentForwarding: sandbox.sshAgentForwarding,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };

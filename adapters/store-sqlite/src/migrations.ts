@@ -74,4 +74,9 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('ssh_keys_user').on('ssh_keys').column('user_id').execute();
     },
   },
+  '0004_sandbox_ssh_agent_forwarding': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sandboxes').addColumn('ssh_agent_forwarding', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
 };

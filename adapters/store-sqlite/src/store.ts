@@ -37,6 +37,7 @@ interface Tables {
     pids_limit: number;
     open_files: number;
     network: string;
+    ssh_agent_forwarding: number;
     env_json: string;
     exit_code: number | null;
     status_reason: string | null;
@@ -213,6 +214,7 @@ class SqliteStore implements Store {
       .updateTable('sandboxes')
       .set({
         ...(patch.status !== undefined && { status: patch.status }),
+        ...(patch.sshAgentForwarding !== undefined && { ssh_agent_forwarding: patch.sshAgentForwarding ? 1 : 0 }),
         ...(patch.exitCode !== undefined && { exit_code: patch.exitCode }),
         ...(patch.statusReason !== undefined && { status_reason: patch.statusReason }),
         updated_at: at.toISOString(),
@@ -283,6 +285,7 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     pids_limit: sandbox.limits.pids,
     open_files: sandbox.limits.openFiles,
     network: sandbox.network,
+    ssh_agent_forwarding: sandbox.sshAgentForwarding ? 1 : 0,
     env_json: JSON.stringify(sandbox.env),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
@@ -301,6 +304,7 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     persistent: row.persistent === 1,
     limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit, openFiles: row.open_files },
     network: row.network as NetworkMode,
+    sshAgentForwarding: row.ssh_agent_forwarding === 1,
     env: JSON.parse(row.env_json) as Record<string, string>,
     exitCode: row.exit_code,
     statusReason: row.status_reason,

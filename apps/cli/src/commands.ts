@@ -37,6 +37,7 @@ interface SandboxFlags {
   pids?: number;
   openFiles?: number;
   network?: 'none' | 'nat';
+  sshAgent?: boolean;
 }
 
 function withSandboxFlags(command: Command): Command {
@@ -47,7 +48,8 @@ function withSandboxFlags(command: Command): Command {
     .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory'))
     .option('--pids <n>', 'most processes and threads at once', positiveNumber('--pids'))
     .option('--open-files <n>', 'open-files limit of each process', positiveNumber('--open-files'))
-    .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode);
+    .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode)
+    .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default');
 }
 
 function sandboxOptions(flags: SandboxFlags) {
@@ -59,6 +61,7 @@ function sandboxOptions(flags: SandboxFlags) {
     pids: flags.pids,
     openFiles: flags.openFiles,
     network: flags.network,
+    sshAgentForwarding: flags.sshAgent,
   };
 }
 
@@ -245,6 +248,21 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       if (!opts.json) printLine(`Removed ${ref}.`);
     }
     if (opts.json) printJson({ removed });
+  });
+
+  withJson(
+    program
+      .command('set')
+      .description('change a sandbox\'s settings')
+      .argument('<sandbox>', 'name or id')
+      .option('--ssh-agent', 'let SSH sessions forward the client\'s agent into it (ssh -A)')
+      .option('--no-ssh-agent', 'stop that (the default)')
+      .addHelpText('after', '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent'),
+  ).action(async (ref: string, opts: { sshAgent?: boolean } & JsonOpt) => {
+    if (opts.sshAgent === undefined) throw new UsageError('nothing to set: give --ssh-agent or --no-ssh-agent');
+    const sandbox = await (await client(cli)).sandboxes.update(ref, { sshAgentForwarding: opts.sshAgent });
+    if (opts.json) printJson(sandbox);
+    else printLine(`${sandbox.name}: SSH agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}.`);
   });
 
   withJson(

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import * as s from './schemas.js';
 
 export interface RouteSpec {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
   /** OpenAPI-style path, e.g. /api/v1/sandboxes/{ref} */
   path: string;
   summary: string;
@@ -70,6 +70,15 @@ export const routes = {
     auth: true,
     params: s.sandboxRefParamsSchema,
     success: { status: 204 },
+  },
+  updateSandbox: {
+    method: 'PATCH',
+    path: '/api/v1/sandboxes/{ref}',
+    summary: 'Change a sandbox\'s settings',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    body: s.updateSandboxRequestSchema,
+    success: { status: 200, schema: s.sandboxSchema },
   },
   stopSandbox: {
     method: 'POST',

@@ -22,6 +22,7 @@ const sandboxOptions = {
   pids: z.number().int().min(8).max(4_194_304).optional().describe('Most processes and threads at once'),
   openFiles: z.number().int().min(64).max(1_048_576).optional().describe('Open files per process (RLIMIT_NOFILE)'),
   network: networkModeSchema.optional().describe('Default: the daemon\'s default (none unless configured)'),
+  sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A); default false'),
 };
 
 export const sandboxSchema = z
@@ -38,6 +39,7 @@ export const sandboxSchema = z
     pidsLimit: z.number().int(),
     openFiles: z.number().int().describe('Limit on open files of each process (RLIMIT_NOFILE)'),
     network: networkModeSchema,
+    sshAgentForwarding: z.boolean(),
     createdAt: z.string().describe('ISO 8601'),
     updatedAt: z.string().describe('ISO 8601'),
   })
@@ -174,3 +176,10 @@ export const sshInfoSchema = z
   })
   .meta({ id: 'SshInfo' });
 export type SshInfo = z.infer<typeof sshInfoSchema>;
+
+export const updateSandboxRequestSchema = z
+  .object({
+    sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A)'),
+  })
+  .meta({ id: 'UpdateSandboxRequest' });
+export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;

@@ -118,6 +118,8 @@ export interface SandboxRecord {
   persistent: boolean;
   limits: SandboxLimits;
   network: NetworkMode;
+  /** Whether SSH sessions may forward the client's agent into it (ssh -A); off unless the owner says. */
+  sshAgentForwarding: boolean;
   env: Record<string, string>;
   /** Exit code of the script of a one-shot run, once it ended. */
   exitCode: number | null;
@@ -160,6 +162,7 @@ export interface SshKeyRecord {
 
 export interface SandboxPatch {
   status?: SandboxStatus;
+  sshAgentForwarding?: boolean;
   exitCode?: number | null;
   statusReason?: string | null;
 }

@@ -49,6 +49,12 @@ export interface CreateSandboxOpts {
   pids?: number;
   openFiles?: number;
   network?: NetworkMode;
+  sshAgentForwarding?: boolean;
+}
+
+/** What the owner may change on a sandbox after it was made. */
+export interface SandboxSettings {
+  sshAgentForwarding?: boolean;
 }
 
 export interface ExecSandboxOpts {
@@ -122,6 +128,7 @@ export class SandboxService {
         openFiles: opts.openFiles ?? defaults.limits.openFiles,
       },
       network: opts.network ?? defaults.network,
+      sshAgentForwarding: opts.sshAgentForwarding ?? false,
       env: opts.env ?? {},
       exitCode: null,
       statusReason: null,
@@ -245,6 +252,13 @@ export class SandboxService {
       return result;
     });
     return { ...session, sandbox, done };
+  }
+
+  async update(ownerId: string, ref: string, settings: SandboxSettings): Promise<SandboxRecord> {
+    const sandbox = await this.get(ownerId, ref);
+    await this.deps.store.updateSandbox(sandbox.id, settings, this.deps.clock.now());
+    this.deps.logger.info({ sandboxId: sandbox.id, settings }, 'sandbox settings changed');
+    return this.get(ownerId, sandbox.id);
   }
 
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {

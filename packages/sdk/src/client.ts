@@ -7,6 +7,7 @@ import type {
   Sandbox,
   SshInfo,
   SshKey,
+  UpdateSandboxRequest,
   Whoami,
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
@@ -211,6 +212,14 @@ export class Sandboxes {
    */
   async get(ref: string, opts: CallOpts = {}): Promise<SandboxHandle> {
     return new SandboxHandle(this.roost, await this.roost.request<Sandbox>('GET', sandboxPath(ref), undefined, opts));
+  }
+
+  /**
+   * Changes a sandbox's settings.
+   * @example await roost.sandboxes.update('dev', { sshAgentForwarding: true });
+   */
+  update(ref: string, settings: UpdateSandboxRequest, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('PATCH', sandboxPath(ref), settings, opts);
   }
 
   /**
