@@ -8,6 +8,7 @@ let failed = false;
 for (const [name, file] of [
   ['foundation: speed', 'foundation.mjs'],
   ['scale: idle sandboxes', 'scale.mjs'],
+  ['ssh: gateway latency and scp throughput', 'ssh.mjs'],
   ['leaks: create/remove cycles', 'leaks.mjs'],
 ]) {
   step(`benchmark: ${name}`);
