@@ -24,7 +24,7 @@ describe('SSH gateway with OpenSSH', () => {
   const knownHosts = join(dir, 'known_hosts');
 
   /** Runs the system ssh against the gateway, strict about the host key. */
-  const ssh = (target: string, args: string[], opts: { input?: string; identity?: string } = {}): Promise<SshResult> =>
+  const ssh = (target: string, args: string[], opts: { input?: string; identity?: string; options?: string[] } = {}): Promise<SshResult> =>
     new Promise((resolve, reject) => {
       const child = spawn('ssh', [
         '-F', '/dev/null',
@@ -35,6 +35,7 @@ describe('SSH gateway with OpenSSH', () => {
         '-o', 'StrictHostKeyChecking=yes',
         '-o', `UserKnownHostsFile=${knownHosts}`,
         '-o', 'LogLevel=ERROR',
+        ...(opts.options ?? []),
         `${target}@127.0.0.1`,
         ...args,
       ], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -172,6 +173,17 @@ describe('SSH gateway with OpenSSH', () => {
       child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
     });
     assert.equal(result.stdout, 'from paramiko\nsshbox\nstatus 4\n', result.stderr);
+  });
+
+  it('answers keepalives, and serves 100 concurrent sessions each with its own output', async () => {
+    const alive = await ssh('sshbox', ['sleep 3; echo still here'], { options: ['-o', 'ServerAliveInterval=1', '-o', 'ServerAliveCountMax=1'] });
+    assert.equal(alive.stdout, 'still here\n', alive.stderr);
+    assert.equal(alive.exitCode, 0);
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => ssh('sshbox', [`echo session-${i}`])));
+    for (const [i, result] of results.entries()) {
+      assert.equal(result.stdout, `session-${i}\n`, result.stderr);
+      assert.equal(result.exitCode, 0);
+    }
   });
 
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
