@@ -5,7 +5,12 @@ import { repoRoot, setup, step } from './setup.mjs';
 
 await setup({ why: 'npm run bench (it starts real sandboxes)' });
 let failed = false;
-for (const [name, file] of [['foundation: speed', 'foundation.mjs'], ['leaks: create/remove cycles', 'leaks.mjs']]) {
+for (const [name, file] of [
+  ['foundation: speed', 'foundation.mjs'],
+  ['scale: idle sandboxes', 'scale.mjs'],
+  ['ssh: gateway latency and scp throughput', 'ssh.mjs'],
+  ['leaks: create/remove cycles', 'leaks.mjs'],
+]) {
   step(`benchmark: ${name}`);
   const result = spawnSync(process.execPath, [join(repoRoot, 'bench', file)], { cwd: repoRoot, stdio: 'inherit' });
   failed ||= result.status !== 0;

@@ -15,7 +15,13 @@ const debianPackages = [
   { name: 'catatonit', present: '/usr/bin/catatonit' },
   { name: 'mmdebstrap', present: '/usr/bin/mmdebstrap' },
   { name: 'iproute2', present: '/usr/sbin/ip' },
+  { name: 'nftables', present: '/usr/sbin/nft' },
+  { name: 'util-linux', present: '/usr/bin/prlimit' },
   { name: 'openssh-sftp-server', present: '/usr/lib/openssh/sftp-server' },
+  // The tests' SSH clients: OpenSSH (ssh, scp, sftp), rsync, and paramiko standing in for IDEs.
+  { name: 'openssh-client', present: '/usr/bin/ssh' },
+  { name: 'rsync', present: '/usr/bin/rsync' },
+  { name: 'python3-paramiko', present: '/usr/lib/python3/dist-packages/paramiko' },
   { name: 'python3', present: '/usr/bin/python3' },
   { name: 'make', present: '/usr/bin/make' },
   { name: 'g++', present: '/usr/bin/g++' },
@@ -23,8 +29,7 @@ const debianPackages = [
   { name: 'gcc', present: '/usr/bin/gcc' },
   { name: 'libc6-dev', present: '/usr/include/pty.h' },
   { name: 'patchelf', present: '/usr/bin/patchelf' },
-  // Tests: the sftp client, and a static busybox for an image that is not Debian.
-  { name: 'openssh-client', present: '/usr/bin/sftp' },
+  // Tests: a static busybox for an image that is not Debian.
   { name: 'busybox-static', present: '/bin/busybox' },
 ];
 

@@ -1,5 +1,9 @@
 // The HTTP API: fastify routes over core's services, validated with the contract's schemas.
 import { randomBytes } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createWebSocketStream, WebSocketServer } from 'ws';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
@@ -8,8 +12,10 @@ import {
   routes,
   type RouteName,
   type Sandbox,
+  type SshInfo,
+  type SshKey,
 } from '@roost/contract';
-import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
+import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type SshKeyRecord, type UserRecord } from '@roost/core';
 import { toHttpError } from './errors.js';
 import { StreamResponse } from './stream-response.js';
 
@@ -22,6 +28,10 @@ export interface HttpApiDeps {
   runtimeName: string;
   /** Told only to clients on the daemon's host, so `roost login` there needs no pasting. */
   adminTokenFile: string;
+  /** Where the SSH gateway listens (known once it does) and its host keys. */
+  sshInfo(): SshInfo;
+  /** Hands an SSH connection that arrived over a WebSocket to the gateway. */
+  acceptSshStream(stream: Duplex, remoteAddress: string): void;
 }
 
 declare module 'fastify' {
@@ -90,6 +100,20 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     return { user: { id: user.id, name: user.name, isAdmin: user.isAdmin } };
   });
   on('doctor', async (request) => ({ runtime: deps.runtimeName, ...(await sandboxes.diagnose(userOf(request))) }));
+  on('sshInfo', async () => deps.sshInfo());
+  on('sshTunnel', async () => {
+    throw new RoostError('VALIDATION_FAILED', 'this route is a WebSocket: connect with `roost proxy <sandbox>` (Upgrade: websocket)');
+  });
+  serveSshTunnels(app, deps);
+  on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
+  on('addSshKey', async (request) => {
+    const body = parse(routes.addSshKey.body, request.body);
+    return toApiSshKey(await auth.addSshKey(userOf(request).id, body.publicKey, body.name));
+  });
+  on('removeSshKey', async (request) => {
+    const { ref } = parse(routes.removeSshKey.params, request.params);
+    await auth.removeSshKey(userOf(request).id, ref);
+  });
   on('createSandbox', async (request) => {
     const body = parse(routes.createSandbox.body, request.body);
     return toApiSandbox(await sandboxes.create(userOf(request).id, body));
@@ -106,6 +130,11 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   on('removeSandbox', async (request) => {
     const { ref } = parse(routes.removeSandbox.params, request.params);
     await sandboxes.remove(userOf(request).id, ref);
+  });
+  on('updateSandbox', async (request) => {
+    const { ref } = parse(routes.updateSandbox.params, request.params);
+    const body = parse(routes.updateSandbox.body, request.body);
+    return toApiSandbox(await sandboxes.update(userOf(request).id, ref, body));
   });
   on('stopSandbox', async (request) => {
     const { ref } = parse(routes.stopSandbox.params, request.params);
@@ -198,6 +227,55 @@ function isLoopback(ip: string): boolean {
   return ip === '127.0.0.1' || ip === '::1' || ip === '::ffff:127.0.0.1';
 }
 
+/**
+ * WebSocket upgrades of the sshTunnel route: the token and the sandbox are checked (and the
+ * sandbox woken) before the upgrade; then the socket's bytes are one SSH connection.
+ */
+function serveSshTunnels(app: FastifyInstance, deps: HttpApiDeps): void {
+  const pattern = new RegExp(`^${routes.sshTunnel.path.replace('{ref}', '([^/?]+)')}(\\?.*)?$`);
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const match = pattern.exec(request.url ?? '');
+    const refuse = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    };
+    if (!match) return refuse(404, toHttpError(new RoostError('NOT_FOUND', `no WebSocket route ${request.url}`), '').body);
+    const header = request.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+    const ref = decodeURIComponent(match[1]!);
+    const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
+    void deps.auth
+      .authenticate(token)
+      .then((user) => deps.sandboxes.ensureAwake(user.id, ref))
+      .then(
+        () =>
+          wss.handleUpgrade(request, socket, head, (ws) => {
+            deps.acceptSshStream(createWebSocketStream(ws), remoteAddress);
+          }),
+        (error: unknown) => {
+          const httpError = toHttpError(error, '');
+          refuse(httpError.status, httpError.body);
+        },
+      );
+  });
+  app.addHook('onClose', async () => {
+    for (const client of wss.clients) client.terminate();
+    wss.close();
+  });
+}
+
+function toApiSshKey(key: SshKeyRecord): SshKey {
+  return {
+    id: key.id,
+    name: key.name,
+    type: key.type,
+    fingerprint: key.fingerprint,
+    createdAt: key.createdAt.toISOString(),
+    lastUsedAt: key.lastUsedAt?.toISOString() ?? null,
+  };
+}
+
 export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
   return {
     id: sandbox.id,
@@ -210,6 +288,9 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     cpus: sandbox.limits.cpus,
     memoryMb: sandbox.limits.memoryMb,
     pidsLimit: sandbox.limits.pids,
+    openFiles: sandbox.limits.openFiles,
+    network: sandbox.network,
+    sshAgentForwarding: sandbox.sshAgentForwarding,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };

@@ -8,6 +8,8 @@ export const BRIDGE = 'roost0';
 /** Sandbox addresses; the bridge itself has none, so there is no route to the host. */
 export const SUBNET_PREFIX = '10.213';
 export const SUBNET_BITS = 16;
+/** The bridge's address once NAT is on: NAT sandboxes' default route and DNS server. */
+export const GATEWAY = `${SUBNET_PREFIX}.0.1`;
 
 /** Parent cgroup of every sandbox (v1 hierarchies and the unified one). */
 export const CGROUP_PARENT = 'roost';

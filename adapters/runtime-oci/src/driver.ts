@@ -3,7 +3,8 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import type {
-  ExecOpts, ListenOpts, Logger, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
+  ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
+  SandboxSpec,
 } from '@roost/core';
 import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
@@ -11,8 +12,10 @@ import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE } from './constants.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
-import { AddressPool, attachSandbox, detachSandbox, ensureBridge, readSavedAddress } from './network.js';
-import { baseEnv, envList, ociConfig } from './oci-config.js';
+import { Egress } from './egress.js';
+import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, ensureBridge, readSavedAddress, resolvConf } from './network.js';
+import { baseEnv, envList, ociConfig, ociResources } from './oci-config.js';
+import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
 import { processHandle, terminalDimension } from './process-handle.js';
 import { connectedStream, relayListener } from './relay-streams.js';
@@ -26,6 +29,15 @@ export interface OciRuntimeOpts {
   engine?: 'auto' | EngineName;
   /** Host dir mounted read-only at /.roost/tools in every sandbox (default: DEFAULT_TOOLS_DIR). */
   toolsDir?: string;
+  /** Egress: whether sandboxes may ask for NAT, and the resolvers their DNS goes to. */
+  network?: { allowNat: boolean; dnsServers: string[] };
+}
+
+/** What every exec in a sandbox gets, kept in the bundle (exec.json) so a restart re-learns it. */
+interface ExecProfile {
+  /** crun exec --env replaces the init's env rather than extending it: this is all of it. */
+  env: Record<string, string>;
+  openFiles: number;
 }
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -58,24 +70,35 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   await fs.mkdir(path.join(opts.stateDir, 'sandboxes'), { recursive: true, mode: 0o711 });
   const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger);
   await ensureBridge(opts.logger);
-  const rt = new OciRuntime(engine, opts, toolsDir);
-  await rt.adopt();
+  const egress = new Egress({ allowNat: opts.network?.allowNat ?? false, dnsServers: opts.network?.dnsServers ?? [], logger: opts.logger });
+  const info: RuntimeInfo = {
+    engine: engine.version,
+    maxOpenFiles: await maxOpenFiles(),
+    natAllowed: opts.network?.allowNat ?? false,
+    sftpServer: [SANDBOX_TOOLS.sftpServer],
+  };
+  const rt = new OciRuntime(info, engine, egress, opts, toolsDir);
+  await egress.install(await rt.adopt());
   return rt;
 }
 
 class OciRuntime implements Runtime {
-  readonly info: RuntimeInfo;
   private readonly log: Logger;
   private readonly sandboxesDir: string;
   private readonly pool = new AddressPool();
-  /** Sandboxes that accept execs; the env of their processes (exec --env replaces, not extends). */
-  private readonly running = new Map<string, Record<string, string>>();
+  /** Sandboxes that accept execs, with what their execs get. */
+  private readonly running = new Map<string, ExecProfile>();
   /** One create/destroy at a time per id. */
   private readonly busy = new Map<string, Promise<unknown>>();
   private execSeq = 0;
 
-  constructor(private readonly engine: Engine, private readonly opts: OciRuntimeOpts, private readonly toolsDir: string) {
-    this.info = { engine: engine.version, sftpServer: [SANDBOX_TOOLS.sftpServer] };
+  constructor(
+    readonly info: RuntimeInfo,
+    private readonly engine: Engine,
+    private readonly egress: Egress,
+    private readonly opts: OciRuntimeOpts,
+    private readonly toolsDir: string,
+  ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
   }
@@ -84,19 +107,33 @@ class OciRuntime implements Runtime {
     return path.join(this.sandboxesDir, id);
   }
 
-  /** Re-learns sandboxes left by a previous process, so they stay listable and reachable. */
-  async adopt(): Promise<void> {
+  /**
+   * Re-learns sandboxes left by a previous process, so they stay listable and reachable.
+   * Returns the addresses of those with NAT, for the firewall.
+   */
+  async adopt(): Promise<string[]> {
+    const nat: string[] = [];
     for (const id of await this.list()) {
-      const addr = await readSavedAddress(path.join(this.bundle(id), 'address'));
+      const dir = this.bundle(id);
+      const addr = await readSavedAddress(path.join(dir, 'address'));
       if (addr) this.pool.reserve(addr);
-      const cfg = await fs.readFile(path.join(this.bundle(id), 'config.json'), 'utf8').catch(() => undefined);
-      if (cfg && existsSync(path.join(this.engine.root, id))) {
-        const env = Object.fromEntries(
-          (JSON.parse(cfg).process.env as string[]).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-        );
-        this.running.set(id, env);
+      const profile = await fs.readFile(path.join(dir, 'exec.json'), 'utf8').catch(() => undefined);
+      if (profile && existsSync(path.join(this.engine.root, id))) {
+        this.running.set(id, JSON.parse(profile) as ExecProfile);
+        if (addr && (await this.networkOf(id)) === 'nat') nat.push(addr);
       }
     }
+    return nat;
+  }
+
+  private async networkOf(id: string): Promise<NetworkMode> {
+    return (await fs.readFile(path.join(this.bundle(id), 'network'), 'utf8').catch(() => 'none')).trim() as NetworkMode;
+  }
+
+  private async saveExecProfile(id: string, spec: SandboxSpec): Promise<void> {
+    const profile: ExecProfile = { env: baseEnv(spec), openFiles: spec.limits.openFiles };
+    await fs.writeFile(path.join(this.bundle(id), 'exec.json'), JSON.stringify(profile));
+    this.running.set(id, profile);
   }
 
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -111,7 +148,16 @@ class OciRuntime implements Runtime {
     if (!ID_RE.test(spec.id) || spec.id.startsWith(PROBE_PREFIX)) {
       return Promise.reject(new Error(`invalid sandbox id "${spec.id}"`));
     }
+    const tooHigh = this.limitProblem(spec);
+    if (tooHigh) return Promise.reject(tooHigh);
     return this.serial(spec.id, () => this.doCreate(spec));
+  }
+
+  private limitProblem(spec: SandboxSpec): Error | undefined {
+    if (spec.limits.openFiles > this.info.maxOpenFiles) {
+      return new Error(`open-files limit ${spec.limits.openFiles} is above this host's maximum of ${this.info.maxOpenFiles}`);
+    }
+    return undefined;
   }
 
   private async doCreate(spec: SandboxSpec): Promise<void> {
@@ -131,19 +177,22 @@ class OciRuntime implements Runtime {
 
       const addr = this.pool.take(id);
       undo.push(async () => this.pool.release(addr));
-      const hostsFile = path.join(dir, 'hosts');
-      const hostnameFile = path.join(dir, 'hostname');
+      const nat = spec.network === 'nat';
+      if (nat) {
+        undo.push(() => this.egress.revoke(addr));
+        await this.egress.allow(addr);
+      }
+      const files = etcFiles(dir);
       await Promise.all([
         fs.writeFile(path.join(dir, 'address'), addr),
-        fs.writeFile(hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${addr}\t${spec.hostname}\n`),
-        fs.writeFile(hostnameFile, `${spec.hostname}\n`),
+        fs.writeFile(path.join(dir, 'network'), spec.network),
+        writeEtcFiles(files, spec, addr),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { hostsFile, hostnameFile, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
+          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
         ),
       ]);
-      await fs.chown(hostsFile, SHIFT_BASE, SHIFT_BASE);
-      await fs.chown(hostnameFile, SHIFT_BASE, SHIFT_BASE);
+      for (const file of Object.values(files)) await fs.chown(file, SHIFT_BASE, SHIFT_BASE);
 
       await mountOverlay(lower, path.join(dir, 'upper'), path.join(dir, 'work'), path.join(dir, 'rootfs'));
       undo.push(() => unmountAll(dir));
@@ -158,11 +207,11 @@ class OciRuntime implements Runtime {
       const pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
 
       undo.push(() => detachSandbox(id));
-      await attachSandbox(id, pid, addr);
+      await attachSandbox(id, pid, addr, nat);
       const tNet = performance.now();
 
       await this.mustEngine(['start', id]);
-      this.running.set(id, baseEnv(spec));
+      await this.saveExecProfile(id, spec);
       const t1 = performance.now();
       this.log.debug(
         {
@@ -179,27 +228,73 @@ class OciRuntime implements Runtime {
     }
   }
 
+  configure(spec: SandboxSpec): Promise<void> {
+    const tooHigh = this.limitProblem(spec);
+    if (tooHigh) return Promise.reject(tooHigh);
+    return this.serial(spec.id, () => this.doConfigure(spec));
+  }
+
+  private async doConfigure(spec: SandboxSpec): Promise<void> {
+    const { id } = spec;
+    const dir = this.bundle(id);
+    if (!this.running.has(id)) throw notRunning(id);
+    const t0 = performance.now();
+    const [pidText, addr, config] = await Promise.all([
+      fs.readFile(path.join(dir, 'init.pid'), 'utf8'),
+      readSavedAddress(path.join(dir, 'address')),
+      fs.readFile(path.join(dir, 'config.json'), 'utf8'),
+    ]);
+    const pid = Number(pidText.trim());
+    if (!addr) throw new Error(`sandbox ${id} has no saved address`);
+    const steps: Promise<unknown>[] = [
+      // In place: the files are bind-mounted, a new inode would not show inside.
+      writeEtcFiles(etcFiles(dir), spec, addr),
+      mustRun('nsenter', [`--uts=/proc/${pid}/ns/uts`, 'hostname', spec.hostname]),
+    ];
+    const made = (JSON.parse(config) as { linux: { resources: object } }).linux.resources;
+    const wanted = ociResources(spec.limits);
+    if (JSON.stringify(made) !== JSON.stringify(wanted)) {
+      const file = path.join(dir, 'resources.json');
+      steps.push(fs.writeFile(file, JSON.stringify(wanted)).then(() => this.mustEngine(['update', '--resources', file, id])));
+    }
+    if (spec.network === 'nat' && (await this.networkOf(id)) !== 'nat') {
+      steps.push(
+        this.egress
+          .allow(addr)
+          .then(() => addDefaultRoute(pid))
+          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat')),
+      );
+    }
+    await Promise.all(steps);
+    await this.saveExecProfile(id, spec);
+    this.log.debug({ id, ms: +(performance.now() - t0).toFixed(1) }, 'sandbox configured');
+  }
+
   private async mustEngine(args: string[]): Promise<void> {
     const r = await this.engine.run(args);
     if (r.code !== 0) throw new Error(`${this.engine.name} ${args[0]} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
   }
 
   async exec(id: string, opts: ExecOpts): Promise<ProcessHandle> {
-    const env = this.running.get(id);
-    if (!env || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
+    const profile = this.running.get(id);
+    if (!profile || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
     if (!opts.command.length) throw new Error('exec needs a command');
     const tty = opts.tty && { ...opts.tty, cols: terminalDimension(opts.tty.cols), rows: terminalDimension(opts.tty.rows) };
     const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
     // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
     // binary could gain privileges the sandbox's init never had.
-    const args = ['--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
-    // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1).
+    // The open-files limit comes from prlimit, which runs as root outside the user namespace:
+    // inside it the engine could only lower the daemon's own limit, never raise it.
+    const nofile = `--nofile=${profile.openFiles}:${profile.openFiles}`;
+    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
+    // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1;
+    // prlimit execs the engine and keeps them).
     if (tty) args.push('--preserve-fds', '1');
-    for (const kv of envList({ ...env, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
+    for (const kv of envList({ ...profile.env, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
     args.push(id);
     if (tty) args.push(SANDBOX_TOOLS.pty, '--size', `${tty.cols}x${tty.rows}`, '--resize-fd', '3', '--');
     args.push(...opts.command);
-    const child = spawn(this.engine.bin, args, {
+    const child = spawn(PRLIMIT, args, {
       stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(tty ? (['pipe'] as const) : [])],
       env: engineEnv(),
     });
@@ -245,6 +340,7 @@ class OciRuntime implements Runtime {
     await step('unmount', () => unmountAll(dir));
     await step('cgroups', () => removeCgroups(id));
     const addr = await readSavedAddress(path.join(dir, 'address'));
+    if (addr && (await this.networkOf(id)) === 'nat') await step('egress', () => this.egress.revoke(addr));
     if (!problems.length) {
       await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
       if (addr) this.pool.release(addr);
@@ -278,5 +374,42 @@ class OciRuntime implements Runtime {
   async close(): Promise<void> {
     // Sandboxes outlive the daemon on purpose: the next start adopts them.
     await Promise.allSettled([...this.busy.values()]);
+    await this.egress.close();
   }
+}
+
+const PRLIMIT = '/usr/bin/prlimit';
+const CAP_SYS_RESOURCE = 24;
+
+/**
+ * With CAP_SYS_RESOURCE prlimit can raise a limit up to fs.nr_open; without it (some hosts
+ * withhold it even from root) no higher than the daemon's own hard limit.
+ */
+async function maxOpenFiles(): Promise<number> {
+  const [status, limits, nrOpen] = await Promise.all([
+    fs.readFile('/proc/self/status', 'utf8'),
+    fs.readFile('/proc/self/limits', 'utf8'),
+    fs.readFile('/proc/sys/fs/nr_open', 'utf8').catch(() => '1048576'),
+  ]);
+  const effective = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)/m.exec(status)?.[1] ?? '0'}`);
+  if ((effective >> BigInt(CAP_SYS_RESOURCE)) & 1n) return Number(nrOpen.trim());
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  return hard === undefined || hard === 'unlimited' ? Number(nrOpen.trim()) : Number(hard);
+}
+
+/** The files bind-mounted over the image's /etc ones, so each sandbox has its own. */
+function etcFiles(dir: string) {
+  return {
+    hostsFile: path.join(dir, 'hosts'),
+    hostnameFile: path.join(dir, 'hostname'),
+    resolvConfFile: path.join(dir, 'resolv.conf'),
+  };
+}
+
+async function writeEtcFiles(files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
+  await Promise.all([
+    fs.writeFile(files.hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${addr}\t${spec.hostname}\n`),
+    fs.writeFile(files.hostnameFile, `${spec.hostname}\n`),
+    fs.writeFile(files.resolvConfFile, resolvConf(spec.network === 'nat')),
+  ]);
 }

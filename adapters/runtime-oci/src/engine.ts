@@ -105,7 +105,7 @@ async function tryCreate(engine: Engine, stateDir: string, toolsDir: string): Pr
   await fs.mkdir(path.join(bundle, 'rootfs'), { recursive: true });
   await fs.chown(path.join(bundle, 'rootfs'), SHIFT_BASE, SHIFT_BASE);
   const cfg = ociConfig(
-    { id, hostname: id, image: '', env: {}, limits: { cpus: 1, memoryMb: 64, pids: 16 } },
+    { id, hostname: id, image: '', env: {}, network: 'none', limits: { cpus: 1, memoryMb: 64, pids: 16, openFiles: 1024 } },
     { mountCgroup: engine.mountCgroup, toolsDir },
   ) as { mounts: { destination: string }[] };
   // Only what needs no files in the rootfs: proc and tmpfs mounts, cgroupfs, the init and tools binds.

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import type { Logger } from '@roost/core';
-import { BRIDGE, SUBNET_BITS, SUBNET_PREFIX } from './constants.js';
+import { BRIDGE, GATEWAY, SUBNET_BITS, SUBNET_PREFIX } from './constants.js';
 import { mustRun, runCmd } from './proc.js';
 
 /** Host-side veth name: derived from the id so reconciliation can find it; IFNAMSIZ is 16. */
@@ -20,7 +20,7 @@ const HOSTS = 2 ** (32 - SUBNET_BITS) - 2;
  * In-memory, re-seeded from the bundles' saved addresses when the runtime starts.
  */
 export class AddressPool {
-  private used = new Set<string>();
+  private used = new Set<string>([GATEWAY]);
 
   take(id: string): string {
     const start = createHash('sha256').update(id).digest().readUInt32BE(0) % HOSTS;
@@ -67,7 +67,7 @@ export async function ensureBridge(log: Logger): Promise<void> {
  * (isolated ports cannot reach each other, only the bridge, which has no address). No default route.
  * Two `ip -batch` runs: one on the host, one inside the netns.
  */
-export async function attachSandbox(id: string, pid: number, addr: string): Promise<string> {
+export async function attachSandbox(id: string, pid: number, addr: string, nat: boolean): Promise<string> {
   const veth = vethName(id);
   await mustRun('ip', ['-batch', '-'], [
     `link add ${veth} type veth peer name eth0 netns /proc/${pid}/ns/net`,
@@ -81,8 +81,19 @@ export async function attachSandbox(id: string, pid: number, addr: string): Prom
     'link set dev lo up',
     `addr add ${addr}/${SUBNET_BITS} dev eth0`,
     'link set dev eth0 up',
+    ...(nat ? [`route add default via ${GATEWAY}`] : []),
   ].join('\n'));
   return veth;
+}
+
+/** Gives a running sandbox (made without) its default route through the gateway. */
+export async function addDefaultRoute(pid: number): Promise<void> {
+  await mustRun('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', 'route', 'replace', 'default', 'via', GATEWAY]);
+}
+
+/** What a sandbox's /etc/resolv.conf says: the gateway's forwarder, or why there is none. */
+export function resolvConf(nat: boolean): string {
+  return nat ? `nameserver ${GATEWAY}\n` : '# no network: this sandbox was made with --network none\n';
 }
 
 /** Deleting one end deletes the pair at once; left to the netns teardown it lags by 1–2 s. */

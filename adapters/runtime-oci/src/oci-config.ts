@@ -1,11 +1,14 @@
-import type { SandboxSpec } from '@roost/core';
+import type { SandboxLimits, SandboxSpec } from '@roost/core';
 import { defaultSeccompProfile } from './seccomp.js';
 import { TOOLS_MOUNT } from './tools.js';
 import { CATATONIT, CGROUP_PARENT, DEFAULT_PATH, SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 
-/** The capabilities a container engine grants by default (Docker/Podman set). */
+/**
+ * Podman's default set: Docker's without CAP_NET_RAW, so a sandbox cannot forge packets with
+ * another sandbox's source address (ping still works through ICMP sockets, see sysctl below).
+ */
 export const DEFAULT_CAPS = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW',
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD',
   'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE',
   'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
 ];
@@ -27,10 +30,21 @@ export function cgroupsPath(id: string): string {
   return `/${CGROUP_PARENT}/${id}`;
 }
 
+/** linux.resources of config.json, also what `update --resources` takes. */
+export function ociResources({ cpus, memoryMb, pids }: SandboxLimits): object {
+  const period = 100_000;
+  return {
+    ...(memoryMb > 0 ? { memory: { limit: memoryMb * 1024 * 1024 } } : {}),
+    ...(cpus > 0 ? { cpu: { quota: Math.max(1000, Math.round(cpus * period)), period } } : {}),
+    ...(pids > 0 ? { pids: { limit: pids } } : {}),
+  };
+}
+
 interface ConfigOpts {
   /** Bind-mounted over the image's files so each sandbox has its own. */
   hostsFile?: string;
   hostnameFile?: string;
+  resolvConfFile?: string;
   /** Mount cgroupfs read-only at /sys/fs/cgroup (works with crun on the hybrid host). */
   mountCgroup: boolean;
   /** Host dir mounted read-only at /.roost/tools (pty, relay, sftp-server). */
@@ -54,9 +68,8 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
   mounts.push({ destination: TOOLS_MOUNT, type: 'bind', source: o.toolsDir, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   if (o.hostsFile) mounts.push({ destination: '/etc/hosts', type: 'bind', source: o.hostsFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
   if (o.hostnameFile) mounts.push({ destination: '/etc/hostname', type: 'bind', source: o.hostnameFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
+  if (o.resolvConfFile) mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: o.resolvConfFile, options: ['bind', 'nosuid', 'nodev', 'noexec'] });
 
-  const { cpus, memoryMb, pids } = spec.limits;
-  const period = 100_000;
   return {
     ociVersion: '1.0.2',
     process: {
@@ -68,7 +81,8 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
       cwd: '/root',
       capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
       noNewPrivileges: true,
-      // No rlimits: asking for more than the daemon's own hard limit makes create fail (EPERM).
+      // No rlimits: raising one above the daemon's own hard limit fails (EPERM) once the engine
+      // is inside the user namespace. Execs get theirs from prlimit, run before the engine.
     },
     root: { path: 'rootfs', readonly: false },
     hostname: spec.hostname,
@@ -78,11 +92,9 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
       gidMappings: [{ containerID: 0, hostID: SHIFT_BASE, size: SHIFT_SIZE }],
       namespaces: ['user', 'pid', 'ipc', 'uts', 'mount', 'network', 'cgroup'].map((type) => ({ type })),
       cgroupsPath: cgroupsPath(spec.id),
-      resources: {
-        ...(memoryMb > 0 ? { memory: { limit: memoryMb * 1024 * 1024 } } : {}),
-        ...(cpus > 0 ? { cpu: { quota: Math.max(1000, Math.round(cpus * period)), period } } : {}),
-        ...(pids > 0 ? { pids: { limit: pids } } : {}),
-      },
+      resources: ociResources(spec.limits),
+      // Unprivileged ICMP echo sockets, so ping works without CAP_NET_RAW.
+      sysctl: { 'net.ipv4.ping_group_range': '0 65535' },
       seccomp: defaultSeccompProfile(),
       maskedPaths: MASKED,
       readonlyPaths: READONLY,

@@ -49,7 +49,10 @@ export async function checkHostPrerequisites(opts: HostProbeOpts = {}): Promise<
     });
   }
   if (!has('ip')) problems.push({ problem: 'the ip command is missing', fix: 'apt-get install -y iproute2' });
-  if (!has('nsenter')) problems.push({ problem: 'the nsenter command is missing', fix: 'apt-get install -y util-linux' });
+  for (const bin of ['nsenter', 'prlimit']) {
+    if (!has(bin)) problems.push({ problem: `the ${bin} command is missing`, fix: 'apt-get install -y util-linux' });
+  }
+  if (!has('nft')) problems.push({ problem: 'nft (the firewall of the sandbox bridge) is missing', fix: 'apt-get install -y nftables' });
   if (!has('mmdebstrap')) {
     problems.push({ problem: 'mmdebstrap (builds the default image) is missing', fix: 'apt-get install -y mmdebstrap' });
   }

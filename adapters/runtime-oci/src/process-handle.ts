@@ -41,14 +41,25 @@ function relay(src: Readable): { out: PassThrough; settle(): void } {
     out,
     // Called once the process exited: end as soon as the pipe has been quiet for GRACE_MS.
     settle() {
+      const quiet = () => !waitingDrain && Date.now() - lastData >= GRACE_MS;
       const check = () => {
         if (ended) return;
-        if (!waitingDrain && Date.now() - lastData >= GRACE_MS) {
-          src.destroy();
-          finish();
+        if (!quiet()) {
+          setTimeout(check, GRACE_MS).unref();
           return;
         }
-        setTimeout(check, GRACE_MS).unref();
+        // Timers run before the loop polls the pipe: when the loop was busy for longer than
+        // the grace period, output written before the exit may still be waiting there. Look
+        // again after one poll (setImmediate runs after it) before cutting the stream.
+        setImmediate(() => {
+          if (ended) return;
+          if (!quiet()) {
+            setTimeout(check, GRACE_MS).unref();
+            return;
+          }
+          src.destroy();
+          finish();
+        });
       };
       setTimeout(check, GRACE_MS).unref();
     },

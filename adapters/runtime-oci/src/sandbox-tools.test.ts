@@ -19,7 +19,7 @@ import { findResidue } from './residue.js';
 import { SANDBOX_TOOLS } from './tools.js';
 
 const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
-const limits = { cpus: 1, memoryMb: 512, pids: 256 };
+const limits = { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 };
 const MB = 1024 * 1024;
 
 async function readAll(stream: Readable): Promise<Buffer> {
@@ -114,7 +114,7 @@ describe('in-sandbox tools (/.roost/tools) on the OCI driver', () => {
   const create = async (image: string) => {
     const id = `sb_tools${randomBytes(6).toString('hex')}`;
     made.push(id);
-    await runtime.create({ id, hostname: 'tools', image, limits, env: {} });
+    await runtime.create({ id, hostname: 'tools', image, limits, network: 'none', env: {} });
     return id;
   };
 

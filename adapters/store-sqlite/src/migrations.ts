@@ -51,4 +51,32 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_sandbox_open_files_network': {
+    async up(db: Kysely<unknown>) {
+      // Sandboxes made before this migration had the daemon's defaults of the time.
+      await db.schema.alterTable('sandboxes').addColumn('open_files', 'integer', (c) => c.notNull().defaultTo(1024)).execute();
+      await db.schema.alterTable('sandboxes').addColumn('network', 'text', (c) => c.notNull().defaultTo('none')).execute();
+    },
+  },
+  '0003_ssh_keys': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('ssh_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('public_key', 'text', (c) => c.notNull())
+        .addColumn('fingerprint', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .execute();
+      await db.schema.createIndex('ssh_keys_user').on('ssh_keys').column('user_id').execute();
+    },
+  },
+  '0004_sandbox_ssh_agent_forwarding': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sandboxes').addColumn('ssh_agent_forwarding', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
 };

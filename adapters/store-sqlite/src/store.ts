@@ -6,7 +6,9 @@ import {
   type LogChunk,
   type SandboxPatch,
   type SandboxRecord,
+  type NetworkMode,
   type SandboxStatus,
+  type SshKeyRecord,
   type Store,
   type TokenRecord,
   type UserRecord,
@@ -33,11 +35,24 @@ interface Tables {
     cpus: number;
     memory_mb: number;
     pids_limit: number;
+    open_files: number;
+    network: string;
+    ssh_agent_forwarding: number;
     env_json: string;
     exit_code: number | null;
     status_reason: string | null;
     created_at: string;
     updated_at: string;
+  };
+  ssh_keys: {
+    id: string;
+    user_id: string;
+    name: string;
+    type: string;
+    public_key: string;
+    fingerprint: string;
+    created_at: string;
+    last_used_at: string | null;
   };
   run_logs: { sandbox_id: string; seq: number; stream: string; data: Uint8Array };
   kysely_migration: { name: string; timestamp: Generated<string> };
@@ -118,6 +133,47 @@ class SqliteStore implements Store {
     await this.db.updateTable('tokens').set({ last_used_at: at.toISOString() }).where('id', '=', id).execute();
   }
 
+  async insertSshKey(key: SshKeyRecord): Promise<void> {
+    try {
+      await this.db
+        .insertInto('ssh_keys')
+        .values({
+          id: key.id,
+          user_id: key.userId,
+          name: key.name,
+          type: key.type,
+          public_key: key.publicKey,
+          fingerprint: key.fingerprint,
+          created_at: key.createdAt.toISOString(),
+          last_used_at: key.lastUsedAt?.toISOString() ?? null,
+        })
+        .execute();
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new RoostError('SSH_KEY_TAKEN', `the key ${key.fingerprint} is already registered`);
+      }
+      throw error;
+    }
+  }
+
+  async listSshKeys(userId: string): Promise<SshKeyRecord[]> {
+    const rows = await this.db.selectFrom('ssh_keys').selectAll().where('user_id', '=', userId).orderBy('created_at').execute();
+    return rows.map(toSshKey);
+  }
+
+  async getSshKeyByFingerprint(fingerprint: string): Promise<SshKeyRecord | undefined> {
+    const row = await this.db.selectFrom('ssh_keys').selectAll().where('fingerprint', '=', fingerprint).executeTakeFirst();
+    return row && toSshKey(row);
+  }
+
+  async deleteSshKey(id: string): Promise<void> {
+    await this.db.deleteFrom('ssh_keys').where('id', '=', id).execute();
+  }
+
+  async touchSshKey(id: string, at: Date): Promise<void> {
+    await this.db.updateTable('ssh_keys').set({ last_used_at: at.toISOString() }).where('id', '=', id).execute();
+  }
+
   async insertSandbox(sandbox: SandboxRecord): Promise<void> {
     try {
       await this.db.insertInto('sandboxes').values(toRow(sandbox)).execute();
@@ -158,6 +214,7 @@ class SqliteStore implements Store {
       .updateTable('sandboxes')
       .set({
         ...(patch.status !== undefined && { status: patch.status }),
+        ...(patch.sshAgentForwarding !== undefined && { ssh_agent_forwarding: patch.sshAgentForwarding ? 1 : 0 }),
         ...(patch.exitCode !== undefined && { exit_code: patch.exitCode }),
         ...(patch.statusReason !== undefined && { status_reason: patch.statusReason }),
         updated_at: at.toISOString(),
@@ -202,6 +259,19 @@ function toUser(row: Tables['users']): UserRecord {
   return { id: row.id, name: row.name, isAdmin: row.is_admin === 1, createdAt: new Date(row.created_at) };
 }
 
+function toSshKey(row: Tables['ssh_keys']): SshKeyRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    name: row.name,
+    type: row.type,
+    publicKey: row.public_key,
+    fingerprint: row.fingerprint,
+    createdAt: new Date(row.created_at),
+    lastUsedAt: row.last_used_at ? new Date(row.last_used_at) : null,
+  };
+}
+
 function toRow(sandbox: SandboxRecord): SandboxRow {
   return {
     id: sandbox.id,
@@ -213,6 +283,9 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     cpus: sandbox.limits.cpus,
     memory_mb: sandbox.limits.memoryMb,
     pids_limit: sandbox.limits.pids,
+    open_files: sandbox.limits.openFiles,
+    network: sandbox.network,
+    ssh_agent_forwarding: sandbox.sshAgentForwarding ? 1 : 0,
     env_json: JSON.stringify(sandbox.env),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
@@ -229,7 +302,9 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     image: row.image,
     status: row.status as SandboxStatus,
     persistent: row.persistent === 1,
-    limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit },
+    limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit, openFiles: row.open_files },
+    network: row.network as NetworkMode,
+    sshAgentForwarding: row.ssh_agent_forwarding === 1,
     env: JSON.parse(row.env_json) as Record<string, string>,
     exitCode: row.exit_code,
     statusReason: row.status_reason,

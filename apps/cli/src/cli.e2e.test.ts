@@ -71,6 +71,23 @@ describe('roost CLI against a real daemon', () => {
     assert.equal(gone.exitCode, 1);
   });
 
+  it('new takes --pids, --open-files, --memory and --network; status shows them; bad values are refused', async () => {
+    const created = await roost(['new', 'limited', '--pids', '50', '--open-files', '2048', '--memory', '200']);
+    assert.equal(created.exitCode, 0, created.stderr);
+    const inside = await roost(['exec', 'limited', 'ulimit -n; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max']);
+    assert.equal(inside.stdout, '2048\n50\n');
+    const status = await roost(['status', 'limited']);
+    assert.match(status.stdout, /limits\s+1 cpu, 200 MB memory, 50 processes, 2048 open files/);
+    assert.match(status.stdout, /network\s+none \(no way out\)/);
+    assert.equal((await roost(['rm', 'limited'])).exitCode, 0);
+    const badNetwork = await roost(['run', '--network', 'open', 'true']);
+    assert.equal(badNetwork.exitCode, 2);
+    assert.match(badNetwork.stderr, /--network expects none or nat, got "open"/);
+    const tooMany = await roost(['new', 'too-many', '--open-files', '2000000']);
+    assert.equal(tooMany.exitCode, 1);
+    assert.match(tooMany.stderr, /openFiles|open-files/);
+  });
+
   it('new creates a running sandbox; a taken name and an invalid name are refused clearly', async () => {
     const created = await roost(['new', 'dev-box', '--json']);
     assert.equal(created.exitCode, 0, created.stderr);

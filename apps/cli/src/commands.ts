@@ -2,28 +2,12 @@
 // talks to the daemon only through the SDK.
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { Roost, type RoostOpts, type Sandbox } from '@roost/sdk';
-import { nodeHttpFetch } from '@roost/sdk/node';
+import type { Sandbox } from '@roost/sdk';
+import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
+import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
-
-/** The SDK client, on node:http: the global fetch costs ~100 ms at a CLI's first request. */
-function connect(opts: RoostOpts): Roost {
-  return new Roost({ fetch: nodeHttpFetch, ...opts });
-}
-
-interface JsonOpt {
-  json?: boolean;
-}
-
-async function client(cli: CliEnv): Promise<Roost> {
-  const credentials = await loadCredentials(cli);
-  if (!credentials.token) {
-    throw new UsageError('you are not logged in: run `roost login` (on the daemon host it finds the admin token by itself)');
-  }
-  return connect(credentials);
-}
 
 function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const index = value.indexOf('=');
@@ -39,9 +23,48 @@ function positiveNumber(flag: string) {
   };
 }
 
-function withJson(command: Command): Command {
-  return command.option('--json', 'print machine-readable JSON on stdout (nothing else goes to stdout)');
+function networkMode(value: string): 'none' | 'nat' {
+  if (value !== 'none' && value !== 'nat') throw new UsageError(`--network expects none or nat, got "${value}"`);
+  return value;
 }
+
+/** Flags of what a sandbox is made with, shared by run and new. */
+interface SandboxFlags {
+  env?: Record<string, string>;
+  image?: string;
+  cpus?: number;
+  memory?: number;
+  pids?: number;
+  openFiles?: number;
+  network?: 'none' | 'nat';
+  sshAgent?: boolean;
+}
+
+function withSandboxFlags(command: Command): Command {
+  return command
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
+    .option('--image <ref>', 'image (default: the default Debian image)')
+    .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
+    .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory'))
+    .option('--pids <n>', 'most processes and threads at once', positiveNumber('--pids'))
+    .option('--open-files <n>', 'open-files limit of each process', positiveNumber('--open-files'))
+    .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode)
+    .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default');
+}
+
+function sandboxOptions(flags: SandboxFlags) {
+  return {
+    env: flags.env,
+    image: flags.image,
+    cpus: flags.cpus,
+    memoryMb: flags.memory,
+    pids: flags.pids,
+    openFiles: flags.openFiles,
+    network: flags.network,
+    sshAgentForwarding: flags.sshAgent,
+  };
+}
+
 
 export function buildProgram(cli: CliEnv): Command {
   const program = new Command('roost')
@@ -106,32 +129,24 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
   });
 
   withJson(
-    program
-      .command('run')
-      .description('run a shell script in a fresh sandbox, stream its output, exit with its code')
-      .argument('<script>', 'shell script, run with bash -c')
-      .option('-p, --persistent', 'keep the sandbox after the script ends')
-      .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
-      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
-      .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout'))
-      .option('--image <ref>', 'image to run (default: the default Debian image)')
-      .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
-      .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory')),
+    withSandboxFlags(
+      program
+        .command('run')
+        .description('run a shell script in a fresh sandbox, stream its output, exit with its code')
+        .argument('<script>', 'shell script, run with bash -c')
+        .option('-p, --persistent', 'keep the sandbox after the script ends')
+        .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
+        .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout')),
+    ),
   ).action(
-    async (
-      script: string,
-      opts: { persistent?: boolean; name?: string; env?: Record<string, string>; timeout?: number; image?: string; cpus?: number; memory?: number } & JsonOpt,
-    ) => {
+    async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number } & SandboxFlags & JsonOpt) => {
       const roost = await client(cli);
       const handle = roost.run({
         script,
         persistent: opts.persistent,
         name: opts.name,
-        env: opts.env,
         timeoutSec: opts.timeout,
-        image: opts.image,
-        cpus: opts.cpus,
-        memoryMb: opts.memory,
+        ...sandboxOptions(opts),
       });
       const sandbox = await handle.sandbox();
       const result = await streamCommand(handle, { collect: Boolean(opts.json) });
@@ -148,18 +163,14 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
   );
 
   withJson(
-    program
+    withSandboxFlags(program
       .command('new')
       .description('create a persistent sandbox and wait until it is running')
       .argument('<name>', 'sandbox name: lowercase letters, digits and -, up to 63')
-      .option('-p, --persistent', 'keep it until removed (the default for new)')
-      .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
-      .option('--image <ref>', 'image (default: the default Debian image)')
-      .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
-      .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory')),
-  ).action(async (name: string, opts: { env?: Record<string, string>; image?: string; cpus?: number; memory?: number } & JsonOpt) => {
+      .option('-p, --persistent', 'keep it until removed (the default for new)')),
+  ).action(async (name: string, opts: SandboxFlags & JsonOpt) => {
     const roost = await client(cli);
-    const sandbox = await roost.sandboxes.create({ name, env: opts.env, image: opts.image, cpus: opts.cpus, memoryMb: opts.memory });
+    const sandbox = await roost.sandboxes.create({ name, ...sandboxOptions(opts) });
     if (opts.json) printJson(sandbox.info);
     else printLine(`Sandbox ${sandbox.name} is running (${sandbox.id}). Try: roost exec ${sandbox.name} 'uname -a'`);
   });
@@ -240,6 +251,21 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
   });
 
   withJson(
+    program
+      .command('set')
+      .description('change a sandbox\'s settings')
+      .argument('<sandbox>', 'name or id')
+      .option('--ssh-agent', 'let SSH sessions forward the client\'s agent into it (ssh -A)')
+      .option('--no-ssh-agent', 'stop that (the default)')
+      .addHelpText('after', '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent'),
+  ).action(async (ref: string, opts: { sshAgent?: boolean } & JsonOpt) => {
+    if (opts.sshAgent === undefined) throw new UsageError('nothing to set: give --ssh-agent or --no-ssh-agent');
+    const sandbox = await (await client(cli)).sandboxes.update(ref, { sshAgentForwarding: opts.sshAgent });
+    if (opts.json) printJson(sandbox);
+    else printLine(`${sandbox.name}: SSH agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}.`);
+  });
+
+  withJson(
     program.command('doctor').description('check the host prerequisites and look for residue of removed sandboxes (admin)'),
   ).action(async (opts: JsonOpt) => {
     const report = await (await client(cli)).doctor();
@@ -255,6 +281,8 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     }
     if (!healthy) throw new ExitError(1);
   });
+
+  addSshCommands(program, cli);
 
   return program;
 }

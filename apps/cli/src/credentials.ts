@@ -12,6 +12,8 @@ export interface Credentials {
 }
 
 export interface CliEnv {
+  /** The user's home (for ~/.ssh). */
+  home: string;
   configFile: string;
   envApiUrl?: string;
   envToken?: string;
@@ -19,6 +21,7 @@ export interface CliEnv {
 
 export function cliEnv(env: NodeJS.ProcessEnv): CliEnv {
   return {
+    home: env.HOME || homedir(),
     configFile: join(env.HOME || homedir(), '.roost', 'config.json'),
     envApiUrl: env.ROOST_API_URL || undefined,
     envToken: env.ROOST_API_TOKEN || undefined,

@@ -9,12 +9,16 @@ import { describe, it } from 'node:test';
 const cli = fileURLToPath(new URL('./main.js', import.meta.url));
 const goldenDir = fileURLToPath(new URL('../golden/', import.meta.url));
 const cliDoc = fileURLToPath(new URL('../../../docs/cli.md', import.meta.url));
-const commands = ['', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm', 'doctor'];
+const commands = [
+  '', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm', 'doctor',
+  'set', 'ssh', 'ssh-config', 'proxy', 'ssh-key', 'ssh-key add', 'ssh-key list', 'ssh-key rm',
+];
+const goldenName = (command: string) => (command || 'roost').replace(' ', '-');
 
 /** docs/cli.md is every help text in order, so the reference cannot drift from the binary. */
 function renderCliDoc(): string {
   const sections = commands.map((command) => {
-    const text = readFileSync(`${goldenDir}${command || 'roost'}.txt`, 'utf8');
+    const text = readFileSync(`${goldenDir}${goldenName(command)}.txt`, 'utf8');
     return `## roost${command ? ` ${command}` : ''}\n\n\`\`\`\n${text.trimEnd()}\n\`\`\`\n`;
   });
   return `# roost CLI reference\n\nGenerated from \`roost <command> --help\` by apps/cli/src/help.test.ts (UPDATE_GOLDEN=1).\n\n${sections.join('\n')}`;
@@ -23,11 +27,11 @@ function renderCliDoc(): string {
 describe('roost --help golden files', () => {
   for (const command of commands) {
     it(`roost ${command} --help`.replace('  ', ' '), () => {
-      const args = command ? [command, '--help'] : ['--help'];
+      const args = command ? [...command.split(' '), '--help'] : ['--help'];
       const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: '/nonexistent', COLUMNS: '100' } });
       assert.equal(result.status, 0, result.stderr);
       assert.match(result.stdout, /--json|--help/);
-      const file = `${goldenDir}${command || 'roost'}.txt`;
+      const file = `${goldenDir}${goldenName(command)}.txt`;
       if (process.env.UPDATE_GOLDEN || !existsSync(file)) writeFileSync(file, result.stdout);
       assert.equal(result.stdout, readFileSync(file, 'utf8'), `help of "${command}" changed: rerun with UPDATE_GOLDEN=1 if intended`);
     });

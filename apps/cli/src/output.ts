@@ -46,7 +46,9 @@ export function describeSandbox(sandbox: Sandbox): string {
     ['status', sandbox.status + (sandbox.statusReason ? ` (${sandbox.statusReason})` : '')],
     ['image', sandbox.image],
     ['persistent', sandbox.persistent ? 'yes' : 'no'],
-    ['limits', `${sandbox.cpus} cpu, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes`],
+    ['limits', `${sandbox.cpus} cpu, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes, ${sandbox.openFiles} open files`],
+    ['network', sandbox.network === 'nat' ? 'nat (egress with DNS)' : 'none (no way out)'],
+    ['ssh agent', sandbox.sshAgentForwarding ? 'forwarding allowed (ssh -A)' : 'not forwarded'],
     ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
   ];
   if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);

@@ -18,6 +18,22 @@ export const configSchema = z.object({
     cpus: z.number().positive(),
     memoryMb: z.number().int().min(16),
     pids: z.number().int().min(8),
+    openFiles: z.number().int().min(64).max(1_048_576),
+  }),
+  network: z.object({
+    /** What a sandbox gets when it does not ask: none (no egress) or nat. */
+    default: z.enum(['none', 'nat']),
+    /** Whether a sandbox may ask for nat at all; off keeps ip_forward and NAT untouched. */
+    allowNat: z.boolean(),
+    /** Upstream resolvers of the DNS forwarder NAT sandboxes use (HOST or HOST:PORT); empty: /etc/resolv.conf. */
+    dnsServers: z.array(z.string()),
+  }),
+  pool: z.object({
+    /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
+    size: z.number().int().min(0).max(1000),
+    images: z.array(z.string().min(1)),
+    /** Most of the host's memory the pool may reserve, counted at each member's memory limit. */
+    memoryShare: z.number().min(0).max(1),
   }),
 });
 export type DaemonConfig = z.infer<typeof configSchema>;
@@ -31,7 +47,9 @@ const defaults: DaemonConfig = {
   imageCacheDir: '/var/cache/roost/images',
   runtime: 'auto',
   logLevel: 'info',
-  defaults: { cpus: 1, memoryMb: 1024, pids: 1024 },
+  defaults: { cpus: 1, memoryMb: 1024, pids: 1024, openFiles: 65_536 },
+  network: { default: 'none', allowNat: true, dnsServers: [] },
+  pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
 };
 
 const envKeys = {
@@ -43,11 +61,27 @@ const envKeys = {
   ROOST_LOG_LEVEL: 'logLevel',
 } as const;
 
+/** Variables of nested settings, each with how its text becomes a value. */
+const nestedEnvKeys = {
+  ROOST_NETWORK: ['network', 'default', (v: string) => v],
+  ROOST_ALLOW_NAT: ['network', 'allowNat', (v: string) => (v === 'true' ? true : v === 'false' ? false : v)],
+  ROOST_DNS_SERVERS: ['network', 'dnsServers', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+  ROOST_POOL_SIZE: ['pool', 'size', (v: string) => (/^\d+$/.test(v) ? Number(v) : v)],
+  ROOST_POOL_IMAGES: ['pool', 'images', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+} as const;
+
 /**
  * Reads the config file (ROOST_CONFIG_FILE, else /etc/roost/roostd.json when present) and the
  * ROOST_* variables. Throws one message listing every problem.
  */
-export function loadConfig(env: NodeJS.ProcessEnv, overrides: Partial<DaemonConfig> = {}): DaemonConfig {
+/** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool'>> & {
+  defaults?: Partial<DaemonConfig['defaults']>;
+  network?: Partial<DaemonConfig['network']>;
+  pool?: Partial<DaemonConfig['pool']>;
+};
+
+export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = {}): DaemonConfig {
   const file = env.ROOST_CONFIG_FILE ?? defaultConfigFile;
   let fromFile: Partial<DaemonConfig> = {};
   try {
@@ -60,12 +94,18 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: Partial<DaemonConf
   for (const [key, field] of Object.entries(envKeys)) {
     if (env[key]) fromEnv[field] = env[key];
   }
+  const nested: Record<string, Record<string, unknown>> = {};
+  for (const [key, [group, field, parse]] of Object.entries(nestedEnvKeys)) {
+    if (env[key]) (nested[group] ??= {})[field] = parse(env[key]);
+  }
   const merged = {
     ...defaults,
     ...fromFile,
     ...fromEnv,
     ...overrides,
     defaults: { ...defaults.defaults, ...fromFile.defaults, ...overrides.defaults },
+    network: { ...defaults.network, ...fromFile.network, ...nested.network, ...overrides.network },
+    pool: { ...defaults.pool, ...fromFile.pool, ...nested.pool, ...overrides.pool },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

@@ -2,12 +2,14 @@
 // makes everything; `listen` starts serving; `close` undoes both.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger as PinoLogger } from 'pino';
-import { AuthService, SandboxService, type Clock, type Runtime, type Store } from '@roost/core';
+import { AuthService, SandboxService, WarmPool, type Clock, type Logger, type Runtime, type SandboxLimits, type Store } from '@roost/core';
 import { buildHttpApi } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { splitAddr, type DaemonConfig } from './config.js';
 import { version } from './version.js';
@@ -24,14 +26,35 @@ export interface Daemon {
   logger: PinoLogger;
   adminTokenFile: string;
   runtimeName: string;
+  /** Ready sandboxes per image; undefined when the pool is off. */
+  pool?: WarmPool;
   /** Makes a (non-admin) user and returns a token for it. */
   createUserWithToken(name: string): Promise<string>;
-  /** Starts the servers; resolves with the URL the API answers on. */
-  listen(): Promise<{ httpUrl: string }>;
+  /** Starts the servers; resolves with the URL the API answers on and the SSH gateway's port. */
+  listen(): Promise<{ httpUrl: string; sshPort: number }>;
   close(): Promise<void>;
 }
 
 export class PrerequisiteError extends Error {}
+
+/** One of the daemon's addresses is taken; `variable` is the setting that moves it. */
+export class AddressInUseError extends Error {
+  constructor(
+    readonly addr: string,
+    readonly variable: string,
+  ) {
+    super(`${addr} is already in use`);
+  }
+}
+
+async function listenOn<T>(addr: string, variable: string, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new AddressInUseError(addr, variable);
+    throw error;
+  }
+}
 
 const systemClock: Clock = {
   now: () => new Date(),
@@ -49,6 +72,7 @@ export function newId(prefix: string): string {
 const tokenCrypto = {
   newToken: () => `roost_${randomBytes(32).toString('base64url')}`,
   sha256Hex: (value: string) => createHash('sha256').update(value).digest('hex'),
+  sha256Base64: (data: Uint8Array) => createHash('sha256').update(data).digest('base64'),
 };
 
 export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = {}): Promise<Daemon> {
@@ -71,6 +95,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
         images: createImageStore({ cacheDir: config.imageCacheDir, logger }),
         logger,
         engine: config.runtime,
+        network: { allowNat: config.network.allowNat, dnsServers: config.network.dnsServers },
       }));
   } catch (error) {
     await store.close();
@@ -78,14 +103,26 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   }
   const deps = { store, clock: systemClock, logger, newId };
   const auth = new AuthService({ ...deps, crypto: tokenCrypto });
+  const limits = { ...config.defaults, openFiles: Math.min(config.defaults.openFiles, runtime.info.maxOpenFiles) };
+  if (limits.openFiles < config.defaults.openFiles) {
+    logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
+  }
+  const pool = warmPool(config, limits, runtime, logger);
   const sandboxes = new SandboxService({
     ...deps,
     runtime,
-    defaults: { image: 'debian', limits: config.defaults },
+    pool,
+    defaults: { image: 'debian', limits, network: config.network.default },
   });
   await sandboxes.reconcile();
+  pool?.start();
   const adminTokenFile = join(config.dataDir, 'admin-token');
   await ensureAdminTokenFile(auth, adminTokenFile, logger);
+
+  const hostKeys = await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger);
+  const gateway = new SshGateway({ auth, sandboxes, hostKeys, logger });
+  const sshListen = splitAddr(config.sshAddr);
+  let sshPort = sshListen.port;
 
   const app = buildHttpApi({
     sandboxes,
@@ -94,6 +131,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     version,
     runtimeName: runtime.info.engine,
     adminTokenFile,
+    acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
+    sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
   });
 
   return {
@@ -107,13 +146,17 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     },
     async listen() {
       const { host, port } = splitAddr(config.httpAddr);
-      await app.listen({ host, port });
+      await listenOn(config.httpAddr, 'ROOST_HTTP_ADDR', () => app.listen({ host, port }));
       const address = app.server.address() as AddressInfo;
       const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-      return { httpUrl: `http://${shownHost}:${address.port}` };
+      ({ port: sshPort } = await listenOn(config.sshAddr, 'ROOST_SSH_ADDR', () => gateway.listen(sshListen.host, sshListen.port)));
+      return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
+    pool,
     async close() {
+      await gateway.close();
       await app.close();
+      await pool?.close();
       await sandboxes.settle();
       await runtime.close();
       await store.close();
@@ -136,4 +179,21 @@ async function ensureAdminTokenFile(auth: AuthService, file: string, logger: Pin
   const token = newToken ?? (await auth.createToken(user.id, 'admin token remade: the file was missing'));
   await writeFile(file, `${token}\n`, { mode: 0o600 });
   logger.info({ file }, 'admin token written');
+}
+
+/**
+ * The pool as configured, shrunk so that its members' memory limits add up to at most
+ * `memoryShare` of the host's memory. Undefined when that leaves no member.
+ */
+function warmPool(config: DaemonConfig, limits: SandboxLimits, runtime: Runtime, logger: Logger): WarmPool | undefined {
+  const { size, images, memoryShare } = config.pool;
+  const memberBytes = limits.memoryMb * 1024 * 1024;
+  const budget = Math.floor((memoryShare * totalmem()) / memberBytes);
+  const perImage = images.length > 0 ? Math.min(size, Math.floor(budget / images.length)) : 0;
+  if (perImage < size) {
+    logger.warn({ size, perImage, memoryShare, memberMb: limits.memoryMb }, 'warm pool shrunk to stay within its memory share');
+  }
+  if (perImage === 0) return undefined;
+  logger.info({ images, perImage }, 'warm pool on');
+  return new WarmPool({ runtime, logger, newId, limits, sizes: Object.fromEntries(images.map((image) => [image, perImage])) });
 }

@@ -37,7 +37,7 @@ describe('roostd binary', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'roostd-main-'));
     try {
       const child = spawn(process.execPath, [roostd], {
-        env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: '127.0.0.1:0' },
+        env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: '127.0.0.1:0', ROOST_SSH_ADDR: '127.0.0.1:0', ROOST_POOL_SIZE: '0' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';
@@ -48,7 +48,9 @@ describe('roostd binary', () => {
       while (!stderr.includes('Ctrl-C stops roostd') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.match(stderr, /roostd .* is running \((crun|runc) /);
       assert.match(stderr, /API\s+http:\/\/127\.0\.0\.1:\d+\/api\/v1/);
+      assert.match(stderr, /SSH\s+ssh -p \d+ <sandbox>@127\.0\.0\.1/);
       assert.match(stderr, /npx roost login .* && npx roost run 'echo Hello World'/);
+      assert.equal(statSync(join(dataDir, 'ssh', 'ssh_host_ed25519_key')).mode & 0o777, 0o600);
       assert.equal(statSync(join(dataDir, 'admin-token')).mode & 0o777, 0o600);
       child.kill('SIGINT');
       assert.equal(await exited, 0);

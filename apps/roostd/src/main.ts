@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `roostd`: the daemon in the foreground. JSON log lines go to stdout; the start-up summary for
 // humans goes to stderr, so the log stays machine-readable.
-import { loadConfig } from './config.js';
-import { buildDaemon } from './daemon.js';
+import { loadConfig, splitAddr } from './config.js';
+import { AddressInUseError, buildDaemon } from './daemon.js';
 import { version } from './version.js';
 
 const help = `roostd — the Roost daemon (HTTP API, sandbox runtime)
@@ -16,6 +16,11 @@ Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each ove
   ROOST_IMAGE_CACHE_DIR   built images (default /var/cache/roost/images)
   ROOST_RUNTIME           auto | crun | runc (default auto: crun when it works here)
   ROOST_LOG_LEVEL         trace | debug | info | warn | error (default info)
+  ROOST_NETWORK           none | nat: a sandbox's network when it does not ask (default none)
+  ROOST_ALLOW_NAT         true | false: whether sandboxes may have egress at all (default true)
+  ROOST_DNS_SERVERS       upstream resolvers for NAT sandboxes, HOST[:PORT],… (default: /etc/resolv.conf)
+  ROOST_POOL_SIZE         ready sandboxes kept per pooled image, 0 = off (default 4)
+  ROOST_POOL_IMAGES       images with a warm pool, comma-separated (default debian)
 
 Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
 
@@ -35,21 +40,23 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig(process.env);
   const daemon = await buildDaemon(config);
   let httpUrl: string;
+  let sshPort: number;
   try {
-    ({ httpUrl } = await daemon.listen());
+    ({ httpUrl, sshPort } = await daemon.listen());
   } catch (error) {
     await daemon.close();
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE') {
-      throw new Error(`${config.httpAddr} is already in use: is another roostd running? Set ROOST_HTTP_ADDR to use another address.`);
+    if (error instanceof AddressInUseError) {
+      throw new Error(`${error.addr} is already in use: is another roostd running? Set ${error.variable} to use another address.`);
     }
     throw error;
   }
+  const sshHost = splitAddr(config.sshAddr).host;
   process.stderr.write(
     [
       '',
       `roostd ${version} is running (${daemon.runtimeName})`,
       `  API        ${httpUrl}/api/v1   (OpenAPI: ${httpUrl}/api/openapi.json)`,
+      `  SSH        ssh -p ${sshPort} <sandbox>@${sshHost}   (after roost ssh-key add)`,
       `  data dir   ${config.dataDir}`,
       `  admin token ${daemon.adminTokenFile}  (roost login finds it by itself on this host)`,
       '',

@@ -14,6 +14,17 @@ export const errorCodes = {
     status: 400,
     hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-".',
   },
+  LIMIT_TOO_HIGH: { status: 400, hint: 'Ask for less; the message says the most this host can give.' },
+  NETWORK_NOT_ALLOWED: {
+    status: 403,
+    hint: 'Egress is turned off on this daemon; an admin can allow it with ROOST_ALLOW_NAT=true (see docs/operations.md).',
+  },
+  INVALID_SSH_KEY: {
+    status: 400,
+    hint: 'Give one public key line as in ~/.ssh/id_ed25519.pub: "ssh-ed25519 AAAA… comment" (never the private key).',
+  },
+  SSH_KEY_TAKEN: { status: 409, hint: 'A key opens one user\'s sandboxes only: make another key with `ssh-keygen -t ed25519`.' },
+  SSH_KEY_NOT_FOUND: { status: 404, hint: 'Run `roost ssh-key list` to see your keys.' },
   UNAUTHENTICATED: { status: 401, hint: 'Log in with `roost login` (on the daemon host it finds the admin token by itself).' },
   FORBIDDEN: { status: 403, hint: 'Ask an admin for access.' },
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },

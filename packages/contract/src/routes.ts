@@ -4,7 +4,7 @@ import { z } from 'zod';
 import * as s from './schemas.js';
 
 export interface RouteSpec {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
   /** OpenAPI-style path, e.g. /api/v1/sandboxes/{ref} */
   path: string;
   summary: string;
@@ -71,6 +71,15 @@ export const routes = {
     params: s.sandboxRefParamsSchema,
     success: { status: 204 },
   },
+  updateSandbox: {
+    method: 'PATCH',
+    path: '/api/v1/sandboxes/{ref}',
+    summary: 'Change a sandbox\'s settings',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    body: s.updateSandboxRequestSchema,
+    success: { status: 200, schema: s.sandboxSchema },
+  },
   stopSandbox: {
     method: 'POST',
     path: '/api/v1/sandboxes/{ref}/stop',
@@ -105,6 +114,45 @@ export const routes = {
     auth: true,
     body: s.runRequestSchema,
     success: { status: 200, stream: true },
+  },
+  sshTunnel: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}/ssh',
+    summary:
+      'WebSocket upgrade carrying one SSH connection to the gateway (binary messages), for `roost proxy` as a ProxyCommand where only the HTTP port is reachable. The sandbox must be yours; SSH authentication follows as usual.',
+    auth: true,
+    params: s.sandboxRefParamsSchema,
+    success: { status: 101 },
+  },
+  sshInfo: {
+    method: 'GET',
+    path: '/api/v1/ssh',
+    summary: 'Where the SSH gateway listens and its host keys (for known_hosts)',
+    auth: true,
+    success: { status: 200, schema: s.sshInfoSchema },
+  },
+  listSshKeys: {
+    method: 'GET',
+    path: '/api/v1/ssh-keys',
+    summary: 'Your SSH public keys (any of them opens an SSH session to your sandboxes)',
+    auth: true,
+    success: { status: 200, schema: s.listSshKeysResponseSchema },
+  },
+  addSshKey: {
+    method: 'POST',
+    path: '/api/v1/ssh-keys',
+    summary: 'Register an SSH public key for the SSH gateway',
+    auth: true,
+    body: s.addSshKeyRequestSchema,
+    success: { status: 201, schema: s.sshKeySchema },
+  },
+  removeSshKey: {
+    method: 'DELETE',
+    path: '/api/v1/ssh-keys/{ref}',
+    summary: 'Remove one of your SSH keys',
+    auth: true,
+    params: s.sshKeyRefParamsSchema,
+    success: { status: 204 },
   },
 } as const satisfies Record<string, RouteSpec>;
 

@@ -8,6 +8,23 @@ const envSchema = z
   .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _'), z.string())
   .describe('Environment variables for the sandbox\'s processes');
 
+export const networkModeSchema = z
+  .enum(['none', 'nat'])
+  .describe('none: no way out of the sandbox; nat: egress to the outside through the host, with DNS');
+
+/** Options a sandbox is made with, shared by create and run. */
+const sandboxOptions = {
+  name: z.string().optional().describe('Sandbox name, a DNS label (core enforces the rule); generated when absent'),
+  image: z.string().optional().describe('Image reference; the default image when absent'),
+  env: envSchema.optional(),
+  cpus: z.number().positive().max(256).optional(),
+  memoryMb: z.number().int().min(16).max(1024 * 1024).optional(),
+  pids: z.number().int().min(8).max(4_194_304).optional().describe('Most processes and threads at once'),
+  openFiles: z.number().int().min(64).max(1_048_576).optional().describe('Open files per process (RLIMIT_NOFILE)'),
+  network: networkModeSchema.optional().describe('Default: the daemon\'s default (none unless configured)'),
+  sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A); default false'),
+};
+
 export const sandboxSchema = z
   .object({
     id: z.string().describe('Stable id, e.g. sb_3k9x…'),
@@ -20,6 +37,9 @@ export const sandboxSchema = z
     cpus: z.number(),
     memoryMb: z.number().int(),
     pidsLimit: z.number().int(),
+    openFiles: z.number().int().describe('Limit on open files of each process (RLIMIT_NOFILE)'),
+    network: networkModeSchema,
+    sshAgentForwarding: z.boolean(),
     createdAt: z.string().describe('ISO 8601'),
     updatedAt: z.string().describe('ISO 8601'),
   })
@@ -28,12 +48,8 @@ export type Sandbox = z.infer<typeof sandboxSchema>;
 
 export const createSandboxRequestSchema = z
   .object({
-    name: z.string().optional().describe('Sandbox name, a DNS label (core enforces the rule); generated when absent'),
-    image: z.string().optional().describe('Image reference; the default image when absent'),
+    ...sandboxOptions,
     persistent: z.boolean().optional().describe('Default true: the sandbox stays until removed'),
-    env: envSchema.optional(),
-    cpus: z.number().positive().max(256).optional(),
-    memoryMb: z.number().int().min(16).max(1024 * 1024).optional(),
   })
   .meta({ id: 'CreateSandboxRequest' });
 export type CreateSandboxRequest = z.infer<typeof createSandboxRequestSchema>;
@@ -66,12 +82,8 @@ export type ExecRequest = z.infer<typeof execRequestSchema>;
 export const runRequestSchema = z
   .object({
     script: z.string().min(1).describe('Shell script, run with bash -c'),
-    name: z.string().optional(),
-    image: z.string().optional(),
+    ...sandboxOptions,
     persistent: z.boolean().optional().describe('Keep the sandbox after the script ends (default false)'),
-    env: envSchema.optional(),
-    cpus: z.number().positive().max(256).optional(),
-    memoryMb: z.number().int().min(16).max(1024 * 1024).optional(),
     timeoutSec: z.number().positive().optional().describe('Kill the script after this many seconds'),
   })
   .meta({ id: 'RunRequest' });
@@ -129,3 +141,45 @@ export const doctorResponseSchema = z
   })
   .meta({ id: 'Doctor' });
 export type DoctorReport = z.infer<typeof doctorResponseSchema>;
+
+export const sshKeySchema = z
+  .object({
+    id: z.string(),
+    name: z.string().describe('A label: the key\'s comment unless given'),
+    type: z.string().describe('e.g. ssh-ed25519'),
+    fingerprint: z.string().describe('SHA256:…, as `ssh-keygen -l` prints it'),
+    createdAt: z.string(),
+    lastUsedAt: z.string().nullable(),
+  })
+  .meta({ id: 'SshKey' });
+export type SshKey = z.infer<typeof sshKeySchema>;
+
+export const addSshKeyRequestSchema = z
+  .object({
+    publicKey: z.string().min(1).max(16_384).describe('One line of authorized_keys / id_*.pub: TYPE BASE64 [COMMENT]'),
+    name: z.string().min(1).max(100).optional().describe('Default: the key\'s comment, else its type'),
+  })
+  .meta({ id: 'AddSshKeyRequest' });
+export type AddSshKeyRequest = z.infer<typeof addSshKeyRequestSchema>;
+
+export const listSshKeysResponseSchema = z.object({ keys: z.array(sshKeySchema) }).meta({ id: 'SshKeyList' });
+
+export const sshKeyRefParamsSchema = z.object({
+  ref: z.string().describe('Key id, name or SHA256 fingerprint'),
+});
+
+export const sshInfoSchema = z
+  .object({
+    host: z.string().describe('The address the SSH gateway listens on (0.0.0.0 or :: means any of the host\'s)'),
+    port: z.number().int(),
+    hostKeys: z.array(z.string()).describe('The gateway\'s public host keys, "TYPE BASE64"; they never change'),
+  })
+  .meta({ id: 'SshInfo' });
+export type SshInfo = z.infer<typeof sshInfoSchema>;
+
+export const updateSandboxRequestSchema = z
+  .object({
+    sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A)'),
+  })
+  .meta({ id: 'UpdateSandboxRequest' });
+export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;

@@ -1,12 +1,14 @@
 // Users and bearer tokens. Tokens are random and high-entropy, so a plain sha256 is the right
 // hash: it lets a token be found by its hash in one lookup, and a stolen database holds none.
 import { RoostError } from './errors.js';
-import type { Clock, Logger, Store, UserRecord } from './ports.js';
+import type { Clock, Logger, SshKeyRecord, Store, UserRecord } from './ports.js';
+import { parseSshPublicKey, sshFingerprint } from './ssh-keys.js';
 
 export interface TokenCrypto {
   /** A new random token, e.g. "roost_…" with ≥ 256 bits of entropy. */
   newToken(): string;
   sha256Hex(value: string): string;
+  sha256Base64(data: Uint8Array): string;
 }
 
 export interface AuthServiceDeps {
@@ -64,5 +66,49 @@ export class AuthService {
       lastUsedAt: null,
     });
     return token;
+  }
+
+  /** Registers a public key for the SSH gateway; `name` defaults to the key's comment. */
+  async addSshKey(userId: string, publicKeyLine: string, name?: string): Promise<SshKeyRecord> {
+    const { store, crypto, clock, newId, logger } = this.deps;
+    const parsed = parseSshPublicKey(publicKeyLine);
+    const key: SshKeyRecord = {
+      id: newId('key'),
+      userId,
+      name: name ?? (parsed.comment || parsed.type),
+      type: parsed.type,
+      publicKey: parsed.publicKey,
+      fingerprint: sshFingerprint(crypto.sha256Base64, parsed.blob),
+      createdAt: clock.now(),
+      lastUsedAt: null,
+    };
+    await store.insertSshKey(key);
+    logger.info({ userId, keyId: key.id, fingerprint: key.fingerprint }, 'ssh key added');
+    return key;
+  }
+
+  listSshKeys(userId: string): Promise<SshKeyRecord[]> {
+    return this.deps.store.listSshKeys(userId);
+  }
+
+  /** By id, name or fingerprint; another user's key is not found. */
+  async removeSshKey(userId: string, ref: string): Promise<void> {
+    const keys = await this.deps.store.listSshKeys(userId);
+    const matches = keys.filter((key) => key.id === ref || key.fingerprint === ref || key.name === ref);
+    if (matches.length === 0) throw new RoostError('SSH_KEY_NOT_FOUND', `you have no SSH key with id, name or fingerprint "${ref}"`);
+    if (matches.length > 1) {
+      throw new RoostError('VALIDATION_FAILED', `${matches.length} of your keys are named "${ref}": remove one by its id or fingerprint`);
+    }
+    await this.deps.store.deleteSshKey(matches[0]!.id);
+    this.deps.logger.info({ userId, keyId: matches[0]!.id }, 'ssh key removed');
+  }
+
+  /** The user a public key (its wire blob, as an SSH client offers it; the blob names its type) belongs to. */
+  async userForSshKey(blob: Uint8Array): Promise<UserRecord | undefined> {
+    const { store, crypto, clock } = this.deps;
+    const key = await store.getSshKeyByFingerprint(sshFingerprint(crypto.sha256Base64, blob));
+    if (!key) return undefined;
+    await store.touchSshKey(key.id, clock.now());
+    return store.getUser(key.userId);
   }
 }

@@ -5,3 +5,5 @@ export * from './output.js';
 export * from './run-logs.js';
 export * from './sandbox-service.js';
 export * from './auth-service.js';
+export * from './warm-pool.js';
+export * from './ssh-keys.js';

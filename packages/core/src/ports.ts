@@ -7,7 +7,12 @@ export interface SandboxLimits {
   cpus: number;
   memoryMb: number;
   pids: number;
+  /** RLIMIT_NOFILE (soft and hard) of every process in the sandbox. */
+  openFiles: number;
 }
+
+/** none: no way out of the sandbox's netns; nat: egress through the host, with DNS. */
+export type NetworkMode = 'none' | 'nat';
 
 /** What a runtime needs to make one sandbox. */
 export interface SandboxSpec {
@@ -18,6 +23,7 @@ export interface SandboxSpec {
   /** Image reference, resolved by the runtime's image store (e.g. "debian"). */
   image: string;
   limits: SandboxLimits;
+  network: NetworkMode;
   /** Environment every process in the sandbox starts with. */
   env: Record<string, string>;
 }
@@ -109,6 +115,10 @@ export interface RuntimeDiagnosis {
 export interface RuntimeInfo {
   /** e.g. "crun 1.8.1" */
   engine: string;
+  /** The highest open-files limit this runtime can give a sandbox on this host. */
+  maxOpenFiles: number;
+  /** Whether sandboxes may have egress (network 'nat') here. */
+  natAllowed: boolean;
   /** argv of an SFTP server (the protocol on stdin/stdout) that works in every sandbox of this
    *  runtime, whatever its image holds. */
   sftpServer: string[];
@@ -119,6 +129,11 @@ export interface Runtime {
   readonly info: RuntimeInfo;
   /** Creates and starts a sandbox; resolves once a command can be executed in it. */
   create(spec: SandboxSpec): Promise<void>;
+  /**
+   * Gives a sandbox this runtime made earlier (a warm-pool member, same id and image) the
+   * rest of a new spec: hostname, limits, network, env. Resolves once execs see all of it.
+   */
+  configure(spec: SandboxSpec): Promise<void>;
   exec(id: string, opts: ExecOpts): Promise<ProcessHandle>;
   /** Opens a TCP (or unix socket) connection from inside the sandbox's network, so it reaches
    *  what the sandbox reaches (e.g. its own 127.0.0.1) and never the host's. Rejects with code
@@ -151,6 +166,9 @@ export interface SandboxRecord {
   status: SandboxStatus;
   persistent: boolean;
   limits: SandboxLimits;
+  network: NetworkMode;
+  /** Whether SSH sessions may forward the client's agent into it (ssh -A); off unless the owner says. */
+  sshAgentForwarding: boolean;
   env: Record<string, string>;
   /** Exit code of the script of a one-shot run, once it ended. */
   exitCode: number | null;
@@ -177,8 +195,23 @@ export interface TokenRecord {
   lastUsedAt: Date | null;
 }
 
+export interface SshKeyRecord {
+  id: string;
+  userId: string;
+  name: string;
+  /** e.g. "ssh-ed25519" */
+  type: string;
+  /** The public key blob, base64 (the second field of an authorized_keys line). */
+  publicKey: string;
+  /** "SHA256:…" of the blob; unique: a key belongs to one user. */
+  fingerprint: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+}
+
 export interface SandboxPatch {
   status?: SandboxStatus;
+  sshAgentForwarding?: boolean;
   exitCode?: number | null;
   statusReason?: string | null;
 }
@@ -192,6 +225,13 @@ export interface Store {
   createToken(token: TokenRecord): Promise<void>;
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
   touchToken(id: string, at: Date): Promise<void>;
+
+  /** Fails with code SSH_KEY_TAKEN when a key with that fingerprint exists (any user). */
+  insertSshKey(key: SshKeyRecord): Promise<void>;
+  listSshKeys(userId: string): Promise<SshKeyRecord[]>;
+  getSshKeyByFingerprint(fingerprint: string): Promise<SshKeyRecord | undefined>;
+  deleteSshKey(id: string): Promise<void>;
+  touchSshKey(id: string, at: Date): Promise<void>;
 
   /** Fails with code SANDBOX_NAME_TAKEN when the owner already has a sandbox of that name. */
   insertSandbox(sandbox: SandboxRecord): Promise<void>;

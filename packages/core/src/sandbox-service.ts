@@ -4,10 +4,13 @@ import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
 import { RunLogs } from './run-logs.js';
+import type { WarmPool } from './warm-pool.js';
 import type {
   Clock,
+  ExecOpts,
   ExitStatus,
   Logger,
+  NetworkMode,
   ProcessHandle,
   Runtime,
   RuntimeDiagnosis,
@@ -21,6 +24,7 @@ import type {
 export interface SandboxDefaults {
   image: string;
   limits: SandboxLimits;
+  network: NetworkMode;
 }
 
 export interface SandboxServiceDeps {
@@ -31,6 +35,8 @@ export interface SandboxServiceDeps {
   /** Random id of the given prefix, e.g. newId('sb') → "sb_k3…". */
   newId(prefix: string): string;
   defaults: SandboxDefaults;
+  /** Ready sandboxes that create() claims before making one. */
+  pool?: WarmPool;
 }
 
 export interface CreateSandboxOpts {
@@ -40,6 +46,15 @@ export interface CreateSandboxOpts {
   env?: Record<string, string>;
   cpus?: number;
   memoryMb?: number;
+  pids?: number;
+  openFiles?: number;
+  network?: NetworkMode;
+  sshAgentForwarding?: boolean;
+}
+
+/** What the owner may change on a sandbox after it was made. */
+export interface SandboxSettings {
+  sshAgentForwarding?: boolean;
 }
 
 export interface ExecSandboxOpts {
@@ -90,32 +105,44 @@ export class SandboxService {
   }
 
   async create(ownerId: string, opts: CreateSandboxOpts): Promise<SandboxRecord> {
-    const { store, runtime, clock, logger, newId, defaults } = this.deps;
-    const id = newId('sb');
+    const { store, clock, logger, newId, defaults, pool } = this.deps;
+    const image = opts.image ?? defaults.image;
+    if (opts.name !== undefined) assertValidSandboxName(opts.name);
+    this.assertGrantable(opts);
+    // Taken synchronously: no other claim can get the same member.
+    const pooled = pool?.claim(image);
+    const id = pooled ?? newId('sb');
     const name = opts.name ?? generatedName(id);
-    assertValidSandboxName(name);
     const now = clock.now();
     const record: SandboxRecord = {
       id,
       ownerId,
       name,
-      image: opts.image ?? defaults.image,
+      image,
       status: 'pending',
       persistent: opts.persistent ?? true,
       limits: {
         cpus: opts.cpus ?? defaults.limits.cpus,
         memoryMb: opts.memoryMb ?? defaults.limits.memoryMb,
-        pids: defaults.limits.pids,
+        pids: opts.pids ?? defaults.limits.pids,
+        openFiles: opts.openFiles ?? defaults.limits.openFiles,
       },
+      network: opts.network ?? defaults.network,
+      sshAgentForwarding: opts.sshAgentForwarding ?? false,
       env: opts.env ?? {},
       exitCode: null,
       statusReason: null,
       createdAt: now,
       updatedAt: now,
     };
-    await store.insertSandbox(record);
     try {
-      await runtime.create({ id, hostname: name, image: record.image, limits: record.limits, env: record.env });
+      await store.insertSandbox(record);
+    } catch (error) {
+      if (pooled) pool!.giveBack(image, pooled);
+      throw error;
+    }
+    try {
+      await this.startSandbox(record, pooled !== undefined);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       await store.updateSandbox(id, { status: 'error', statusReason: `could not start: ${message}` }, clock.now());
@@ -125,8 +152,41 @@ export class SandboxService {
       throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${name}: ${message}`);
     }
     await store.updateSandbox(id, { status: 'running' }, clock.now());
-    logger.info({ sandboxId: id, name, image: record.image }, 'sandbox running');
+    logger.info({ sandboxId: id, name, image, fromPool: pooled !== undefined }, 'sandbox running');
     return { ...record, status: 'running', updatedAt: clock.now() };
+  }
+
+  private assertGrantable(opts: CreateSandboxOpts): void {
+    const { maxOpenFiles, natAllowed } = this.deps.runtime.info;
+    if (opts.openFiles !== undefined && opts.openFiles > maxOpenFiles) {
+      throw new RoostError('LIMIT_TOO_HIGH', `an open-files limit of ${opts.openFiles} is more than this host can give (${maxOpenFiles})`);
+    }
+    if ((opts.network ?? this.deps.defaults.network) === 'nat' && !natAllowed) {
+      throw new RoostError('NETWORK_NOT_ALLOWED', 'this daemon does not let sandboxes reach the outside (--network nat)');
+    }
+  }
+
+  /** A pool member only needs its spec applied; if that fails it is replaced by a fresh one. */
+  private async startSandbox(record: SandboxRecord, pooled: boolean): Promise<void> {
+    const { runtime, logger } = this.deps;
+    const spec = {
+      id: record.id,
+      hostname: record.name,
+      image: record.image,
+      limits: record.limits,
+      network: record.network,
+      env: record.env,
+    };
+    if (pooled) {
+      try {
+        await runtime.configure(spec);
+        return;
+      } catch (error) {
+        logger.warn({ sandboxId: record.id, err: (error as Error).message }, 'claimed pool member unusable; making a fresh sandbox');
+        await runtime.destroy(record.id);
+      }
+    }
+    await runtime.create(spec);
   }
 
   async list(ownerId: string, opts: { all?: boolean } = {}): Promise<SandboxRecord[]> {
@@ -145,13 +205,30 @@ export class SandboxService {
   }
 
   async exec(ownerId: string, ref: string, opts: ExecSandboxOpts): Promise<ExecSession> {
+    const sandbox = await this.ensureAwake(ownerId, ref);
+    const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
+    const process = await this.startProcess(sandbox, opts);
+    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
+  }
+
+  /**
+   * The sandbox, ready for a new process: every way in (SSH, exec) calls this first, so a
+   * sleeping sandbox will wake here. Today a sandbox that is not running is an error.
+   */
+  async ensureAwake(ownerId: string, ref: string): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
     if (sandbox.status !== 'running') {
       throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is ${sandbox.status}, not running`);
     }
-    const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
-    const process = await this.startProcess(sandbox, opts);
-    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
+    return sandbox;
+  }
+
+  /**
+   * A process for an interactive client (the SSH gateway): its own stdin, stdout and stderr,
+   * and a terminal when `opts.tty` is set. The caller owns it; nothing is logged or timed out.
+   */
+  async attach(sandbox: SandboxRecord, opts: ExecOpts): Promise<ProcessHandle> {
+    return this.startProcess(sandbox, opts);
   }
 
   /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
@@ -175,6 +252,13 @@ export class SandboxService {
       return result;
     });
     return { ...session, sandbox, done };
+  }
+
+  async update(ownerId: string, ref: string, settings: SandboxSettings): Promise<SandboxRecord> {
+    const sandbox = await this.get(ownerId, ref);
+    await this.deps.store.updateSandbox(sandbox.id, settings, this.deps.clock.now());
+    this.deps.logger.info({ sandboxId: sandbox.id, settings }, 'sandbox settings changed');
+    return this.get(ownerId, sandbox.id);
   }
 
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
@@ -220,9 +304,9 @@ export class SandboxService {
     }
   }
 
-  private async startProcess(sandbox: SandboxRecord, opts: ExecSandboxOpts): Promise<ProcessHandle> {
+  private async startProcess(sandbox: SandboxRecord, opts: ExecOpts): Promise<ProcessHandle> {
     try {
-      return await this.deps.runtime.exec(sandbox.id, { command: opts.command, env: opts.env, cwd: opts.cwd });
+      return await this.deps.runtime.exec(sandbox.id, opts);
     } catch (error) {
       if ((error as { code?: string }).code === 'SANDBOX_NOT_RUNNING') {
         throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} has no running processes`);
@@ -295,6 +379,8 @@ export class SandboxService {
     await this.settle();
     const [diagnosis, heldIds, records] = await Promise.all([runtime.diagnose(), runtime.list(), store.listSandboxes({})]);
     const held = new Set(heldIds);
+    // Pool members are held on purpose and get a record only when claimed.
+    for (const id of this.deps.pool?.members() ?? []) held.delete(id);
     const leftovers = [...diagnosis.leftovers];
     for (const record of records) {
       const live = liveStatuses.includes(record.status);

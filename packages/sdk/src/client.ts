@@ -5,6 +5,9 @@ import type {
   Health,
   RunRequest,
   Sandbox,
+  SshInfo,
+  SshKey,
+  UpdateSandboxRequest,
   Whoami,
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
@@ -42,10 +45,13 @@ export class Roost {
   readonly apiUrl: string;
   /** Sandboxes: create, look up, stop, remove. */
   readonly sandboxes: Sandboxes;
+  /** Your SSH public keys, for the SSH gateway. */
+  readonly sshKeys: SshKeys;
 
   constructor(private readonly opts: RoostOpts) {
     this.apiUrl = opts.apiUrl.replace(/\/+$/, '');
     this.sandboxes = new Sandboxes(this);
+    this.sshKeys = new SshKeys(this);
   }
 
   /**
@@ -62,6 +68,14 @@ export class Roost {
    */
   whoami(opts: CallOpts = {}): Promise<Whoami> {
     return this.request('GET', '/api/v1/whoami', undefined, opts);
+  }
+
+  /**
+   * Where the SSH gateway listens and its host keys (what `roost ssh` and `ssh-config` use).
+   * @example const { port, hostKeys } = await roost.sshInfo();
+   */
+  sshInfo(opts: CallOpts = {}): Promise<SshInfo> {
+    return this.request('GET', '/api/v1/ssh', undefined, opts);
   }
 
   /**
@@ -142,6 +156,32 @@ export class Roost {
   }
 }
 
+/** `roost.sshKeys`: the public keys that open SSH sessions to your sandboxes. */
+export class SshKeys {
+  constructor(private readonly roost: Roost) {}
+
+  /**
+   * Registers a public key (one line of an id_*.pub file).
+   * @example await roost.sshKeys.add(readFileSync(`${homedir()}/.ssh/id_ed25519.pub`, 'utf8'));
+   */
+  add(publicKey: string, opts: { name?: string } & CallOpts = {}): Promise<SshKey> {
+    return this.roost.request<SshKey>('POST', '/api/v1/ssh-keys', { publicKey, name: opts.name }, opts);
+  }
+
+  /** @example const keys = await roost.sshKeys.list(); */
+  async list(opts: CallOpts = {}): Promise<SshKey[]> {
+    return (await this.roost.request<{ keys: SshKey[] }>('GET', '/api/v1/ssh-keys', undefined, opts)).keys;
+  }
+
+  /**
+   * Removes a key by id, name or fingerprint.
+   * @example await roost.sshKeys.remove('SHA256:…');
+   */
+  async remove(ref: string, opts: CallOpts = {}): Promise<void> {
+    await this.roost.request<void>('DELETE', `/api/v1/ssh-keys/${encodeURIComponent(ref)}`, undefined, opts);
+  }
+}
+
 /** `roost.sandboxes`: the sandbox collection. */
 export class Sandboxes {
   constructor(private readonly roost: Roost) {}
@@ -172,6 +212,14 @@ export class Sandboxes {
    */
   async get(ref: string, opts: CallOpts = {}): Promise<SandboxHandle> {
     return new SandboxHandle(this.roost, await this.roost.request<Sandbox>('GET', sandboxPath(ref), undefined, opts));
+  }
+
+  /**
+   * Changes a sandbox's settings.
+   * @example await roost.sandboxes.update('dev', { sshAgentForwarding: true });
+   */
+  update(ref: string, settings: UpdateSandboxRequest, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('PATCH', sandboxPath(ref), settings, opts);
   }
 
   /**

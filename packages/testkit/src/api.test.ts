@@ -1,5 +1,9 @@
 // The HTTP API from the outside, on a daemon with the fake runtime: auth, errors, OpenAPI, tenants.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { routes } from '@roost/contract';
 import { Roost, RoostApiError } from '@roost/sdk';
@@ -90,5 +94,30 @@ describe('HTTP API', () => {
     assert.notEqual(theirs.id, mine.id);
     await theirs.remove();
     await mine.remove();
+  });
+
+  it('keeps SSH keys per user: add, list, remove; bad keys, duplicates and other users\' keys refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'roost-keys-'));
+    try {
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice@laptop', '-f', join(dir, 'key')]);
+      const line = readFileSync(join(dir, 'key.pub'), 'utf8');
+      const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', join(dir, 'key.pub')], { encoding: 'utf8' }).split(' ')[1];
+      const added = await daemon.sdk.sshKeys.add(line);
+      assert.deepEqual([added.name, added.type, added.fingerprint], ['alice@laptop', 'ssh-ed25519', fingerprint]);
+      assert.deepEqual((await daemon.sdk.sshKeys.list()).map((key) => key.fingerprint), [fingerprint]);
+
+      const other = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('key-bob') });
+      await assert.rejects(other.sshKeys.add(line), { code: 'SSH_KEY_TAKEN' });
+      assert.deepEqual(await other.sshKeys.list(), []);
+      await assert.rejects(other.sshKeys.remove(fingerprint), { code: 'SSH_KEY_NOT_FOUND' });
+
+      for (const bad of ['hello', readFileSync(join(dir, 'key'), 'utf8'), line.replace(/AAAA\S{10}/, 'AAAA'), `ssh-rsa ${line.split(' ')[1]}`]) {
+        await assert.rejects(daemon.sdk.sshKeys.add(bad), { code: 'INVALID_SSH_KEY' });
+      }
+      await daemon.sdk.sshKeys.remove('alice@laptop');
+      assert.deepEqual(await daemon.sdk.sshKeys.list(), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -9,7 +9,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import type {
-  ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, SandboxAddress, SandboxListener, SandboxSpec,
+  ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
 
 interface FakeSandbox {
@@ -21,12 +21,22 @@ interface FakeSandbox {
 }
 
 export class FakeRuntime implements Runtime {
-  readonly info = { engine: 'fake', sftpServer: ['/usr/lib/openssh/sftp-server'] };
+  readonly info: RuntimeInfo;
+
+  constructor(info: Partial<RuntimeInfo> = {}) {
+    this.info = { engine: 'fake', maxOpenFiles: 1_048_576, natAllowed: true, sftpServer: ['/usr/lib/openssh/sftp-server'], ...info };
+  }
   private readonly sandboxes = new Map<string, FakeSandbox>();
 
   async create(spec: SandboxSpec): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), `roost-fake-${spec.id}-`));
     this.sandboxes.set(spec.id, { dir, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set(), listeners: new Set() });
+  }
+
+  async configure(spec: SandboxSpec): Promise<void> {
+    const sandbox = this.sandboxes.get(spec.id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${spec.id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    sandbox.env = { ...spec.env, HOSTNAME: spec.hostname };
   }
 
   async exec(id: string, opts: ExecOpts): Promise<ProcessHandle> {

@@ -2,7 +2,7 @@
 // their processes untouched; one-shot runs cut short are removed and marked.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ function freePort(): Promise<number> {
 
 async function startRoostd(dataDir: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [roostdPath], {
-    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}` },
+    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}`, ROOST_SSH_ADDR: '127.0.0.1:0' },
     stdio: 'ignore',
   });
   const deadline = Date.now() + 30_000;
@@ -76,8 +76,29 @@ describe('roostd restart after kill -9', () => {
     assert.equal(cut.info.status, 'error');
     assert.match(cut.info.statusReason ?? '', /restarted/);
     await assert.rejects(cut.exec(['true']).wait(), { code: 'SANDBOX_NOT_RUNNING' });
+
+    // The warm pool (on by default, 4 members) of the killed daemon was removed, not piled up:
+    // what the runtime holds is the keeper and one pool's worth, also after a clean restart.
+    const bundles = () => readdirSync(join(dataDir, 'runtime', 'sandboxes')).filter((name) => name.startsWith('sb_'));
+    await waitFor(() => bundles().length === 5, 'the pool refilled to 4 beside the keeper');
+    daemon.kill('SIGTERM');
+    await new Promise((resolve) => daemon!.on('close', resolve));
+    assert.deepEqual(bundles(), [kept.id], 'a clean stop removes the members nobody claimed');
+    daemon = await startRoostd(dataDir, port);
+    await waitFor(() => bundles().length === 5, 'the pool refilled after a clean restart');
+    const doctor = await roost.doctor();
+    const ours = new Set(bundles());
+    assert.deepEqual(doctor.leftovers.filter((leftover) => ours.has(leftover.sandboxId) || leftover.what.includes(dataDir)), []);
   });
 });
+
+async function waitFor(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
 
 async function output(handle: ReturnType<Roost['exec']>): Promise<string> {
   let text = '';

@@ -114,7 +114,8 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       id: `sb_conf${randomBytes(6).toString('hex')}`,
       hostname: 'conformance',
       image,
-      limits: { cpus: 1, memoryMb: 256, pids: 128 },
+      limits: { cpus: 1, memoryMb: 256, pids: 128, openFiles: 4096 },
+      network: 'none',
       env: { FROM_SPEC: 'spec-value' },
       ...overrides,
     });
@@ -458,8 +459,60 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       });
     });
 
+    it('configure() gives a made sandbox a new hostname, env and limits (a warm-pool claim)', async () => {
+      const pooled = await create({ hostname: 'roost-pool', env: {} });
+      const before = await sh(pooled, 'echo "$HOSTNAME"');
+      assert.equal(before.stdout.toString(), 'roost-pool\n');
+      const claimed = spec({ id: pooled, hostname: 'claimed-box', env: { CLAIMED: 'yes' }, limits: { cpus: 1, memoryMb: 200, pids: 100, openFiles: 2048 } });
+      await runtime.configure(claimed);
+      const after = await sh(pooled, 'echo "$HOSTNAME $CLAIMED"');
+      assert.equal(after.stdout.toString(), 'claimed-box yes\n');
+      if (opts.isolation) {
+        const inside = await sh(pooled, [
+          'hostname',
+          'grep -c claimed-box /etc/hosts',
+          'ulimit -n',
+          'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes',
+          'cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max',
+        ].join('; '));
+        assert.equal(inside.stdout.toString(), `claimed-box\n1\n2048\n${200 * 1024 * 1024}\n100\n`);
+      }
+      await runtime.destroy(pooled);
+    });
+
+    if (opts.isolation) {
+      it('sets the open-files limit, up to the most the host can give and not past it', async () => {
+        const wanted = runtime.info.maxOpenFiles;
+        await assert.rejects(
+          create({ limits: { cpus: 1, memoryMb: 128, pids: 64, openFiles: wanted + 1 } }),
+          new RegExp(`above this host's maximum of ${wanted}`),
+        );
+        const many = await create({ limits: { cpus: 1, memoryMb: 128, pids: 64, openFiles: wanted } });
+        const result = await sh(many, 'ulimit -Sn; ulimit -Hn');
+        assert.equal(result.stdout.toString(), `${wanted}\n${wanted}\n`);
+        await runtime.destroy(many);
+      });
+
+      it('has no raw sockets (no forged packets) but ping sockets work, and no route out without NAT', async () => {
+        const result = await sh(box, [
+          `python3 -c 'import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); print("raw: allowed")
+except PermissionError: print("raw: denied")
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); print("ping socket: ok")'`,
+          'ip route show default 2>/dev/null || cat /proc/net/route | awk \'$2 == "00000000"\'',
+          'cat /etc/resolv.conf',
+        ].join('; '));
+        assert.equal(result.stderr.toString(), '');
+        const lines = result.stdout.toString().split('\n');
+        assert.deepEqual(lines.slice(0, 2), ['raw: denied', 'ping socket: ok']);
+        assert.match(result.stdout.toString(), /# no network: this sandbox was made with --network none/);
+        assert.doesNotMatch(result.stdout.toString(), /default|00000000/);
+      });
+    }
+
     it('applies the memory limit', async () => {
-      const limited = await create({ limits: { cpus: 1, memoryMb: 96, pids: 64 } });
+      const limited = await create({ limits: { cpus: 1, memoryMb: 96, pids: 64, openFiles: 1024 } });
       const result = await sh(limited, 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes');
       assert.equal(result.stdout.toString().trim(), String(96 * 1024 * 1024));
       // Allocating past it gets the process killed, not the host's memory used.
@@ -469,7 +522,7 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
     });
 
     it('enforces the pids limit', async () => {
-      const limited = await create({ limits: { cpus: 1, memoryMb: 128, pids: 20 } });
+      const limited = await create({ limits: { cpus: 1, memoryMb: 128, pids: 20, openFiles: 1024 } });
       // python forks without bash's retry-with-backoff on EAGAIN, so the refusal is quick.
       const fork = [
         'import os, time',

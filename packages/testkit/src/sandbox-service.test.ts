@@ -54,7 +54,7 @@ describe('SandboxService', () => {
       clock,
       logger: silent,
       newId,
-      defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256 } },
+      defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
     });
   });
   afterEach(async () => {
@@ -123,11 +123,29 @@ describe('SandboxService', () => {
   it('reconciles after a restart: removes cut-short runs and unknown runtime sandboxes', async () => {
     const kept = await service.create(owner, { name: 'kept' });
     const run = await service.create(owner, { name: 'cut', persistent: false });
-    await runtime.create({ id: 'sb_stray', hostname: 'stray', image: 'debian', limits: { cpus: 1, memoryMb: 64, pids: 64 }, env: {} });
+    await runtime.create({ id: 'sb_stray', hostname: 'stray', image: 'debian', limits: { cpus: 1, memoryMb: 64, pids: 64, openFiles: 1024 }, network: 'none', env: {} });
     await service.reconcile();
     assert.deepEqual((await runtime.list()).sort(), [kept.id]);
     const cut = await service.get(owner, run.id);
     assert.equal(cut.status, 'error');
     assert.match(cut.statusReason ?? '', /restarted/);
+  });
+
+  it('refuses limits the runtime cannot give and egress the daemon does not allow, before making anything', async () => {
+    const strict = new SandboxService({
+      store,
+      runtime: new FakeRuntime({ maxOpenFiles: 20_000, natAllowed: false }),
+      clock,
+      logger: silent,
+      newId,
+      defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
+    });
+    await assert.rejects(strict.create(owner, { openFiles: 20_001 }), (error: RoostError) => {
+      assert.equal(error.code, 'LIMIT_TOO_HIGH');
+      assert.match(error.message, /20001 is more than this host can give \(20000\)/);
+      return true;
+    });
+    await assert.rejects(strict.create(owner, { network: 'nat' }), { code: 'NETWORK_NOT_ALLOWED' });
+    assert.deepEqual(await strict.list(owner, { all: true }), []);
   });
 });

@@ -3,25 +3,31 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildDaemon, loadConfig } from '@roost/roostd';
+import { buildDaemon, loadConfig, type ConfigOverrides, type Daemon } from '@roost/roostd';
 import { Roost } from '@roost/sdk';
 import { FakeRuntime } from './fake-runtime.js';
 
 export interface StartDaemonOpts {
   /** 'oci' runs real sandboxes (root, the default image); 'fake' runs host processes. */
   driver: 'oci' | 'fake';
+  /** Settings on top of the test defaults (which turn the warm pool off). */
+  config?: ConfigOverrides;
 }
 
 export interface TestDaemon {
   /** SDK client logged in as the admin user. */
   sdk: Roost;
   url: string;
+  /** The SSH gateway's port on 127.0.0.1. */
+  sshPort: number;
   adminToken: string;
   dataDir: string;
   /** JSON log lines of the daemon. */
   logFile: string;
   /** Makes another user and returns a token for it (for tenant tests). */
   createUserToken(name: string): Promise<string>;
+  /** The daemon itself (its warm pool, config). */
+  daemon: Daemon;
   close(): Promise<void>;
 }
 
@@ -29,7 +35,17 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
   const dataDir = await mkdtemp(join(tmpdir(), 'roost-test-'));
   const logFile = join(dataDir, 'roostd.log');
   const logStream = createWriteStream(logFile);
-  const config = loadConfig({}, { dataDir: join(dataDir, 'data'), httpAddr: '127.0.0.1:0', logLevel: 'debug' });
+  const config = loadConfig(
+    {},
+    {
+      dataDir: join(dataDir, 'data'),
+      httpAddr: '127.0.0.1:0',
+      sshAddr: '127.0.0.1:0',
+      logLevel: 'debug',
+      ...opts.config,
+      pool: { size: 0, ...opts.config?.pool },
+    },
+  );
   let daemon;
   try {
     daemon = await buildDaemon(config, {
@@ -41,15 +57,17 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
-  const { httpUrl } = await daemon.listen();
+  const { httpUrl, sshPort } = await daemon.listen();
   const adminToken = (await readFile(daemon.adminTokenFile, 'utf8')).trim();
   const sdk = new Roost({ apiUrl: httpUrl, token: adminToken });
   return {
     sdk,
     url: httpUrl,
+    sshPort,
     adminToken,
     dataDir: config.dataDir,
     logFile,
+    daemon,
     createUserToken: (name) => daemon.createUserWithToken(name),
     async close() {
       try {

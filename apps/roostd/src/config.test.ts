@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConfig } from './config.js';
+
+const noFile = { ROOST_CONFIG_FILE: undefined };
+
+describe('loadConfig', () => {
+  it('has defaults for network and pool', () => {
+    const config = loadConfig({ ...noFile });
+    assert.deepEqual(config.network, { default: 'none', allowNat: true, dnsServers: [] });
+    assert.deepEqual(config.pool, { size: 4, images: ['debian'], memoryShare: 0.25 });
+  });
+
+  it('reads the network and pool variables', () => {
+    const config = loadConfig({
+      ROOST_NETWORK: 'nat',
+      ROOST_ALLOW_NAT: 'false',
+      ROOST_DNS_SERVERS: '10.0.0.2, 10.0.0.3:5353',
+      ROOST_POOL_SIZE: '0',
+      ROOST_POOL_IMAGES: 'debian,alpine',
+    });
+    assert.deepEqual(config.network, { default: 'nat', allowNat: false, dnsServers: ['10.0.0.2', '10.0.0.3:5353'] });
+    assert.deepEqual(config.pool, { size: 0, images: ['debian', 'alpine'], memoryShare: 0.25 });
+  });
+
+  it('names every bad value in one message', () => {
+    assert.throws(
+      () => loadConfig({ ROOST_NETWORK: 'open', ROOST_ALLOW_NAT: 'yes', ROOST_POOL_SIZE: 'many' }),
+      (error: Error) => {
+        assert.match(error.message, /^invalid configuration: /);
+        for (const key of ['network.default', 'network.allowNat', 'pool.size']) assert.match(error.message, new RegExp(key.replace('.', '\\.')));
+        return true;
+      },
+    );
+  });
+});
