@@ -379,8 +379,8 @@ export class SandboxService {
     await this.settle();
     const [diagnosis, heldIds, records] = await Promise.all([runtime.diagnose(), runtime.list(), store.listSandboxes({})]);
     const held = new Set(heldIds);
-    // Pool members are held on purpose and get a record only when claimed.
-    for (const id of this.deps.pool?.members() ?? []) held.delete(id);
+    // Pool members (ready or being made) are held on purpose and get a record only when claimed.
+    for (const id of this.deps.pool?.held() ?? []) held.delete(id);
     const leftovers = [...diagnosis.leftovers];
     for (const record of records) {
       const live = liveStatuses.includes(record.status);

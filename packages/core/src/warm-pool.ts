@@ -32,6 +32,8 @@ export class WarmPool {
   private readonly failures = new Map<string, number>();
   /** Ends a refill's pause early when the pool closes. */
   private readonly pauses = new Set<() => void>();
+  /** Members being created: held by the runtime already, not ready yet. */
+  private readonly making = new Set<string>();
   private closed = false;
 
   constructor(private readonly opts: WarmPoolOpts) {
@@ -67,6 +69,12 @@ export class WarmPool {
     return [...this.ready.values()].flat();
   }
 
+  /** Every id the pool holds in the runtime: ready members and those still being created
+   *  (whose bundles already exist), so the doctor does not take them for leftovers. */
+  held(): string[] {
+    return [...this.members(), ...this.making];
+  }
+
   stats(): PoolStats[] {
     return [...this.ready].map(([image, members]) => ({ image, ready: members.length, target: this.opts.sizes[image] ?? 0 }));
   }
@@ -99,9 +107,11 @@ export class WarmPool {
     while (!this.closed && members.length < (sizes[image] ?? 0)) {
       const id = newId('sb');
       const t0 = performance.now();
+      this.making.add(id);
       try {
         await runtime.create({ id, hostname: memberHostname, image, limits, network: 'none', env: {} });
       } catch (error) {
+        this.making.delete(id);
         const failures = (this.failures.get(image) ?? 0) + 1;
         this.failures.set(image, failures);
         logger.error({ image, err: (error as Error).message, failures }, 'warm pool: create failed');
@@ -124,9 +134,11 @@ export class WarmPool {
       // Closed meanwhile, or full again because a claim gave its member back.
       if (this.closed || members.length >= (sizes[image] ?? 0)) {
         await this.destroy(id);
+        this.making.delete(id);
         return;
       }
       members.push(id);
+      this.making.delete(id);
       logger.debug({ image, sandboxId: id, ms: +(performance.now() - t0).toFixed(1), ready: members.length }, 'warm pool: member ready');
     }
   }
