@@ -28,6 +28,8 @@ export interface Daemon {
   runtimeName: string;
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
+  /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
+  removeAllSandboxes(): Promise<void>;
   /** Makes a (non-admin) user and returns a token for it. */
   createUserWithToken(name: string): Promise<string>;
   /** Starts the servers; resolves with the URL the API answers on and the SSH gateway's port. */
@@ -140,6 +142,11 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger,
     adminTokenFile,
     runtimeName: runtime.info.engine,
+    async removeAllSandboxes() {
+      for (const sandbox of await store.listSandboxes({})) {
+        await sandboxes.remove(sandbox.ownerId, sandbox.id).catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'remove failed'));
+      }
+    },
     async createUserWithToken(name) {
       const user = await auth.createUser(name);
       return auth.createToken(user.id, `token of ${name}`);

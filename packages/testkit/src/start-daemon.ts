@@ -71,13 +71,18 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     createUserToken: (name) => daemon.createUserWithToken(name),
     async close() {
       try {
-        // A test's sandboxes must not outlive it (the real daemon keeps them across restarts).
-        for (const sandbox of await sdk.sandboxes.list({ all: true }).catch(() => [])) {
-          await sdk.sandboxes.remove(sandbox.id).catch(() => {});
-        }
+        // A test's sandboxes, every user's, must not outlive it (the real daemon keeps them
+        // across restarts); then the data dir can go.
+        await daemon.removeAllSandboxes();
         await daemon.close();
       } finally {
         await new Promise((resolve) => logStream.end(resolve));
+        // rm -r through a sandbox's still-mounted root would delete inside it: leave such a
+        // data dir for inspection and say so.
+        const mounts = await readFile('/proc/self/mounts', 'utf8');
+        if (mounts.split('\n').some((line) => line.split(' ')[1]?.startsWith(`${dataDir}/`))) {
+          throw new Error(`a sandbox of this test is still mounted under ${dataDir}: left in place (roost doctor lists it)`);
+        }
         await rm(dataDir, { recursive: true, force: true });
       }
     },
