@@ -280,17 +280,20 @@ class OciRuntime implements Runtime {
     if (!profile || !existsSync(path.join(this.engine.root, id))) throw notRunning(id);
     if (!opts.command.length) throw new Error('exec needs a command');
     const tty = opts.tty && { ...opts.tty, cols: terminalDimension(opts.tty.cols), rows: terminalDimension(opts.tty.rows) };
+    const account = opts.user === undefined || opts.user === 'root' || opts.user === '0' ? undefined : await this.account(id, opts.user);
     const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
     // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
     // binary could gain privileges the sandbox's init never had.
     // The open-files limit comes from prlimit, which runs as root outside the user namespace:
     // inside it the engine could only lower the daemon's own limit, never raise it.
     const nofile = `--nofile=${profile.openFiles}:${profile.openFiles}`;
-    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? '/root', '--pid-file', pidFile];
+    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? account?.cwd ?? '/root', '--pid-file', pidFile];
+    if (account) args.push('--user', `${account.uid}:${account.gid}`);
     // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1;
     // prlimit execs the engine and keeps them).
     if (tty) args.push('--preserve-fds', '1');
-    for (const kv of envList({ ...profile.env, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
+    const userEnv = account && { HOME: account.home, USER: account.name, LOGNAME: account.name };
+    for (const kv of envList({ ...profile.env, ...userEnv, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
     args.push(id);
     if (tty) args.push(SANDBOX_TOOLS.pty, '--size', `${tty.cols}x${tty.rows}`, '--resize-fd', '3', '--');
     args.push(...opts.command);
@@ -299,6 +302,30 @@ class OciRuntime implements Runtime {
       env: engineEnv(),
     });
     return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined);
+  }
+
+  /**
+   * A user of the sandbox's /etc/passwd, read from the host through its root. The path must
+   * resolve inside that root: a sandbox could make /etc/passwd a symlink to a host file.
+   */
+  private async account(id: string, user: string): Promise<{ name: string; uid: number; gid: number; home: string; cwd: string }> {
+    const root = path.join(this.bundle(id), 'rootfs');
+    const notFound = () => Object.assign(new Error(`no user "${user}" in the sandbox's /etc/passwd`), { code: 'USER_NOT_FOUND' });
+    const file = await fs.realpath(path.join(root, 'etc', 'passwd')).catch(() => undefined);
+    const text = file?.startsWith(`${root}/`) ? await fs.readFile(file, 'utf8').catch(() => '') : '';
+    for (const line of text.split('\n')) {
+      const [name, , uid, gid, , home] = line.split(':');
+      if (name === undefined || uid === undefined || gid === undefined) continue;
+      if (name === user || uid === user) {
+        if (!/^\d+$/.test(uid) || !/^\d+$/.test(gid)) break;
+        // Like sshd: a home that is not there (nobody's /nonexistent) means starting in /.
+        const homeDir = home && (await fs.realpath(path.join(root, home)).catch(() => undefined));
+        const usable = homeDir !== undefined && (homeDir === root || homeDir.startsWith(`${root}/`));
+        return { name, uid: Number(uid), gid: Number(gid), home: home || '/', cwd: usable ? home! : '/' };
+      }
+    }
+    if (/^\d+$/.test(user)) return { name: user, uid: Number(user), gid: Number(user), home: '/', cwd: '/' };
+    throw notFound();
   }
 
   async connect(id: string, address: SandboxAddress): Promise<Duplex> {

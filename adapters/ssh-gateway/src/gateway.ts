@@ -5,10 +5,12 @@ import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
-import type { AuthContext, Connection, ServerChannel, Session } from 'ssh2';
-import type { AuthService, Logger, ProcessHandle, SandboxRecord, SandboxService, UserRecord } from '@roost/core';
-import { FailureLimiter } from './rate-limit.js';
+import type { AuthContext, Connection } from 'ssh2';
+import type { AuthService, Logger, SandboxService } from '@roost/core';
+import { Forwarding } from './forwarding.js';
 import type { HostKey } from './host-keys.js';
+import { FailureLimiter } from './rate-limit.js';
+import { SshSession, type Login } from './session.js';
 import { parseSshUsername } from './usernames.js';
 
 const { Server, utils } = ssh2;
@@ -24,27 +26,6 @@ export interface SshGatewayDeps {
 
 /** Every refused login takes at least this long, whatever was wrong (unknown sandbox or key). */
 const refusalFloorMs = 25;
-
-/** Variables a client may set with SendEnv (as OpenSSH's AcceptEnv LANG LC_* plus TERM). */
-const acceptedEnv = /^(LANG|LANGUAGE|LC_[A-Z]+|TERM|COLORTERM|TZ)$/;
-
-/**
- * The login shell of any image: bash when it has one, else sh. `-c` when there is a command.
- * Run through /bin/sh, which every image has.
- */
-export function shellCommand(command?: string): string[] {
-  const pick = 'for s in /bin/bash /usr/bin/bash /bin/sh; do [ -x "$s" ] && break; done;';
-  return command === undefined
-    ? ['/bin/sh', '-c', `${pick} exec "$s" -l`]
-    : ['/bin/sh', '-c', `${pick} exec "$s" -c "$0"`, command];
-}
-
-interface Login {
-  user: UserRecord;
-  sandbox: SandboxRecord;
-  /** The user inside the sandbox ("root" unless the SSH user says box+name). */
-  unixUser: string;
-}
 
 export class SshGateway {
   private readonly server: InstanceType<typeof Server>;
@@ -106,7 +87,13 @@ export class SshGateway {
       if (!login) return client.end();
       const current = login;
       logger.info({ source, userId: current.user.id, sandboxId: current.sandbox.id, unixUser: current.unixUser }, 'SSH login');
-      client.on('session', (accept) => this.onSession(accept(), current));
+      const deps = { connection: client, login: current, sandboxes: this.deps.sandboxes, logger };
+      client.on('session', (accept) => new SshSession(accept(), deps));
+      const forwarding = new Forwarding(deps);
+      client.on('tcpip', (accept, reject, info) => forwarding.direct(accept, reject, { host: info.destIP, port: info.destPort }));
+      client.on('openssh.streamlocal', (accept, reject, info) => forwarding.direct(accept, reject, { path: info.socketPath }));
+      client.on('request', (accept, reject, name, info) => forwarding.request(accept, reject, name, info));
+      client.on('close', () => void forwarding.close());
     });
   }
 
@@ -151,59 +138,4 @@ export class SshGateway {
     if (!valid) return refuse(true);
     return { user, sandbox, unixUser: target.unixUser };
   }
-
-  private onSession(session: Session, login: Login): void {
-    const env: Record<string, string> = {};
-    session.on('env', (accept, reject, info) => {
-      if (acceptedEnv.test(info.key)) {
-        env[info.key] = info.val;
-        accept?.();
-      } else reject?.();
-    });
-    session.on('exec', (accept, _reject, info) => {
-      void this.startProcess(accept(), login, shellCommand(info.command), env);
-    });
-    session.on('shell', (accept) => {
-      void this.startProcess(accept(), login, shellCommand(), env);
-    });
-  }
-
-  /** Runs `command` in the sandbox with the channel as its stdio; the exit status goes back. */
-  private async startProcess(channel: ServerChannel, login: Login, command: string[], env: Record<string, string>): Promise<void> {
-    const { sandboxes, logger } = this.deps;
-    let process: ProcessHandle;
-    try {
-      const sandbox = await sandboxes.ensureAwake(login.user.id, login.sandbox.id);
-      process = await sandboxes.attach(sandbox, { command, env, stdin: true });
-    } catch (error) {
-      channel.stderr.write(`roost: ${(error as Error).message}\r\n`);
-      channel.exit(1);
-      channel.end();
-      return;
-    }
-    process.stdout.pipe(channel, { end: false });
-    process.stderr.pipe(channel.stderr, { end: false });
-    if (process.stdin) channel.pipe(process.stdin);
-    const outputDone = Promise.all([ended(process.stdout), ended(process.stderr)]);
-    let finished = false;
-    channel.on('close', () => {
-      // The client went away while the process runs: hang up on it, as a terminal would.
-      if (!finished) process.kill('SIGHUP');
-    });
-    const status = await process.wait();
-    finished = true;
-    await outputDone;
-    if (status.signal) channel.exit(status.signal.replace(/^SIG/, ''), false, '');
-    else channel.exit(status.exitCode);
-    channel.end();
-    logger.debug({ sandboxId: login.sandbox.id, exitCode: status.exitCode }, 'SSH process ended');
-  }
-}
-
-function ended(stream: NodeJS.ReadableStream): Promise<void> {
-  return new Promise((resolve) => {
-    stream.once('end', resolve);
-    stream.once('close', resolve);
-    stream.once('error', () => resolve());
-  });
 }

@@ -30,6 +30,7 @@ export const errorCodes = {
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },
   SANDBOX_NOT_FOUND: { status: 404, hint: 'Run `roost list` to see your sandboxes.' },
   SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
+  USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },
   SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
   IMAGE_NOT_FOUND: { status: 404, hint: 'Build the default image with `npm start` (or `roost image list` to see what is there).' },
   RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },

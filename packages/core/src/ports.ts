@@ -35,6 +35,10 @@ export interface ExecOpts {
   cwd?: string;
   /** Whether stdin is connected; when false the process reads EOF. */
   stdin?: boolean;
+  /** A user of the sandbox's /etc/passwd, by name or uid (default root). Its uid and gid run
+   *  the process; HOME, USER and LOGNAME are set and cwd defaults to its home. Unknown:
+   *  rejects with code USER_NOT_FOUND. */
+  user?: string;
   /** Run under a new pseudo-terminal (controlling tty, TERM set). stdin and stdout then carry
    *  the terminal's input and output, and the process sees a terminal on all three; stderr
    *  carries only the driver's own errors. */

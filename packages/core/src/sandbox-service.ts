@@ -1,5 +1,6 @@
 // The sandbox life cycle: create, exec, run a one-shot script, look, stop, remove. Pure logic
 // over the ports; every I/O goes through the runtime, the store or the clock.
+import type { Duplex } from 'node:stream';
 import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
@@ -9,12 +10,15 @@ import type {
   Clock,
   ExecOpts,
   ExitStatus,
+  ListenOpts,
   Logger,
   NetworkMode,
   ProcessHandle,
   Runtime,
   RuntimeDiagnosis,
+  SandboxAddress,
   SandboxLimits,
+  SandboxListener,
   SandboxRecord,
   SandboxStatus,
   Store,
@@ -231,6 +235,21 @@ export class SandboxService {
     return this.startProcess(sandbox, opts);
   }
 
+  /** The command that runs an SFTP server (on stdin/stdout) in any of this runtime's sandboxes. */
+  sftpServerCommand(): string[] {
+    return this.deps.runtime.info.sftpServer;
+  }
+
+  /** A TCP or unix-socket connection to an address inside the sandbox (SSH -L, -W, -D). */
+  connect(sandbox: SandboxRecord, address: SandboxAddress): Promise<Duplex> {
+    return this.deps.runtime.connect(sandbox.id, address);
+  }
+
+  /** A listener inside the sandbox whose connections come out here (SSH -R, agent, X11). */
+  listen(sandbox: SandboxRecord, opts: ListenOpts): Promise<SandboxListener> {
+    return this.deps.runtime.listen(sandbox.id, opts);
+  }
+
   /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
   async run(ownerId: string, opts: RunOpts): Promise<RunSession> {
     const sandbox = await this.create(ownerId, { ...opts, persistent: opts.persistent ?? false });
@@ -310,6 +329,9 @@ export class SandboxService {
     } catch (error) {
       if ((error as { code?: string }).code === 'SANDBOX_NOT_RUNNING') {
         throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} has no running processes`);
+      }
+      if ((error as { code?: string }).code === 'USER_NOT_FOUND') {
+        throw new RoostError('USER_NOT_FOUND', `${(error as Error).message} (sandbox ${sandbox.name})`);
       }
       throw new RoostError('RUNTIME_FAILED', `could not exec in ${sandbox.name}: ${(error as Error).message}`);
     }

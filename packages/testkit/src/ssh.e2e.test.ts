@@ -1,7 +1,8 @@
 // The SSH gateway with the real OpenSSH client: keys, exec, stdin, exit status, refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +10,15 @@ import { Roost } from '@roost/sdk';
 import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
 import { cliPath, runCli } from './cli.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 interface SshResult {
   exitCode: number | null;
@@ -47,6 +57,24 @@ describe('SSH gateway with OpenSSH', () => {
       child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
       child.stdin.end(opts.input ?? '');
     });
+
+  /** Runs a script with Debian's python3 (python3-paramiko lives there, not in a pyenv one earlier in PATH). */
+  const python = (script: string): Promise<SshResult> =>
+    new Promise((resolve) => {
+      const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+    });
+  const paramikoConnect = (user = 'sshbox') => [
+    'import paramiko, time',
+    'client = paramiko.SSHClient()',
+    `client.load_host_keys("${knownHosts}")`,
+    'client.set_missing_host_key_policy(paramiko.RejectPolicy())',
+    `client.connect("127.0.0.1", port=${daemon.sshPort}, username="${user}", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+  ];
 
   before(async () => {
     daemon = await startDaemon({ driver: 'oci' });
@@ -184,6 +212,199 @@ describe('SSH gateway with OpenSSH', () => {
       assert.equal(result.stdout, `session-${i}\n`, result.stderr);
       assert.equal(result.exitCode, 0);
     }
+  });
+
+  it('gives a shell a terminal: TERM, size, resize, Ctrl-C stops the foreground job and the shell goes on', async () => {
+    const result = await python([
+      ...paramikoConnect(),
+      'chan = client.get_transport().open_session()',
+      'chan.get_pty(term="xterm-256color", width=80, height=24)',
+      'chan.invoke_shell()',
+      'def until(marker, timeout=10):',
+      '    out = b""; end = time.time() + timeout',
+      '    while marker.encode() not in out and time.time() < end:',
+      '        if chan.recv_ready(): out += chan.recv(65536)',
+      '        else: time.sleep(0.02)',
+      '    return out.decode(errors="replace")',
+      'chan.send("echo T=$TERM; tty; stty size; echo mark1\\n"); print(until("mark1\\r\\n"), flush=True)',
+      'chan.resize_pty(width=132, height=40); time.sleep(0.2)',
+      'chan.send("stty size; echo mark2\\n"); print(until("mark2\\r\\n"), flush=True)',
+      'chan.send("sleep 100\\n"); time.sleep(0.5); chan.send("\\x03"); time.sleep(0.3)',
+      'chan.send("echo after-$?; exit 5\\n"); print(until("after-"), flush=True)',
+      'print("exit", chan.recv_exit_status())',
+    ].join('\n'));
+    assert.match(result.stdout, /T=xterm-256color/, result.stderr);
+    assert.match(result.stdout, /\/dev\/pts\/\d+/);
+    assert.match(result.stdout, /^24 80\r?$/m);
+    assert.match(result.stdout, /^40 132\r?$/m);
+    assert.match(result.stdout, /after-130/);
+    assert.match(result.stdout, /exit 5/);
+  });
+
+  it('serves SFTP, scp (SFTP and legacy -O) and rsync, byte-exact', async () => {
+    const payload = join(dir, 'payload.bin');
+    execFileSync('dd', ['if=/dev/urandom', `of=${payload}`, 'bs=1M', 'count=8'], { stdio: 'ignore' });
+    const sum = execFileSync('sha256sum', [payload]).toString().split(' ')[0];
+    const opts = ['-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`];
+    const runTool = (cmd: string, args: string[]) =>
+      new Promise<SshResult>((resolve) => {
+        const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      });
+    writeFileSync(join(dir, 'batch'), `put ${payload} /root/via-sftp.bin\nls -l /root/via-sftp.bin\nget /root/via-sftp.bin ${join(dir, 'back-sftp.bin')}\n`);
+    const sftp = await runTool('sftp', [...opts, '-P', String(daemon.sshPort), '-b', join(dir, 'batch'), 'sshbox@127.0.0.1']);
+    assert.equal(sftp.exitCode, 0, sftp.stderr);
+    const scp = await runTool('scp', [...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp.bin']);
+    assert.equal(scp.exitCode, 0, scp.stderr);
+    const legacy = await runTool('scp', ['-O', ...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp-O.bin']);
+    assert.equal(legacy.exitCode, 0, legacy.stderr);
+    const rsync = await runTool('rsync', ['-a', '-e', `ssh ${opts.join(' ')} -p ${daemon.sshPort}`, payload, 'sshbox@127.0.0.1:/root/via-rsync.bin']);
+    assert.equal(rsync.exitCode, 0, rsync.stderr);
+    const sums = await ssh('sshbox', ['cd /root && sha256sum via-sftp.bin via-scp.bin via-scp-O.bin via-rsync.bin']);
+    for (const name of ['via-sftp.bin', 'via-scp.bin', 'via-scp-O.bin', 'via-rsync.bin']) assert.match(sums.stdout, new RegExp(`^${sum}  ${name}$`, 'm'));
+    assert.equal(execFileSync('sha256sum', [join(dir, 'back-sftp.bin')]).toString().split(' ')[0], sum);
+  });
+
+  it('forwards -W, -L, -D and -R inside the sandbox only', async () => {
+    // A web server on the sandbox's own loopback.
+    const server = spawn('ssh', ['-F', '/dev/null', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
+      'sshbox@127.0.0.1', 'cd /tmp && echo inside-web > index.html && exec python3 -m http.server 8000 --bind 127.0.0.1'], { stdio: 'ignore' });
+    try {
+      let web = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8000'], input: 'GET /index.html HTTP/1.0\r\n\r\n' });
+      for (let i = 0; i < 50 && !web.stdout.includes('inside-web'); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        web = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8000'], input: 'GET /index.html HTTP/1.0\r\n\r\n' });
+      }
+      assert.match(web.stdout, /200 OK[\s\S]*inside-web/);
+      // Nothing listens on 127.0.0.1:8001 inside: refused, not the host's port.
+      const refused = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8001'] });
+      assert.notEqual(refused.exitCode, 0);
+
+      const hostWeb = createServer((socket) => socket.end('HTTP/1.0 200 OK\r\n\r\nfrom-the-client-side\n'));
+      await new Promise<void>((resolve) => hostWeb.listen(0, '127.0.0.1', resolve));
+      const hostPort = (hostWeb.address() as AddressInfo).port;
+      const remote = await ssh('sshbox', ['curl -s --max-time 5 http://127.0.0.1:9000/'], { options: ['-R', `9000:127.0.0.1:${hostPort}`, '-o', 'ExitOnForwardFailure=yes'] });
+      hostWeb.close();
+      assert.equal(remote.stdout, 'from-the-client-side\n', remote.stderr);
+
+      const localPort = await freePort();
+      const socksPort = await freePort();
+      const tunnel = spawn('ssh', ['-F', '/dev/null', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
+        '-o', 'ExitOnForwardFailure=yes', '-N', '-L', `${localPort}:127.0.0.1:8000`, '-D', String(socksPort), 'sshbox@127.0.0.1'], { stdio: 'ignore' });
+      try {
+        let viaL = '';
+        for (let i = 0; i < 50 && !viaL.includes('inside-web'); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          viaL = await fetch(`http://127.0.0.1:${localPort}/index.html`).then((r) => r.text(), () => '');
+        }
+        assert.equal(viaL, 'inside-web\n');
+        // Not execFileSync: the daemon answering through the tunnel runs in this very process.
+        const viaD = await new Promise<string>((resolve) => {
+          const curl = spawn('curl', ['-s', '--max-time', '5', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://localhost:8000/index.html'], { stdio: ['ignore', 'pipe', 'ignore'] });
+          let out = '';
+          curl.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+          curl.on('close', () => resolve(out));
+        });
+        assert.equal(viaD, 'inside-web\n');
+      } finally {
+        tunnel.kill('SIGTERM');
+      }
+    } finally {
+      server.kill('SIGTERM');
+    }
+  });
+
+  it('forwards the agent only where the owner enabled it', async () => {
+    const agentSocket = join(dir, 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', agentSocket], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 50 && !existsSync(agentSocket); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      execFileSync('ssh-add', [key], { env: { ...process.env, SSH_AUTH_SOCK: agentSocket }, stdio: 'ignore' });
+      // Asks the agent behind $SSH_AUTH_SOCK how many keys it holds (SSH2_AGENTC_REQUEST_IDENTITIES).
+      const countKeys = 'python3 -c \'import os, socket, struct\ns = socket.socket(socket.AF_UNIX); s.connect(os.environ["SSH_AUTH_SOCK"])\ns.sendall(struct.pack(">IB", 1, 11)); r = s.recv(65536)\nprint("keys", struct.unpack(">I", r[5:9])[0])\' 2>&1 || echo "no agent: ${SSH_AUTH_SOCK:-unset}"';
+      const agentEnv = { ...process.env, SSH_AUTH_SOCK: agentSocket };
+      const sshWithAgent = (target: string) =>
+        new Promise<SshResult>((resolve) => {
+          const child = spawn('ssh', ['-F', '/dev/null', '-A', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, `${target}@127.0.0.1`, countKeys], { stdio: ['ignore', 'pipe', 'pipe'], env: agentEnv });
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+          child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+        });
+      const off = await sshWithAgent('sshbox');
+      assert.match(off.stdout, /no agent: unset/, off.stderr);
+      await daemon.sdk.sandboxes.update('sshbox', { sshAgentForwarding: true });
+      const on = await sshWithAgent('sshbox');
+      assert.equal(on.stdout, 'keys 1\n', on.stderr);
+      await daemon.sdk.sandboxes.update('sshbox', { sshAgentForwarding: false });
+    } finally {
+      agent.kill('SIGTERM');
+    }
+  });
+
+  it('forwards X11: DISPLAY and the cookie are set, and an X client reaches the client\'s display', async () => {
+    // A stand-in X server on the client side: it records the connection set-up and answers.
+    let received = Buffer.alloc(0);
+    const xServer = createServer((socket) => {
+      socket.on('data', (chunk: Buffer) => {
+        received = Buffer.concat([received, chunk]);
+        socket.end('X-SERVER-REPLY');
+      });
+    });
+    let displayNumber = 50;
+    for (; displayNumber < 90; displayNumber++) {
+      const ok = await new Promise<boolean>((resolve) => {
+        xServer.once('error', () => resolve(false));
+        xServer.listen(6000 + displayNumber, '127.0.0.1', () => resolve(true));
+      });
+      if (ok) break;
+    }
+    try {
+      // An X client inside: reads the cookie from $XAUTHORITY and sends a real X11 set-up.
+      const xClient = [
+        'import os, socket, struct',
+        'display = os.environ["DISPLAY"]; print("DISPLAY", display)',
+        'data = open(os.environ["XAUTHORITY"], "rb").read()',
+        'def field(d, o): n = struct.unpack(">H", d[o:o+2])[0]; return d[o+2:o+2+n], o+2+n',
+        'family = struct.unpack(">H", data[:2])[0]; addr, o = field(data, 2); num, o = field(data, o); name, o = field(data, o); cookie, o = field(data, o)',
+        'print("entry", family, num.decode(), name.decode(), len(cookie))',
+        'port = 6000 + int(display.split(":")[1].split(".")[0])',
+        's = socket.create_connection(("127.0.0.1", port))',
+        'pad = lambda b: b + b"\\0" * ((4 - len(b) % 4) % 4)',
+        's.sendall(struct.pack("<cxHHHHxx", b"l", 11, 0, len(name), len(cookie)) + pad(name) + pad(cookie))',
+        'print("reply", s.recv(100).decode())',
+      ].join('\n');
+      const result = await new Promise<SshResult>((resolve) => {
+        const child = spawn('ssh', ['-F', '/dev/null', '-X', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, 'sshbox@127.0.0.1', `python3 -c '${xClient}'`], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, DISPLAY: `127.0.0.1:${displayNumber}`, XAUTHORITY: join(dir, 'no-xauthority') },
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      });
+      assert.match(result.stdout, /^DISPLAY localhost:1\d\.0$/m, result.stderr);
+      assert.match(result.stdout, /^entry 65535 1\d MIT-MAGIC-COOKIE-1 16$/m);
+      assert.match(result.stdout, /^reply X-SERVER-REPLY$/m);
+      assert.equal(received.subarray(0, 1).toString(), 'l', 'the X server got an X11 connection set-up');
+    } finally {
+      xServer.close();
+    }
+  });
+
+  it('logs in as another user of the image with box+user; an unknown user is told so', async () => {
+    const nobody = await ssh('sshbox+nobody', ['id -un; echo "$HOME $USER"; pwd']);
+    assert.equal(nobody.stdout, 'nobody\n/nonexistent nobody\n/\n', nobody.stderr);
+    const missing = await ssh('sshbox+nosuchuser', ['true']);
+    assert.equal(missing.exitCode, 1);
+    assert.match(missing.stderr, /no user "nosuchuser"/);
   });
 
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {

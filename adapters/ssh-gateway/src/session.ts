@@ -1,0 +1,224 @@
+// One SSH session channel: its requests (pty, env, agent, X11, window changes, signals) and the
+// one process it runs (shell, exec or the sftp subsystem) inside the sandbox.
+import { randomBytes } from 'node:crypto';
+import type { Connection, ServerChannel, Session } from 'ssh2';
+import type { Logger, ProcessHandle, SandboxListener, SandboxRecord, SandboxService, TerminalOpts, UserRecord } from '@roost/core';
+import { openAgentChannel, relay } from './channels.js';
+import { xauthorityEntry } from './xauth.js';
+
+export interface Login {
+  user: UserRecord;
+  sandbox: SandboxRecord;
+  /** The user inside the sandbox ("root" unless the SSH user says box+name). */
+  unixUser: string;
+}
+
+/** Variables a client may set with SendEnv (as OpenSSH's AcceptEnv LANG LC_* plus TERM). */
+const acceptedEnv = /^(LANG|LANGUAGE|LC_[A-Z]+|TERM|COLORTERM|TZ)$/;
+/** X11 displays offered inside a sandbox: localhost:10 and up, like sshd's X11DisplayOffset. */
+const firstDisplay = 10;
+const lastDisplay = 99;
+
+/**
+ * The login shell of any image: bash when it has one, else sh. `-c` when there is a command.
+ * Run through /bin/sh, which every image has.
+ */
+export function shellCommand(command?: string): string[] {
+  const pick = 'for s in /bin/bash /usr/bin/bash /bin/sh; do [ -x "$s" ] && break; done;';
+  return command === undefined
+    ? ['/bin/sh', '-c', `${pick} exec "$s" -l`]
+    : ['/bin/sh', '-c', `${pick} exec "$s" -c "$0"`, command];
+}
+
+export interface SessionDeps {
+  connection: Connection;
+  login: Login;
+  sandboxes: SandboxService;
+  logger: Logger;
+}
+
+export class SshSession {
+  private readonly env: Record<string, string> = {};
+  private terminal?: TerminalOpts;
+  private process?: ProcessHandle;
+  /** Agent and X11 set-up run while the client sends its next requests; the process waits. */
+  private readonly preparing: Promise<unknown>[] = [];
+  private readonly listeners: SandboxListener[] = [];
+  private closed = false;
+
+  constructor(
+    session: Session,
+    private readonly deps: SessionDeps,
+  ) {
+    session.on('pty', (accept, _reject, info) => {
+      this.terminal = { term: info.term || 'xterm', cols: info.cols, rows: info.rows };
+      accept?.();
+    });
+    session.on('window-change', (accept, _reject, info) => {
+      if (this.terminal) this.terminal = { ...this.terminal, cols: info.cols, rows: info.rows };
+      this.process?.resize?.(info.cols, info.rows);
+      accept?.();
+    });
+    session.on('env', (accept, reject, info) => {
+      if (acceptedEnv.test(info.key)) {
+        this.env[info.key] = info.val;
+        accept?.();
+      } else reject?.();
+    });
+    session.on('signal', (accept, _reject, info) => {
+      this.process?.kill(`SIG${info.name}` as NodeJS.Signals);
+      accept?.();
+    });
+    session.on('auth-agent', (accept, reject) => {
+      if (!deps.login.sandbox.sshAgentForwarding) {
+        deps.logger.info({ sandboxId: deps.login.sandbox.id }, 'SSH agent forwarding refused: not enabled for this sandbox (roost set --ssh-agent)');
+        reject?.();
+        return;
+      }
+      accept?.();
+      this.preparing.push(this.forwardAgent());
+    });
+    session.on('x11', (accept, _reject, info) => {
+      accept?.();
+      // ssh2 hands the cookie over as the hex text the client sent, in a Buffer.
+      const cookie = typeof info.cookie === 'string' ? info.cookie : Buffer.from(info.cookie as Uint8Array).toString('latin1');
+      this.preparing.push(this.forwardX11(info.protocol, cookie, info.screen));
+    });
+    session.on('exec', (accept, _reject, info) => {
+      void this.run(accept(), shellCommand(info.command));
+    });
+    session.on('shell', (accept) => {
+      void this.run(accept(), shellCommand());
+    });
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== 'sftp') {
+        reject();
+        return;
+      }
+      // The channel's bytes are the SFTP protocol: the sandbox's sftp-server speaks it.
+      void this.run(accept(), this.deps.sandboxes.sftpServerCommand(), { terminal: false });
+    });
+    session.on('close', () => void this.close());
+  }
+
+  /** Runs `command` in the sandbox with the channel as its stdio; the exit status goes back. */
+  private async run(channel: ServerChannel, command: string[], opts: { terminal?: boolean } = {}): Promise<void> {
+    const { sandboxes, login, logger } = this.deps;
+    const tty = opts.terminal === false ? undefined : this.terminal;
+    let process: ProcessHandle;
+    try {
+      await Promise.all(this.preparing);
+      const sandbox = await sandboxes.ensureAwake(login.user.id, login.sandbox.id);
+      process = await sandboxes.attach(sandbox, { command, env: this.env, stdin: true, tty, user: login.unixUser });
+    } catch (error) {
+      channel.stderr.write(`roost: ${(error as Error).message}\r\n`);
+      channel.exit(1);
+      channel.end();
+      return;
+    }
+    this.process = process;
+    if (this.closed) process.kill('SIGHUP');
+    process.stdout.pipe(channel, { end: false });
+    process.stderr.pipe(channel.stderr, { end: false });
+    if (process.stdin) channel.pipe(process.stdin);
+    const outputDone = Promise.all([ended(process.stdout), ended(process.stderr)]);
+    let finished = false;
+    channel.on('close', () => {
+      // The client went away while the process runs: hang up on it, as a terminal would.
+      if (!finished) process.kill('SIGHUP');
+    });
+    const status = await process.wait();
+    finished = true;
+    await outputDone;
+    if (status.signal) channel.exit(status.signal.replace(/^SIG/, ''), false, '');
+    else channel.exit(status.exitCode);
+    channel.end();
+    logger.debug({ sandboxId: login.sandbox.id, exitCode: status.exitCode }, 'SSH process ended');
+  }
+
+  /**
+   * A unix socket inside the sandbox (SSH_AUTH_SOCK) whose connections become
+   * auth-agent@openssh.com channels to the client's agent.
+   */
+  private async forwardAgent(): Promise<void> {
+    const { connection, sandboxes, login } = this.deps;
+    const dir = await this.privateDir('agent');
+    const listener = await sandboxes.listen(login.sandbox, {
+      address: { path: `${dir}/agent.sock` },
+      onConnection: (stream) => {
+        openAgentChannel(connection).then(
+          (channel) => relay(stream, channel),
+          () => stream.destroy(),
+        );
+      },
+    });
+    this.listeners.push(listener);
+    if (login.unixUser !== 'root') await this.exec(['chown', '-R', login.unixUser, dir]);
+    this.env.SSH_AUTH_SOCK = `${dir}/agent.sock`;
+  }
+
+  /** A display inside the sandbox (localhost:N) whose connections become x11 channels. */
+  private async forwardX11(protocol: string, cookie: string, screen: number): Promise<void> {
+    const { connection, sandboxes, login, logger } = this.deps;
+    let listener: SandboxListener | undefined;
+    let display = firstDisplay;
+    for (; display <= lastDisplay && !listener; display++) {
+      listener = await sandboxes
+        .listen(login.sandbox, {
+          address: { host: '127.0.0.1', port: 6000 + display },
+          onConnection: (stream, peer) => {
+            connection.x11(peer?.host ?? '127.0.0.1', peer?.port ?? 0, (error, channel) => {
+              if (error) stream.destroy();
+              else relay(stream, channel);
+            });
+          },
+        })
+        .catch((error: { code?: string }) => {
+          if (error.code !== 'LISTEN_FAILED') throw error;
+          return undefined;
+        });
+    }
+    if (!listener) {
+      logger.warn({ sandboxId: login.sandbox.id }, 'X11 forwarding: no free display between :10 and :99');
+      return;
+    }
+    display--;
+    this.listeners.push(listener);
+    const dir = await this.privateDir('x11');
+    await this.exec(['/bin/sh', '-c', 'umask 077; cat > "$0"', `${dir}/Xauthority`], xauthorityEntry(display, protocol, cookie));
+    if (login.unixUser !== 'root') await this.exec(['chown', '-R', login.unixUser, dir]);
+    this.env.DISPLAY = `localhost:${display}.${screen}`;
+    this.env.XAUTHORITY = `${dir}/Xauthority`;
+  }
+
+  /** A fresh 0700 directory under /tmp inside the sandbox, for this session's sockets. */
+  private async privateDir(kind: string): Promise<string> {
+    const dir = `/tmp/roost-${kind}-${randomBytes(6).toString('hex')}`;
+    await this.exec(['mkdir', '-m', '700', dir]);
+    return dir;
+  }
+
+  /** A helper command as root in the sandbox; throws with its stderr if it fails. */
+  private async exec(command: string[], input?: Uint8Array): Promise<void> {
+    const process = await this.deps.sandboxes.attach(this.deps.login.sandbox, { command, stdin: input !== undefined });
+    const stderr: Buffer[] = [];
+    process.stdout.resume();
+    process.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    process.stdin?.end(input);
+    const status = await process.wait();
+    if (status.exitCode !== 0) throw new Error(`${command[0]} failed in the sandbox: ${Buffer.concat(stderr).toString().trim()}`);
+  }
+
+  private async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled(this.listeners.map((listener) => listener.close()));
+  }
+}
+
+function ended(stream: NodeJS.ReadableStream): Promise<void> {
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+  });
+}
