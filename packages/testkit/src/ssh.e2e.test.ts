@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
 import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
 import { cliPath, runCli } from './cli.js';
+import { runProcess } from './process.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
 function freePort(): Promise<number> {
@@ -20,11 +21,6 @@ function freePort(): Promise<number> {
   });
 }
 
-interface SshResult {
-  exitCode: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 describe('SSH gateway with OpenSSH', () => {
   let daemon: TestDaemon;
@@ -33,41 +29,19 @@ describe('SSH gateway with OpenSSH', () => {
   const otherKey = join(dir, 'other_ed25519');
   const knownHosts = join(dir, 'known_hosts');
 
+  /** The options every client here uses: this key only, the pinned host key, no prompts. */
+  const clientOptions = (identity = key) => ['-F', '/dev/null', '-i', identity, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'LogLevel=ERROR'];
+
   /** Runs the system ssh against the gateway, strict about the host key. */
-  const ssh = (target: string, args: string[], opts: { input?: string; identity?: string; options?: string[] } = {}): Promise<SshResult> =>
-    new Promise((resolve, reject) => {
-      const child = spawn('ssh', [
-        '-F', '/dev/null',
-        '-p', String(daemon.sshPort),
-        '-i', opts.identity ?? key,
-        '-o', 'IdentitiesOnly=yes',
-        '-o', 'BatchMode=yes',
-        '-o', 'StrictHostKeyChecking=yes',
-        '-o', `UserKnownHostsFile=${knownHosts}`,
-        '-o', 'LogLevel=ERROR',
-        ...(opts.options ?? []),
-        `${target}@127.0.0.1`,
-        ...args,
-      ], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('error', reject);
-      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-      child.stdin.end(opts.input ?? '');
-    });
+  const ssh = (target: string, args: string[], opts: { input?: string; identity?: string; options?: string[]; env?: NodeJS.ProcessEnv } = {}) =>
+    runProcess(
+      'ssh',
+      [...clientOptions(opts.identity), '-p', String(daemon.sshPort), ...(opts.options ?? []), `${target}@127.0.0.1`, ...args],
+      { input: opts.input, env: opts.env },
+    );
 
   /** Runs a script with Debian's python3 (python3-paramiko lives there, not in a pyenv one earlier in PATH). */
-  const python = (script: string): Promise<SshResult> =>
-    new Promise((resolve) => {
-      const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-    });
+  const python = (script: string) => runProcess('/usr/bin/python3', ['-c', script]);
   const paramikoConnect = (user = 'sshbox') => [
     'import paramiko, time',
     'client = paramiko.SSHClient()',
@@ -139,14 +113,7 @@ describe('SSH gateway with OpenSSH', () => {
       assert.match(config.stdout, /^Host roost-sshbox$/m);
       assert.match(config.stdout, /^# known_hosts .*ssh-ed25519 /m);
       writeFileSync(join(dir, 'config'), config.stdout);
-      const result = await new Promise<SshResult>((resolve) => {
-        const child = spawn('ssh', ['-F', join(dir, 'config'), '-o', 'BatchMode=yes', 'roost-sshbox', 'hostname'], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-      });
+      const result = await runProcess('ssh', ['-F', join(dir, 'config'), '-o', 'BatchMode=yes', 'roost-sshbox', 'hostname']);
       assert.equal(result.stdout, 'sshbox\n', result.stderr);
     } finally {
       rmSync(home, { recursive: true, force: true });
@@ -157,19 +124,16 @@ describe('SSH gateway with OpenSSH', () => {
     const hostKey = readFileSync(join(daemon.dataDir, 'ssh', 'ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
     writeFileSync(join(dir, 'known_hosts_proxy'), `roost-web ${hostKey}\n`);
     const viaProxy = (user: string) =>
-      new Promise<SshResult>((resolve) => {
-        const child = spawn('ssh', [
+      runProcess(
+        'ssh',
+        [
           '-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
           '-o', `UserKnownHostsFile=${join(dir, 'known_hosts_proxy')}`, '-o', 'StrictHostKeyChecking=yes',
           '-o', `ProxyCommand=${process.execPath} ${cliPath} proxy %r`,
           `${user}@roost-web`, 'echo "over websocket from $(hostname)"',
-        ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken } });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-      });
+        ],
+        { env: { ...process.env, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken } },
+      );
     const ok = await viaProxy('sshbox');
     assert.equal(ok.stdout, 'over websocket from sshbox\n', ok.stderr);
     assert.equal(ok.exitCode, 0);
@@ -179,27 +143,14 @@ describe('SSH gateway with OpenSSH', () => {
   });
 
   it('paramiko (an IDE-like client that is not OpenSSH) logs in, checks the host key and runs commands', async () => {
-    const script = [
-      'import paramiko, sys',
-      'client = paramiko.SSHClient()',
-      `client.load_host_keys("${knownHosts}")`,
-      'client.set_missing_host_key_policy(paramiko.RejectPolicy())',
-      `client.connect("127.0.0.1", port=${daemon.sshPort}, username="sshbox", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+    const result = await python([
+      ...paramikoConnect(),
       'stdin, stdout, stderr = client.exec_command("cat; echo; hostname; exit 4")',
       'stdin.write("from paramiko"); stdin.channel.shutdown_write()',
       'print(stdout.read().decode(), end="")',
       'print("status", stdout.channel.recv_exit_status())',
       'client.close()',
-    ].join('\n');
-    const result = await new Promise<SshResult>((resolve) => {
-      // Debian's python3, which python3-paramiko installs into (not a pyenv one earlier in PATH).
-      const child = spawn('/usr/bin/python3', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-      child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-    });
+    ].join('\n'));
     assert.equal(result.stdout, 'from paramiko\nsshbox\nstatus 4\n', result.stderr);
   });
 
@@ -245,24 +196,15 @@ describe('SSH gateway with OpenSSH', () => {
     const payload = join(dir, 'payload.bin');
     execFileSync('dd', ['if=/dev/urandom', `of=${payload}`, 'bs=1M', 'count=8'], { stdio: 'ignore' });
     const sum = execFileSync('sha256sum', [payload]).toString().split(' ')[0];
-    const opts = ['-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`];
-    const runTool = (cmd: string, args: string[]) =>
-      new Promise<SshResult>((resolve) => {
-        const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-      });
+    const opts = clientOptions();
     writeFileSync(join(dir, 'batch'), `put ${payload} /root/via-sftp.bin\nls -l /root/via-sftp.bin\nget /root/via-sftp.bin ${join(dir, 'back-sftp.bin')}\n`);
-    const sftp = await runTool('sftp', [...opts, '-P', String(daemon.sshPort), '-b', join(dir, 'batch'), 'sshbox@127.0.0.1']);
+    const sftp = await runProcess('sftp', [...opts, '-P', String(daemon.sshPort), '-b', join(dir, 'batch'), 'sshbox@127.0.0.1']);
     assert.equal(sftp.exitCode, 0, sftp.stderr);
-    const scp = await runTool('scp', [...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp.bin']);
+    const scp = await runProcess('scp', [...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp.bin']);
     assert.equal(scp.exitCode, 0, scp.stderr);
-    const legacy = await runTool('scp', ['-O', ...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp-O.bin']);
+    const legacy = await runProcess('scp', ['-O', ...opts, '-P', String(daemon.sshPort), payload, 'sshbox@127.0.0.1:/root/via-scp-O.bin']);
     assert.equal(legacy.exitCode, 0, legacy.stderr);
-    const rsync = await runTool('rsync', ['-a', '-e', `ssh ${opts.join(' ')} -p ${daemon.sshPort}`, payload, 'sshbox@127.0.0.1:/root/via-rsync.bin']);
+    const rsync = await runProcess('rsync', ['-a', '-e', `ssh ${opts.join(' ')} -p ${daemon.sshPort}`, payload, 'sshbox@127.0.0.1:/root/via-rsync.bin']);
     assert.equal(rsync.exitCode, 0, rsync.stderr);
     const sums = await ssh('sshbox', ['cd /root && sha256sum via-sftp.bin via-scp.bin via-scp-O.bin via-rsync.bin']);
     for (const name of ['via-sftp.bin', 'via-scp.bin', 'via-scp-O.bin', 'via-rsync.bin']) assert.match(sums.stdout, new RegExp(`^${sum}  ${name}$`, 'm'));
@@ -271,8 +213,7 @@ describe('SSH gateway with OpenSSH', () => {
 
   it('forwards -W, -L, -D and -R inside the sandbox only', async () => {
     // A web server on the sandbox's own loopback.
-    const server = spawn('ssh', ['-F', '/dev/null', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-      'sshbox@127.0.0.1', 'cd /tmp && echo inside-web > index.html && exec python3 -m http.server 8000 --bind 127.0.0.1'], { stdio: 'ignore' });
+    const server = spawn('ssh', [...clientOptions(), '-p', String(daemon.sshPort), 'sshbox@127.0.0.1', 'cd /tmp && echo inside-web > index.html && exec python3 -m http.server 8000 --bind 127.0.0.1'], { stdio: 'ignore' });
     try {
       let web = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8000'], input: 'GET /index.html HTTP/1.0\r\n\r\n' });
       for (let i = 0; i < 50 && !web.stdout.includes('inside-web'); i++) {
@@ -293,8 +234,7 @@ describe('SSH gateway with OpenSSH', () => {
 
       const localPort = await freePort();
       const socksPort = await freePort();
-      const tunnel = spawn('ssh', ['-F', '/dev/null', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-        '-o', 'ExitOnForwardFailure=yes', '-N', '-L', `${localPort}:127.0.0.1:8000`, '-D', String(socksPort), 'sshbox@127.0.0.1'], { stdio: 'ignore' });
+      const tunnel = spawn('ssh', [...clientOptions(), '-p', String(daemon.sshPort), '-o', 'ExitOnForwardFailure=yes', '-N', '-L', `${localPort}:127.0.0.1:8000`, '-D', String(socksPort), 'sshbox@127.0.0.1'], { stdio: 'ignore' });
       try {
         let viaL = '';
         for (let i = 0; i < 50 && !viaL.includes('inside-web'); i++) {
@@ -303,13 +243,8 @@ describe('SSH gateway with OpenSSH', () => {
         }
         assert.equal(viaL, 'inside-web\n');
         // Not execFileSync: the daemon answering through the tunnel runs in this very process.
-        const viaD = await new Promise<string>((resolve) => {
-          const curl = spawn('curl', ['-s', '--max-time', '5', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://localhost:8000/index.html'], { stdio: ['ignore', 'pipe', 'ignore'] });
-          let out = '';
-          curl.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-          curl.on('close', () => resolve(out));
-        });
-        assert.equal(viaD, 'inside-web\n');
+        const viaD = await runProcess('curl', ['-s', '--max-time', '5', '--socks5-hostname', `127.0.0.1:${socksPort}`, 'http://localhost:8000/index.html']);
+        assert.equal(viaD.stdout, 'inside-web\n');
       } finally {
         tunnel.kill('SIGTERM');
       }
@@ -327,19 +262,10 @@ describe('SSH gateway with OpenSSH', () => {
       // Asks the agent behind $SSH_AUTH_SOCK how many keys it holds (SSH2_AGENTC_REQUEST_IDENTITIES).
       const countKeys = 'python3 -c \'import os, socket, struct\ns = socket.socket(socket.AF_UNIX); s.connect(os.environ["SSH_AUTH_SOCK"])\ns.sendall(struct.pack(">IB", 1, 11)); r = s.recv(65536)\nprint("keys", struct.unpack(">I", r[5:9])[0])\' 2>&1 || echo "no agent: ${SSH_AUTH_SOCK:-unset}"';
       const agentEnv = { ...process.env, SSH_AUTH_SOCK: agentSocket };
-      const sshWithAgent = (target: string) =>
-        new Promise<SshResult>((resolve) => {
-          const child = spawn('ssh', ['-F', '/dev/null', '-A', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, `${target}@127.0.0.1`, countKeys], { stdio: ['ignore', 'pipe', 'pipe'], env: agentEnv });
-          let stdout = '';
-          let stderr = '';
-          child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-          child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-          child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
-        });
-      const off = await sshWithAgent('sshbox');
+      const off = await ssh('sshbox', [countKeys], { options: ['-A'], env: agentEnv });
       assert.match(off.stdout, /no agent: unset/, off.stderr);
       await daemon.sdk.sandboxes.update('sshbox', { sshAgentForwarding: true });
-      const on = await sshWithAgent('sshbox');
+      const on = await ssh('sshbox', [countKeys], { options: ['-A'], env: agentEnv });
       assert.equal(on.stdout, 'keys 1\n', on.stderr);
       await daemon.sdk.sandboxes.update('sshbox', { sshAgentForwarding: false });
     } finally {
@@ -379,16 +305,9 @@ describe('SSH gateway with OpenSSH', () => {
         's.sendall(struct.pack("<cxHHHHxx", b"l", 11, 0, len(name), len(cookie)) + pad(name) + pad(cookie))',
         'print("reply", s.recv(100).decode())',
       ].join('\n');
-      const result = await new Promise<SshResult>((resolve) => {
-        const child = spawn('ssh', ['-F', '/dev/null', '-X', '-p', String(daemon.sshPort), '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, 'sshbox@127.0.0.1', `python3 -c '${xClient}'`], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, DISPLAY: `127.0.0.1:${displayNumber}`, XAUTHORITY: join(dir, 'no-xauthority') },
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-        child.on('close', (exitCode) => resolve({ exitCode, stdout, stderr }));
+      const result = await ssh('sshbox', [`python3 -c '${xClient}'`], {
+        options: ['-X'],
+        env: { ...process.env, DISPLAY: `127.0.0.1:${displayNumber}`, XAUTHORITY: join(dir, 'no-xauthority') },
       });
       assert.match(result.stdout, /^DISPLAY localhost:1\d\.0$/m, result.stderr);
       assert.match(result.stdout, /^entry 65535 1\d MIT-MAGIC-COOKIE-1 16$/m);
