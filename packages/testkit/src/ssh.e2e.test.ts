@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -221,13 +222,13 @@ describe('SSH gateway with OpenSSH', () => {
         web = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8000'], input: 'GET /index.html HTTP/1.0\r\n\r\n' });
       }
       assert.match(web.stdout, /200 OK[\s\S]*inside-web/);
-      // Nothing listens on 127.0.0.1:8001 inside: refused, not the host's port.
-      const refused = await ssh('sshbox', [], { options: ['-W', '127.0.0.1:8001'] });
-      assert.notEqual(refused.exitCode, 0);
-
       const hostWeb = createServer((socket) => socket.end('HTTP/1.0 200 OK\r\n\r\nfrom-the-client-side\n'));
       await new Promise<void>((resolve) => hostWeb.listen(0, '127.0.0.1', resolve));
       const hostPort = (hostWeb.address() as AddressInfo).port;
+      // The host's 127.0.0.1 has this port open; the sandbox's does not: refused.
+      const refused = await ssh('sshbox', [], { options: ['-W', `127.0.0.1:${hostPort}`], input: 'GET / HTTP/1.0\r\n\r\n' });
+      assert.notEqual(refused.exitCode, 0);
+      assert.doesNotMatch(refused.stdout, /from-the-client-side/);
       const remote = await ssh('sshbox', ['curl -s --max-time 5 http://127.0.0.1:9000/'], { options: ['-R', `9000:127.0.0.1:${hostPort}`, '-o', 'ExitOnForwardFailure=yes'] });
       hostWeb.close();
       assert.equal(remote.stdout, 'from-the-client-side\n', remote.stderr);
@@ -250,6 +251,36 @@ describe('SSH gateway with OpenSSH', () => {
       }
     } finally {
       server.kill('SIGTERM');
+    }
+  });
+
+  it('works the way VS Code Remote-SSH uses it: bash with a script on stdin, then -D to a port inside', async () => {
+    // VS Code runs `ssh -T -D <port> host bash`, writes an install/start script to stdin, reads
+    // the port its server listens on from the output, and talks to it through the SOCKS proxy.
+    const socksPort = await freePort();
+    const script = [
+      'cd /tmp',
+      'echo vscode-server-ok > vscode.txt',
+      'python3 -u -m http.server 0 --bind 127.0.0.1 > server.log 2>&1 &',
+      'echo $! > server.pid',
+      'for i in $(seq 50); do grep -q "port" server.log && break; sleep 0.1; done',
+      'echo "listeningOn==$(sed -n "s/.*port \\([0-9]*\\).*/\\1/p" server.log | head -1)=="',
+      'cat > /dev/null',
+    ].join('\n');
+    const session = spawn('ssh', [...clientOptions(), '-p', String(daemon.sshPort), '-T', '-D', String(socksPort), 'sshbox@127.0.0.1', 'bash'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      session.stdin.write(`${script}\n`);
+      let output = '';
+      session.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      for (let i = 0; i < 100 && !/listeningOn==\d+==/.test(output); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+      const port = /listeningOn==(\d+)==/.exec(output)?.[1];
+      assert.ok(port, `the script printed its port: ${output}`);
+      const viaSocks = await runProcess('curl', ['-s', '--max-time', '5', '--socks5-hostname', `127.0.0.1:${socksPort}`, `http://127.0.0.1:${port}/vscode.txt`]);
+      assert.equal(viaSocks.stdout, 'vscode-server-ok\n');
+    } finally {
+      session.stdin.end();
+      session.kill('SIGTERM');
+      await ssh('sshbox', ['kill "$(cat /tmp/server.pid)"']);
     }
   });
 
@@ -339,9 +370,44 @@ describe('SSH gateway with OpenSSH', () => {
       assert.equal(attempt.exitCode, 255);
       assert.match(attempt.stderr, /Permission denied \(publickey\)/);
     }
+    // The same time too: an unknown sandbox and a wrong key cost the same (medians of 5).
+    const median = async (target: string, identity?: string) => {
+      const times: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        await ssh(target, ['true'], { identity });
+        times.push(performance.now() - started);
+      }
+      return times.sort((a, b) => a - b)[2]!;
+    };
+    const [unknownBox, wrongKey] = [await median('no-such-box'), await median('sshbox', otherKey)];
+    assert.ok(Math.abs(unknownBox - wrongKey) < 20, `unknown sandbox ${unknownBox.toFixed(0)} ms, wrong key ${wrongKey.toFixed(0)} ms`);
     const own = await ssh('bobs-box', ['hostname'], { identity: otherKey });
     assert.equal(own.stdout, 'bobs-box\n');
     await bob.sandboxes.remove('bobs-box');
+  });
+});
+
+describe('SSH gateway rate limit', () => {
+  it('refuses a source after 20 failures in a minute, even with the right key', async () => {
+    const daemon = await startDaemon({ driver: 'oci' });
+    const dir = mkdtempSync(join(tmpdir(), 'roost-ssh-limit-'));
+    try {
+      for (const name of ['good', 'bad']) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, name)]);
+      await daemon.sdk.sshKeys.add(readFileSync(join(dir, 'good.pub'), 'utf8'));
+      await daemon.sdk.sandboxes.create({ name: 'limited' });
+      const attempt = (identity: string) =>
+        runProcess('ssh', ['-F', '/dev/null', '-i', join(dir, identity), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-p', String(daemon.sshPort), 'limited@127.0.0.1', 'echo in']);
+      assert.equal((await attempt('good')).stdout, 'in\n');
+      for (let i = 0; i < 20; i++) assert.equal((await attempt('bad')).exitCode, 255);
+      const blocked = await attempt('good');
+      assert.equal(blocked.exitCode, 255);
+      assert.match(blocked.stderr, /Permission denied/);
+      assert.match(await readFile(daemon.logFile, 'utf8'), /too many failures from this address/);
+    } finally {
+      await daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
