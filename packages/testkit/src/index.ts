@@ -2,3 +2,4 @@ export { startDaemon, type StartDaemonOpts, type TestDaemon } from './start-daem
 export { runtimeConformance } from './runtime-conformance.js';
 export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
+export { runProcess, type ProcessResult } from './process.js';
