@@ -13,6 +13,7 @@ Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each ove
   ROOST_CONFIG_FILE       JSON config file (default /etc/roost/roostd.json, if present)
   ROOST_DATA_DIR          state, sandboxes, admin token (default /var/lib/roost)
   ROOST_HTTP_ADDR         HTTP API address (default 127.0.0.1:7070)
+  ROOST_SSH_ADDR          SSH gateway address (default 127.0.0.1:2222)
   ROOST_IMAGE_CACHE_DIR   built images (default /var/cache/roost/images)
   ROOST_RUNTIME           auto | crun | runc (default auto: crun when it works here)
   ROOST_LOG_LEVEL         trace | debug | info | warn | error (default info)
