@@ -28,6 +28,31 @@ async function measure(label, fn) {
 const print = (row, anchor) =>
   console.log(`${row.label.padEnd(44)} p50 ${row.p50.toFixed(1).padStart(7)} ms   p90 ${row.p90.toFixed(1).padStart(7)} ms   ${anchor}`);
 
+/** create-to-ready: the API call until a command can run, then remove (and `between`, untimed). */
+async function measureCreate(daemon, label, anchor, between = async () => {}) {
+  const samples = [];
+  for (let i = 0; i < rounds; i++) {
+    const started = process.hrtime.bigint();
+    const sandbox = await daemon.sdk.sandboxes.create({ name: `bench-ready-${i}` });
+    samples.push(Number(process.hrtime.bigint() - started) / 1e6);
+    await sandbox.remove();
+    await between();
+  }
+  print({ label, p50: percentile(samples, 50), p90: percentile(samples, 90) }, anchor);
+}
+
+/** `roost run true` as a user runs it: a CLI process of its own. */
+async function measureRunTrue(daemon, label, anchor, before = async () => {}) {
+  const env = { PATH: process.env.PATH, HOME: '/tmp', ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
+  // Asynchronous: the daemon answers from this very process, so a spawnSync would deadlock.
+  const row = await measure(label, async () => {
+    await before();
+    const code = await new Promise((resolve) => spawn(process.execPath, [cliPath, 'run', 'true'], { env, stdio: 'ignore' }).on('close', resolve));
+    if (code !== 0) throw new Error(`roost run true exited ${code}`);
+  });
+  print(row, anchor);
+}
+
 const daemon = await startDaemon({ driver: 'oci' });
 try {
   const health = await daemon.sdk.health();
@@ -36,25 +61,8 @@ try {
   const stateRoot = join(daemon.dataDir, 'runtime', 'oci-state');
   console.log(`Roost foundation benchmark — ${rounds} rounds each, runtime ${health.runtime}, node ${process.version}\n`);
 
-  const createSamples = [];
-  for (let i = 0; i < rounds; i++) {
-    const started = process.hrtime.bigint();
-    const sandbox = await daemon.sdk.sandboxes.create({ name: `bench-ready-${i}` });
-    createSamples.push(Number(process.hrtime.bigint() - started) / 1e6);
-    await sandbox.remove();
-  }
-  print(
-    { label: 'create-to-ready (API call until exec can run)', p50: percentile(createSamples, 50), p90: percentile(createSamples, 90) },
-    'target ≤ 100 ms (no pool)',
-  );
-
-  const env = { PATH: process.env.PATH, HOME: '/tmp', ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
-  // Asynchronous: the daemon answers from this very process, so a spawnSync would deadlock.
-  const runTrue = await measure('`roost run true` end to end (CLI process)', async () => {
-    const code = await new Promise((resolve) => spawn(process.execPath, [cliPath, 'run', 'true'], { env, stdio: 'ignore' }).on('close', resolve));
-    if (code !== 0) throw new Error(`roost run true exited ${code}`);
-  });
-  print(runTrue, 'target ≤ 250 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s');
+  await measureCreate(daemon, 'create-to-ready (API call until exec can run)', 'target ≤ 100 ms (no pool)');
+  await measureRunTrue(daemon, '`roost run true` end to end (CLI process)', 'target ≤ 250 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s');
 
   const nodeStart = await measure('bare `node -e 0` (CLI floor, for reference)', () => {
     spawnSync(process.execPath, ['-e', '0']);
@@ -112,25 +120,8 @@ try {
   const pool = pooled.daemon.pool;
   console.log(`\nwith a warm pool of ${pool.stats()[0].target}:`);
   await pool.filled();
-  const createSamples = [];
-  for (let i = 0; i < rounds; i++) {
-    const started = process.hrtime.bigint();
-    const sandbox = await pooled.sdk.sandboxes.create({ name: `bench-pool-${i}` });
-    createSamples.push(Number(process.hrtime.bigint() - started) / 1e6);
-    await sandbox.remove();
-    await pool.filled();
-  }
-  print(
-    { label: 'create-to-ready from the pool', p50: percentile(createSamples, 50), p90: percentile(createSamples, 90) },
-    'target ≤ 30 ms; anchor: Firecracker-based service ~150 ms',
-  );
-  const env = { PATH: process.env.PATH, HOME: '/tmp', ROOST_API_URL: pooled.url, ROOST_API_TOKEN: pooled.adminToken };
-  const runTrue = await measure('`roost run true` from the pool (CLI process)', async () => {
-    await pool.filled();
-    const code = await new Promise((resolve) => spawn(process.execPath, [cliPath, 'run', 'true'], { env, stdio: 'ignore' }).on('close', resolve));
-    if (code !== 0) throw new Error(`roost run true exited ${code}`);
-  });
-  print(runTrue, 'target ≤ 150 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s');
+  await measureCreate(pooled, 'create-to-ready from the pool', 'target ≤ 30 ms; anchor: Firecracker-based service ~150 ms', () => pool.filled());
+  await measureRunTrue(pooled, '`roost run true` from the pool (CLI process)', 'target ≤ 150 ms; anchors: hosted microVM ~300 ms warm, Docker-based ~1 s', () => pool.filled());
 } finally {
   await pooled.close();
 }
