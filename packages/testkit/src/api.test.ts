@@ -114,7 +114,11 @@ describe('HTTP API', () => {
       for (const bad of ['hello', readFileSync(join(dir, 'key'), 'utf8'), line.replace(/AAAA\S{10}/, 'AAAA'), `ssh-rsa ${line.split(' ')[1]}`]) {
         await assert.rejects(daemon.sdk.sshKeys.add(bad), { code: 'INVALID_SSH_KEY' });
       }
+      execFileSync('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-C', 'alice@desktop', '-f', join(dir, 'second')]);
+      const second = await daemon.sdk.sshKeys.add(readFileSync(join(dir, 'second.pub'), 'utf8'), { name: 'desktop' });
+      assert.deepEqual((await daemon.sdk.sshKeys.list()).map((key) => [key.name, key.type]), [['alice@laptop', 'ssh-ed25519'], ['desktop', 'ecdsa-sha2-nistp256']]);
       await daemon.sdk.sshKeys.remove('alice@laptop');
+      await daemon.sdk.sshKeys.remove(second.fingerprint);
       assert.deepEqual(await daemon.sdk.sshKeys.list(), []);
     } finally {
       rmSync(dir, { recursive: true, force: true });

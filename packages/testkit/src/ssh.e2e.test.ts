@@ -72,6 +72,14 @@ describe('SSH gateway with OpenSSH', () => {
     assert.equal(result.exitCode, 3);
   });
 
+  it('takes the client\'s locale (SendEnv LANG, LC_*) and nothing else it sends', async () => {
+    const result = await ssh('sshbox', ['echo "$LANG|$LC_TIME|${SECRET_TOKEN:-unset}"'], {
+      options: ['-o', 'SendEnv=LANG LC_TIME SECRET_TOKEN'],
+      env: { ...process.env, LANG: 'C.UTF-8', LC_TIME: 'en_GB.UTF-8', SECRET_TOKEN: 'from-the-client' },
+    });
+    assert.equal(result.stdout, 'C.UTF-8|en_GB.UTF-8|unset\n', result.stderr);
+  });
+
   it('pipes stdin through, binary-safe, to EOF', async () => {
     const input = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join('\n');
     const result = await ssh('sshbox', ['sha256sum; echo done'], { input });
