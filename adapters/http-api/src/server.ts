@@ -291,6 +291,7 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     openFiles: sandbox.limits.openFiles,
     network: sandbox.network,
     sshAgentForwarding: sandbox.sshAgentForwarding,
+    defaultUser: sandbox.defaultUser,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };

@@ -136,6 +136,6 @@ export class SshGateway {
       timingSafeEqual(offered.getPublicSSH(), ctx.key.data) &&
       offered.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) === true;
     if (!valid) return refuse(true);
-    return { user, sandbox, unixUser: target.unixUser };
+    return { user, sandbox, unixUser: target.unixUser ?? sandbox.defaultUser };
   }
 }

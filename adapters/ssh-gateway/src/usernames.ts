@@ -1,9 +1,10 @@
-// What the SSH user name says: `box` (the sandbox, as root) or `box+alice` (as alice inside).
-// Sandbox names are DNS labels, so "+" can never be part of one.
+// What the SSH user name says: `box` (the sandbox, as its default user: root unless set) or
+// `box+alice` (as alice inside). Sandbox names are DNS labels, so "+" can never be part of one.
 
 export interface SshTarget {
   sandbox: string;
-  unixUser: string;
+  /** Absent: the sandbox's default user. */
+  unixUser?: string;
 }
 
 const unixUserRe = /^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i;
@@ -11,7 +12,8 @@ const unixUserRe = /^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i;
 export function parseSshUsername(username: string): SshTarget | undefined {
   const plus = username.indexOf('+');
   const sandbox = plus === -1 ? username : username.slice(0, plus);
-  const unixUser = plus === -1 ? 'root' : username.slice(plus + 1);
-  if (!sandbox || !unixUserRe.test(unixUser)) return undefined;
-  return { sandbox, unixUser };
+  if (!sandbox) return undefined;
+  if (plus === -1) return { sandbox };
+  const unixUser = username.slice(plus + 1);
+  return unixUserRe.test(unixUser) ? { sandbox, unixUser } : undefined;
 }

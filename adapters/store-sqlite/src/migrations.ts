@@ -79,4 +79,9 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sandboxes').addColumn('ssh_agent_forwarding', 'integer', (c) => c.notNull().defaultTo(0)).execute();
     },
   },
+  '0005_sandbox_default_user': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sandboxes').addColumn('default_user', 'text', (c) => c.notNull().defaultTo('root')).execute();
+    },
+  },
 };

@@ -38,6 +38,7 @@ interface Tables {
     open_files: number;
     network: string;
     ssh_agent_forwarding: number;
+    default_user: string;
     env_json: string;
     exit_code: number | null;
     status_reason: string | null;
@@ -215,6 +216,7 @@ class SqliteStore implements Store {
       .set({
         ...(patch.status !== undefined && { status: patch.status }),
         ...(patch.sshAgentForwarding !== undefined && { ssh_agent_forwarding: patch.sshAgentForwarding ? 1 : 0 }),
+        ...(patch.defaultUser !== undefined && { default_user: patch.defaultUser }),
         ...(patch.exitCode !== undefined && { exit_code: patch.exitCode }),
         ...(patch.statusReason !== undefined && { status_reason: patch.statusReason }),
         updated_at: at.toISOString(),
@@ -286,6 +288,7 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     open_files: sandbox.limits.openFiles,
     network: sandbox.network,
     ssh_agent_forwarding: sandbox.sshAgentForwarding ? 1 : 0,
+    default_user: sandbox.defaultUser,
     env_json: JSON.stringify(sandbox.env),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
@@ -305,6 +308,7 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     limits: { cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids_limit, openFiles: row.open_files },
     network: row.network as NetworkMode,
     sshAgentForwarding: row.ssh_agent_forwarding === 1,
+    defaultUser: row.default_user,
     env: JSON.parse(row.env_json) as Record<string, string>,
     exitCode: row.exit_code,
     statusReason: row.status_reason,

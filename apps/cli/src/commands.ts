@@ -38,6 +38,7 @@ interface SandboxFlags {
   openFiles?: number;
   network?: 'none' | 'nat';
   sshAgent?: boolean;
+  user?: string;
 }
 
 function withSandboxFlags(command: Command): Command {
@@ -49,7 +50,8 @@ function withSandboxFlags(command: Command): Command {
     .option('--pids <n>', 'most processes and threads at once', positiveNumber('--pids'))
     .option('--open-files <n>', 'open-files limit of each process', positiveNumber('--open-files'))
     .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode)
-    .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default');
+    .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default')
+    .option('--user <name>', 'the user SSH logins run as (default root; box+name picks another)');
 }
 
 function sandboxOptions(flags: SandboxFlags) {
@@ -62,6 +64,7 @@ function sandboxOptions(flags: SandboxFlags) {
     openFiles: flags.openFiles,
     network: flags.network,
     sshAgentForwarding: flags.sshAgent,
+    defaultUser: flags.user,
   };
 }
 
@@ -257,12 +260,13 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       .argument('<sandbox>', 'name or id')
       .option('--ssh-agent', 'let SSH sessions forward the client\'s agent into it (ssh -A)')
       .option('--no-ssh-agent', 'stop that (the default)')
-      .addHelpText('after', '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent'),
-  ).action(async (ref: string, opts: { sshAgent?: boolean } & JsonOpt) => {
-    if (opts.sshAgent === undefined) throw new UsageError('nothing to set: give --ssh-agent or --no-ssh-agent');
-    const sandbox = await (await client(cli)).sandboxes.update(ref, { sshAgentForwarding: opts.sshAgent });
+      .option('--user <name>', 'the user SSH logins run as unless the SSH user says box+name')
+      .addHelpText('after', '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice'),
+  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string } & JsonOpt) => {
+    if (opts.sshAgent === undefined && opts.user === undefined) throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent or --user');
+    const sandbox = await (await client(cli)).sandboxes.update(ref, { sshAgentForwarding: opts.sshAgent, defaultUser: opts.user });
     if (opts.json) printJson(sandbox);
-    else printLine(`${sandbox.name}: SSH agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}.`);
+    else printLine(`${sandbox.name}: SSH logins as ${sandbox.defaultUser}, agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}.`);
   });
 
   withJson(

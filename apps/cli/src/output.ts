@@ -48,6 +48,7 @@ export function describeSandbox(sandbox: Sandbox): string {
     ['persistent', sandbox.persistent ? 'yes' : 'no'],
     ['limits', `${sandbox.cpus} cpu, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes, ${sandbox.openFiles} open files`],
     ['network', sandbox.network === 'nat' ? 'nat (egress with DNS)' : 'none (no way out)'],
+    ['ssh user', sandbox.defaultUser],
     ['ssh agent', sandbox.sshAgentForwarding ? 'forwarding allowed (ssh -A)' : 'not forwarded'],
     ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
   ];

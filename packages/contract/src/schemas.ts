@@ -12,6 +12,10 @@ export const networkModeSchema = z
   .enum(['none', 'nat'])
   .describe('none: no way out of the sandbox; nat: egress to the outside through the host, with DNS');
 
+const unixUserSchema = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i, 'a user name of the image (letters, digits, _ . -) or a uid');
+
 /** Options a sandbox is made with, shared by create and run. */
 const sandboxOptions = {
   name: z.string().optional().describe('Sandbox name, a DNS label (core enforces the rule); generated when absent'),
@@ -23,6 +27,7 @@ const sandboxOptions = {
   openFiles: z.number().int().min(64).max(1_048_576).optional().describe('Open files per process (RLIMIT_NOFILE)'),
   network: networkModeSchema.optional().describe('Default: the daemon\'s default (none unless configured)'),
   sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A); default false'),
+  defaultUser: unixUserSchema.optional().describe('The user SSH logins run as unless the SSH user says box+name; default root'),
 };
 
 export const sandboxSchema = z
@@ -40,6 +45,7 @@ export const sandboxSchema = z
     openFiles: z.number().int().describe('Limit on open files of each process (RLIMIT_NOFILE)'),
     network: networkModeSchema,
     sshAgentForwarding: z.boolean(),
+    defaultUser: z.string().describe('The user SSH logins run as unless the SSH user says box+name'),
     createdAt: z.string().describe('ISO 8601'),
     updatedAt: z.string().describe('ISO 8601'),
   })
@@ -180,6 +186,7 @@ export type SshInfo = z.infer<typeof sshInfoSchema>;
 export const updateSandboxRequestSchema = z
   .object({
     sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A)'),
+    defaultUser: unixUserSchema.optional().describe('The user SSH logins run as unless the SSH user says box+name'),
   })
   .meta({ id: 'UpdateSandboxRequest' });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;

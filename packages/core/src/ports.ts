@@ -173,6 +173,8 @@ export interface SandboxRecord {
   network: NetworkMode;
   /** Whether SSH sessions may forward the client's agent into it (ssh -A); off unless the owner says. */
   sshAgentForwarding: boolean;
+  /** The user SSH logins run as when the SSH user name does not say (box+name). */
+  defaultUser: string;
   env: Record<string, string>;
   /** Exit code of the script of a one-shot run, once it ended. */
   exitCode: number | null;
@@ -216,6 +218,7 @@ export interface SshKeyRecord {
 export interface SandboxPatch {
   status?: SandboxStatus;
   sshAgentForwarding?: boolean;
+  defaultUser?: string;
   exitCode?: number | null;
   statusReason?: string | null;
 }

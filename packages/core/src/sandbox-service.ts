@@ -54,11 +54,13 @@ export interface CreateSandboxOpts {
   openFiles?: number;
   network?: NetworkMode;
   sshAgentForwarding?: boolean;
+  defaultUser?: string;
 }
 
 /** What the owner may change on a sandbox after it was made. */
 export interface SandboxSettings {
   sshAgentForwarding?: boolean;
+  defaultUser?: string;
 }
 
 export interface ExecSandboxOpts {
@@ -133,6 +135,7 @@ export class SandboxService {
       },
       network: opts.network ?? defaults.network,
       sshAgentForwarding: opts.sshAgentForwarding ?? false,
+      defaultUser: opts.defaultUser ?? 'root',
       env: opts.env ?? {},
       exitCode: null,
       statusReason: null,

@@ -358,12 +358,17 @@ describe('SSH gateway with OpenSSH', () => {
     }
   });
 
-  it('logs in as another user of the image with box+user; an unknown user is told so', async () => {
+  it('logs in as another user of the image with box+user or the sandbox\'s default user; an unknown user is told so', async () => {
     const nobody = await ssh('sshbox+nobody', ['id -un; echo "$HOME $USER"; pwd']);
     assert.equal(nobody.stdout, 'nobody\n/nonexistent nobody\n/\n', nobody.stderr);
     const missing = await ssh('sshbox+nosuchuser', ['true']);
     assert.equal(missing.exitCode, 1);
     assert.match(missing.stderr, /no user "nosuchuser"/);
+    // The sandbox's default user answers plain `ssh box`.
+    await daemon.sdk.sandboxes.update('sshbox', { defaultUser: 'nobody' });
+    assert.equal((await ssh('sshbox', ['id -un'])).stdout, 'nobody\n');
+    assert.equal((await ssh('sshbox+root', ['id -un'])).stdout, 'root\n');
+    await daemon.sdk.sandboxes.update('sshbox', { defaultUser: 'root' });
   });
 
   it('refuses an unknown sandbox, a wrong key and another user\'s sandbox the same way', async () => {
@@ -438,7 +443,7 @@ describe('SSH gateway parts', () => {
   });
 
   it('reads box and box+user', () => {
-    assert.deepEqual(parseSshUsername('dev'), { sandbox: 'dev', unixUser: 'root' });
+    assert.deepEqual(parseSshUsername('dev'), { sandbox: 'dev' });
     assert.deepEqual(parseSshUsername('dev+alice'), { sandbox: 'dev', unixUser: 'alice' });
     assert.equal(parseSshUsername('dev+'), undefined);
     assert.equal(parseSshUsername('dev+a b'), undefined);
