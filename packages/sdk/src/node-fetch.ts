@@ -2,7 +2,6 @@
 // fetch compiles undici's WebAssembly HTTP parser on its first request: ~100 ms of a CLI
 // command's life, more than roostd takes to create a sandbox.
 import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 
 /**
@@ -13,9 +12,10 @@ import { Readable } from 'node:stream';
  * import { nodeHttpFetch } from '@roost/sdk/node';
  * const roost = new Roost({ apiUrl, token, fetch: nodeHttpFetch });
  */
-export const nodeHttpFetch: typeof fetch = (input, init = {}) => {
+export const nodeHttpFetch: typeof fetch = async (input, init = {}) => {
   const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
-  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  // node:https pulls in TLS (~5 ms of start-up): only for https URLs.
+  const send = url.protocol === 'https:' ? (await import('node:https')).request : httpRequest;
   return new Promise<Response>((resolve, reject) => {
     const signal = init.signal ?? undefined;
     if (signal?.aborted) return reject(signal.reason);
