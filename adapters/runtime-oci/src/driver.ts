@@ -117,13 +117,28 @@ class OciRuntime implements Runtime {
       const dir = this.bundle(id);
       const addr = await readSavedAddress(path.join(dir, 'address'));
       if (addr) this.pool.reserve(addr);
-      const profile = await fs.readFile(path.join(dir, 'exec.json'), 'utf8').catch(() => undefined);
+      const profile = await this.savedExecProfile(dir);
       if (profile && existsSync(path.join(this.engine.root, id))) {
-        this.running.set(id, JSON.parse(profile) as ExecProfile);
+        this.running.set(id, profile);
         if (addr && (await this.networkOf(id)) === 'nat') nat.push(addr);
       }
     }
     return nat;
+  }
+
+  /**
+   * exec.json; for a sandbox made by a roostd from before it existed, the init's env from
+   * config.json and the most open files this host gives (no limit was set then).
+   */
+  private async savedExecProfile(dir: string): Promise<ExecProfile | undefined> {
+    const saved = await fs.readFile(path.join(dir, 'exec.json'), 'utf8').catch(() => undefined);
+    if (saved) return JSON.parse(saved) as ExecProfile;
+    const config = await fs.readFile(path.join(dir, 'config.json'), 'utf8').catch(() => undefined);
+    if (!config) return undefined;
+    const env = Object.fromEntries(
+      ((JSON.parse(config) as { process: { env: string[] } }).process.env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    );
+    return { env, openFiles: this.info.maxOpenFiles };
   }
 
   private async networkOf(id: string): Promise<NetworkMode> {

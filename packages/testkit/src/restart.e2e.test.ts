@@ -66,6 +66,8 @@ describe('roostd restart after kill -9', () => {
     daemon.kill('SIGKILL');
     await new Promise((resolve) => daemon!.on('close', resolve));
     run.kill();
+    // As if the keeper had been made by a roostd from before exec profiles were saved.
+    rmSync(join(dataDir, 'runtime', 'sandboxes', keeper.id, 'exec.json'));
 
     daemon = await startRoostd(dataDir, port);
     const kept = await roost.sandboxes.get('keeper');
