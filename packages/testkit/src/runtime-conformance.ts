@@ -180,12 +180,14 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
     });
 
     it('kill() ends a running command and its children', async () => {
-      const process = await runtime.exec(box, { command: ['bash', '-c', 'sleep 100; echo never'] });
+      // A duration no other test uses: the fake runtime's `ps` sees every process of the host.
+      const sleep = `sleep 100.${randomBytes(3).readUIntBE(0, 3)}`;
+      const process = await runtime.exec(box, { command: ['bash', '-c', `${sleep}; echo never`] });
       setTimeout(() => process.kill('SIGKILL'), 200);
       const result = await collect(process);
       assert.equal(result.signal, 'SIGKILL');
       assert.equal(result.exitCode, 137);
-      const left = await sh(box, 'ps -eo args 2>/dev/null | grep -c "^sleep 100" || true');
+      const left = await sh(box, `ps -eo args 2>/dev/null | grep -c "^${sleep}" || true`);
       assert.equal(left.stdout.toString().trim(), '0');
     });
 
