@@ -44,6 +44,8 @@ export class SshSession {
   /** Agent and X11 set-up run while the client sends its next requests; the process waits. */
   private readonly preparing: Promise<unknown>[] = [];
   private readonly listeners: SandboxListener[] = [];
+  /** Per-session dirs under /tmp inside the sandbox (agent socket, Xauthority), removed at the end. */
+  private readonly dirs: string[] = [];
   private closed = false;
 
   constructor(
@@ -162,7 +164,7 @@ export class SshSession {
     const { connection, sandboxes, login, logger } = this.deps;
     let listener: SandboxListener | undefined;
     let display = firstDisplay;
-    for (; display <= lastDisplay && !listener; display++) {
+    for (; display <= lastDisplay; display++) {
       listener = await sandboxes
         .listen(login.sandbox, {
           address: { host: '127.0.0.1', port: 6000 + display },
@@ -174,15 +176,16 @@ export class SshSession {
           },
         })
         .catch((error: { code?: string }) => {
+          // Taken (another session's display, or the sandbox's own X server): try the next.
           if (error.code !== 'LISTEN_FAILED') throw error;
           return undefined;
         });
+      if (listener) break;
     }
     if (!listener) {
       logger.warn({ sandboxId: login.sandbox.id }, 'X11 forwarding: no free display between :10 and :99');
       return;
     }
-    display--;
     this.listeners.push(listener);
     const dir = await this.privateDir('x11');
     await this.exec(['/bin/sh', '-c', 'umask 077; cat > "$0"', `${dir}/Xauthority`], xauthorityEntry(display, protocol, cookie));
@@ -195,6 +198,7 @@ export class SshSession {
   private async privateDir(kind: string): Promise<string> {
     const dir = `/tmp/roost-${kind}-${randomBytes(6).toString('hex')}`;
     await this.exec(['mkdir', '-m', '700', dir]);
+    this.dirs.push(dir);
     return dir;
   }
 
@@ -212,6 +216,7 @@ export class SshSession {
   private async close(): Promise<void> {
     this.closed = true;
     await Promise.allSettled(this.listeners.map((listener) => listener.close()));
+    if (this.dirs.length > 0) await this.exec(['rm', '-rf', ...this.dirs]).catch(() => {});
   }
 }
 

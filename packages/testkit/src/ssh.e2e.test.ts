@@ -308,6 +308,13 @@ describe('SSH gateway with OpenSSH', () => {
       const on = await ssh('sshbox', [countKeys], { options: ['-A'], env: agentEnv });
       assert.equal(on.stdout, 'keys 1\n', on.stderr);
       await daemon.sdk.sandboxes.update('sshbox', { sshAgentForwarding: false });
+      // The session's socket dir inside goes with the session.
+      let left = '';
+      for (let i = 0; i < 20 && left !== '0'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        left = (await ssh('sshbox', ['ls -d /tmp/roost-agent-* 2>/dev/null | wc -l'])).stdout.trim();
+      }
+      assert.equal(left, '0');
     } finally {
       agent.kill('SIGTERM');
     }
