@@ -22,6 +22,11 @@ export interface SshGatewayDeps {
   logger: Logger;
   /** Failed logins per source address before it is refused for `windowMs` (default 20 per minute). */
   limits?: { maxFailures: number; windowMs: number };
+  /**
+   * The gateway pings each client this often and drops one that leaves `countMax` pings in a
+   * row unanswered (default 15 s × 4): a vanished laptop's processes get their hang-up.
+   */
+  keepalive?: { intervalMs: number; countMax: number };
 }
 
 /** Every refused login takes at least this long, whatever was wrong (unknown sandbox or key). */
@@ -34,8 +39,14 @@ export class SshGateway {
 
   constructor(private readonly deps: SshGatewayDeps) {
     this.limiter = new FailureLimiter(deps.limits ?? { maxFailures: 20, windowMs: 60_000 });
+    const keepalive = deps.keepalive ?? { intervalMs: 15_000, countMax: 4 };
     this.server = new Server(
-      { hostKeys: deps.hostKeys.map((key) => key.privateKey), ident: 'Roost' },
+      // keepaliveInterval/CountMax are ssh2 server options its type declaration lacks.
+      {
+        hostKeys: deps.hostKeys.map((key) => key.privateKey),
+        ident: 'Roost',
+        ...{ keepaliveInterval: keepalive.intervalMs, keepaliveCountMax: keepalive.countMax },
+      },
       (client, info) => this.onConnection(client, info.ip),
     );
     this.server.on('error', (error: Error) => deps.logger.error({ err: error.message }, 'SSH server error'));
@@ -73,7 +84,12 @@ export class SshGateway {
     // (ssh2's server Connection has setNoDelay; its type declaration lacks it.)
     (client as unknown as { setNoDelay(noDelay: boolean): void }).setNoDelay(true);
     let login: Login | undefined;
-    client.on('error', (error: Error) => logger.debug({ source, err: error.message }, 'SSH connection error'));
+    client.on('error', (error: Error & { level?: string }) => {
+      logger.debug({ source, err: error.message }, 'SSH connection error');
+      // ssh2 answers a keepalive timeout with a polite end(), which waits for a peer that is
+      // gone; cut the socket so the channels close and their processes get the hang-up.
+      if (error.level === 'client-timeout') (client as unknown as { _sock?: { destroy(): void } })._sock?.destroy();
+    });
     client.on('close', () => this.connections.delete(client));
     client.on('authentication', (ctx) => {
       void this.authenticate(ctx, source).then((result) => {

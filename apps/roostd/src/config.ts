@@ -28,6 +28,11 @@ export const configSchema = z.object({
     /** Upstream resolvers of the DNS forwarder NAT sandboxes use (HOST or HOST:PORT); empty: /etc/resolv.conf. */
     dnsServers: z.array(z.string()),
   }),
+  ssh: z.object({
+    /** How often the gateway pings a client, and how many unanswered pings drop it. */
+    keepaliveIntervalMs: z.number().int().min(100),
+    keepaliveCountMax: z.number().int().min(1),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -50,6 +55,7 @@ const defaults: DaemonConfig = {
   defaults: { cpus: 1, memoryMb: 1024, pids: 1024, openFiles: 65_536 },
   network: { default: 'none', allowNat: true, dnsServers: [] },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  ssh: { keepaliveIntervalMs: 15_000, keepaliveCountMax: 4 },
 };
 
 const envKeys = {
@@ -75,10 +81,11 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh'>> & {
   defaults?: Partial<DaemonConfig['defaults']>;
   network?: Partial<DaemonConfig['network']>;
   pool?: Partial<DaemonConfig['pool']>;
+  ssh?: Partial<DaemonConfig['ssh']>;
 };
 
 export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = {}): DaemonConfig {
@@ -106,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     defaults: { ...defaults.defaults, ...fromFile.defaults, ...overrides.defaults },
     network: { ...defaults.network, ...fromFile.network, ...nested.network, ...overrides.network },
     pool: { ...defaults.pool, ...fromFile.pool, ...nested.pool, ...overrides.pool },
+    ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

@@ -122,7 +122,13 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   await ensureAdminTokenFile(auth, adminTokenFile, logger);
 
   const hostKeys = await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger);
-  const gateway = new SshGateway({ auth, sandboxes, hostKeys, logger });
+  const gateway = new SshGateway({
+    auth,
+    sandboxes,
+    hostKeys,
+    logger,
+    keepalive: { intervalMs: config.ssh.keepaliveIntervalMs, countMax: config.ssh.keepaliveCountMax },
+  });
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
 

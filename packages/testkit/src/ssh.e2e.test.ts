@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -409,6 +409,56 @@ describe('SSH gateway with OpenSSH', () => {
     const own = await ssh('bobs-box', ['hostname'], { identity: otherKey });
     assert.equal(own.stdout, 'bobs-box\n');
     await bob.sandboxes.remove('bobs-box');
+  });
+});
+
+describe('SSH gateway keepalive', () => {
+  it('drops a client that stops answering, and its processes get the hang-up', async () => {
+    const daemon = await startDaemon({ driver: 'oci', config: { ssh: { keepaliveIntervalMs: 200, keepaliveCountMax: 3 } } });
+    const dir = mkdtempSync(join(tmpdir(), 'roost-ssh-ka-'));
+    // A TCP relay between client and gateway that can go silent, like a laptop whose network vanished.
+    const relays = new Set<import('node:net').Socket>();
+    const relay = createServer((client) => {
+      const upstream = connect(daemon.sshPort, '127.0.0.1');
+      client.pipe(upstream);
+      upstream.pipe(client);
+      relays.add(client).add(upstream);
+    });
+    try {
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'key')]);
+      await daemon.sdk.sshKeys.add(readFileSync(join(dir, 'key.pub'), 'utf8'));
+      const box = await daemon.sdk.sandboxes.create({ name: 'kabox' });
+      await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+      const session = spawn('ssh', ['-F', '/dev/null', '-i', join(dir, 'key'), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+        '-p', String((relay.address() as AddressInfo).port), 'kabox@127.0.0.1', 'sleep 60.25'], { stdio: 'ignore' });
+      const sleepers = async () => {
+        const handle = box.exec(['bash', '-c', 'pgrep -fc "^sleep 60.25" || true']);
+        let out = '';
+        for await (const chunk of handle.output()) out += Buffer.from(chunk.data).toString();
+        return out.trim();
+      };
+      let count = '';
+      for (let i = 0; i < 50 && count !== '1'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        count = await sleepers();
+      }
+      assert.equal(count, '1', 'the remote command runs');
+      for (const socket of relays) {
+        socket.unpipe();
+        socket.pause();
+      }
+      for (let i = 0; i < 50 && count !== '0'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        count = await sleepers();
+      }
+      assert.equal(count, '0', 'the silent client was dropped and its process hung up');
+      session.kill('SIGKILL');
+    } finally {
+      for (const socket of relays) socket.destroy();
+      relay.close();
+      await daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
