@@ -53,9 +53,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   app.addHook('onRequest', async (request) => {
     const route = routeOf(request);
     if (!route?.auth) return;
-    const header = request.headers.authorization;
-    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
-    request.user = await auth.authenticate(token);
+    request.user = await auth.authenticate(bearerToken(request.headers.authorization));
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -227,6 +225,11 @@ function isLoopback(ip: string): boolean {
   return ip === '127.0.0.1' || ip === '::1' || ip === '::ffff:127.0.0.1';
 }
 
+/** The token of an `Authorization: Bearer <token>` header. */
+function bearerToken(header: string | undefined): string | undefined {
+  return header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+}
+
 /**
  * WebSocket upgrades of the sshTunnel route: the token and the sandbox are checked (and the
  * sandbox woken) before the upgrade; then the socket's bytes are one SSH connection.
@@ -241,8 +244,7 @@ function serveSshTunnels(app: FastifyInstance, deps: HttpApiDeps): void {
       socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
     };
     if (!match) return refuse(404, toHttpError(new RoostError('NOT_FOUND', `no WebSocket route ${request.url}`), '').body);
-    const header = request.headers.authorization;
-    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+    const token = bearerToken(request.headers.authorization);
     const ref = decodeURIComponent(match[1]!);
     const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
     void deps.auth

@@ -1,17 +1,10 @@
 // Port forwarding of one SSH connection, always inside the sandbox's own network namespace:
 // -L/-W/-D (direct-tcpip, direct-streamlocal) connect from inside the sandbox; -R
 // (tcpip-forward, streamlocal-forward) listens inside it. The host's network is never reached.
-import type { Connection, ServerChannel } from 'ssh2';
-import type { Logger, SandboxAddress, SandboxListener, SandboxService } from '@roost/core';
+import type { ServerChannel } from 'ssh2';
+import type { SandboxAddress, SandboxListener } from '@roost/core';
 import { relay } from './channels.js';
-import type { Login } from './session.js';
-
-export interface ForwardingDeps {
-  connection: Connection;
-  login: Login;
-  sandboxes: SandboxService;
-  logger: Logger;
-}
+import type { ConnectionDeps } from './session.js';
 
 /** What an SSH client means by a bind or destination host, inside the sandbox. */
 function sandboxHost(host: string): string {
@@ -24,7 +17,7 @@ export class Forwarding {
   /** Listeners of -R, by "addr:port" as the client asked (for cancel) or by socket path. */
   private readonly listeners = new Map<string, SandboxListener>();
 
-  constructor(private readonly deps: ForwardingDeps) {}
+  constructor(private readonly deps: ConnectionDeps) {}
 
   /** A channel to an address inside the sandbox; refused (as sshd does) when nothing answers. */
   direct(accept: () => ServerChannel, reject: () => void, address: SandboxAddress): void {

@@ -1,7 +1,6 @@
 // One SSH server (ssh2) for every sandbox: the SSH user names the sandbox, a registered key of
 // its owner opens it, and each channel becomes a process or a relay inside the sandbox. No sshd
 // runs in any image.
-import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
@@ -114,8 +113,9 @@ export class SshGateway {
   }
 
   /**
-   * Public keys only; resolves with the login for the caller to accept. Whatever is wrong — blocked source, unknown key, unknown sandbox, another
-   * user's sandbox — the answer is the same refusal after the same floor of time.
+   * Public keys only; resolves with the login for the caller to accept. Whatever is wrong
+   * (blocked source, unknown key, unknown sandbox, another user's sandbox), the answer is the
+   * same refusal after the same floor of time.
    */
   private async authenticate(ctx: AuthContext, source: string): Promise<Login | undefined> {
     const started = Date.now();
@@ -146,11 +146,9 @@ export class SshGateway {
       ctx.accept();
       return undefined;
     }
+    // The key was matched by its fingerprint above; here the client proves it holds it.
     const offered = utils.parseKey(`${ctx.key.algo} ${ctx.key.data.toString('base64')}`);
-    const valid =
-      !(offered instanceof Error) &&
-      timingSafeEqual(offered.getPublicSSH(), ctx.key.data) &&
-      offered.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) === true;
+    const valid = !(offered instanceof Error) && offered.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) === true;
     if (!valid) return refuse(true);
     return { user, sandbox, unixUser: target.unixUser ?? sandbox.defaultUser };
   }

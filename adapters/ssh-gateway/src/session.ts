@@ -9,7 +9,7 @@ import { xauthorityEntry } from './xauth.js';
 export interface Login {
   user: UserRecord;
   sandbox: SandboxRecord;
-  /** The user inside the sandbox ("root" unless the SSH user says box+name). */
+  /** The user inside the sandbox: box+name's, else the sandbox's default user. */
   unixUser: string;
 }
 
@@ -30,7 +30,8 @@ export function shellCommand(command?: string): string[] {
     : ['/bin/sh', '-c', `${pick} exec "$s" -c "$0"`, command];
 }
 
-export interface SessionDeps {
+/** What a logged-in connection's sessions and forwards work with. */
+export interface ConnectionDeps {
   connection: Connection;
   login: Login;
   sandboxes: SandboxService;
@@ -50,7 +51,7 @@ export class SshSession {
 
   constructor(
     session: Session,
-    private readonly deps: SessionDeps,
+    private readonly deps: ConnectionDeps,
   ) {
     session.on('pty', (accept, _reject, info) => {
       this.terminal = { term: info.term || 'xterm', cols: info.cols, rows: info.rows };
