@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cliPath, runCli, startDaemon, type TestDaemon } from '@roost/testkit';
+import { cliPath, runCli, startDaemon, waitFor, type TestDaemon } from '@roost/testkit';
 
 describe('roost CLI against a real daemon', () => {
   let daemon: TestDaemon;
@@ -165,19 +165,23 @@ describe('roost CLI against a real daemon', () => {
 
   it('Ctrl-C on run kills the script in the sandbox and removes the sandbox', async () => {
     let child: import('node:child_process').ChildProcess | undefined;
-    const pending = roost(['run', '--name', 'interrupted', 'echo ready; sleep 60'], { onSpawn: (c) => (child = c) });
-    await waitFor(async () => {
-      const list = JSON.parse((await roost(['ls', '--json'])).stdout) as { name: string }[];
-      return list.some((sandbox) => sandbox.name === 'interrupted');
+    let scriptStarted!: () => void;
+    const started = new Promise<void>((resolve) => (scriptStarted = resolve));
+    const pending = roost(['run', '--name', 'interrupted', 'echo ready; sleep 60'], {
+      onSpawn: (c) => {
+        child = c;
+        c.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && scriptStarted());
+      },
     });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The script's own output says it runs: SIGINT now reaches a live remote command.
+    await started;
     child!.kill('SIGINT');
     const result = await pending;
     assert.equal(result.exitCode, 130);
     await waitFor(async () => {
       const status = JSON.parse((await roost(['status', '--json', 'interrupted'])).stdout) as { status: string };
       return status.status === 'error';
-    });
+    }, 'the interrupted run is marked error');
   });
 
   it('streams 1 GiB of output through with the daemon memory flat', async () => {
@@ -263,12 +267,3 @@ describe('roost CLI against a real daemon', () => {
     });
   }
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error('condition not met in time');
-}

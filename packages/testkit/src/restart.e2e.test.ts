@@ -3,23 +3,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
+import { freePort, waitFor } from './wait.js';
 
 const roostdPath = fileURLToPath(new URL('../../../apps/roostd/dist/main.js', import.meta.url));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRoostd(dataDir: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [roostdPath], {
@@ -93,14 +85,6 @@ describe('roostd restart after kill -9', () => {
     assert.deepEqual(doctor.leftovers.filter((leftover) => ours.has(leftover.sandboxId) || leftover.what.includes(dataDir)), []);
   });
 });
-
-async function waitFor(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 async function output(handle: ReturnType<Roost['exec']>): Promise<string> {
   let text = '';

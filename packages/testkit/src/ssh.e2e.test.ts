@@ -12,15 +12,8 @@ import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/s
 import { cliPath, runCli } from './cli.js';
 import { runProcess } from './process.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
+import { freePort } from './wait.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 
 describe('SSH gateway with OpenSSH', () => {
