@@ -105,6 +105,9 @@ describe('roost CLI against a real daemon', () => {
   it("one user can never see, exec into or remove another user's sandbox", async () => {
     assert.equal((await roost(['new', 'admins-box'])).exitCode, 0);
     const eve = { ROOST_API_TOKEN: await daemon.createUserToken('eve') };
+    // Positive control: the owner sees it, and eve's token works for her own commands.
+    assert.match((await roost(['ls', '--json'])).stdout, /"admins-box"/);
+    assert.equal((await roost(['whoami'], { env: eve })).exitCode, 0);
     const listed = await roost(['ls', '--all', '--json'], { env: eve });
     assert.deepEqual(JSON.parse(listed.stdout), []);
     for (const args of [['exec', 'admins-box', 'true'], ['status', 'admins-box'], ['rm', 'admins-box'], ['stop', 'admins-box'], ['logs', 'admins-box']]) {

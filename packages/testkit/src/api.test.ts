@@ -84,6 +84,8 @@ describe('HTTP API', () => {
   it("never shows one user's sandboxes to another", async () => {
     const mine = await daemon.sdk.sandboxes.create({ name: 'private-box' });
     const other = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('mallory') });
+    // Positive control: the owner's list shows it, so the empty list below is the tenant filter.
+    assert.ok((await daemon.sdk.sandboxes.list({ all: true })).some((sandbox) => sandbox.id === mine.id));
     assert.deepEqual(await other.sandboxes.list({ all: true }), []);
     await assert.rejects(other.sandboxes.get(mine.id), { code: 'SANDBOX_NOT_FOUND' });
     await assert.rejects(other.sandboxes.remove('private-box'), { code: 'SANDBOX_NOT_FOUND' });
