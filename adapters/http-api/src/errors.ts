@@ -21,5 +21,5 @@ export function toHttpError(error: unknown, requestId: string): HttpError {
 
 function make(code: ErrorCode, message: string, requestId: string, internal: boolean, status?: number): HttpError {
   const spec = errorCodes[code];
-  return { status: status ?? spec.status, body: { error: { code, message, hint: spec.hint, requestId } }, internal };
+  return { status: status ?? spec.status, body: { error: { code, message, hint: spec.hint, ...(requestId && { requestId }) } }, internal };
 }

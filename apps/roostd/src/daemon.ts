@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger as PinoLogger } from 'pino';
 import { AuthService, SandboxService, WarmPool, type Clock, type Logger, type Runtime, type SandboxLimits, type Store } from '@roost/core';
-import { buildHttpApi } from '@roost/http-api';
+import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
@@ -26,6 +26,8 @@ export interface Daemon {
   logger: PinoLogger;
   adminTokenFile: string;
   runtimeName: string;
+  /** Every route the HTTP server registered (the auth test walks them). */
+  httpRoutes: readonly RegisteredRoute[];
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
   /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
@@ -132,7 +134,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
 
-  const app = buildHttpApi({
+  const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
     auth,
     logger,
@@ -141,6 +143,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     adminTokenFile,
     acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
     sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
+    limits: config.http,
   });
 
   return {
@@ -148,6 +151,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger,
     adminTokenFile,
     runtimeName: runtime.info.engine,
+    httpRoutes: registeredRoutes,
     async removeAllSandboxes() {
       for (const sandbox of await store.listSandboxes({})) {
         await sandboxes.remove(sandbox.ownerId, sandbox.id).catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'remove failed'));
