@@ -171,7 +171,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const body = parse(routes.exec.body, request.body);
       const session = await sandboxes.exec(userOf(request).id, ref, body);
       reply.hijack();
-      await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected')), session);
+      await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected'), request.log), session);
     },
   });
 
@@ -181,11 +181,10 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const body = parse(routes.run.body, request.body);
       const session = await sandboxes.run(userOf(request).id, body);
       reply.hijack();
-      const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'));
+      const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'), request.log);
       // The client may have gone while the sandbox was being made.
       if (request.raw.socket.destroyed) session.cancel('client disconnected; the script was killed');
-      await stream.json(FrameKind.sandbox, toApiSandbox(session.sandbox));
-      await streamSession(request, stream, session);
+      await streamSession(request, stream, session, { kind: FrameKind.sandbox, value: toApiSandbox(session.sandbox) });
     },
   });
 
@@ -197,7 +196,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const owner = userOf(request).id;
       const sandbox = await sandboxes.get(owner, ref);
       reply.hijack();
-      const stream = new StreamResponse(reply.raw, () => {});
+      const stream = new StreamResponse(reply.raw, () => {}, request.log);
       try {
         for await (const chunk of sandboxes.logs.read(sandbox.id, { follow: query.follow === 'true' })) {
           if (stream.aborted) return;
@@ -214,8 +213,10 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   return { app, registeredRoutes };
 }
 
-async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession): Promise<void> {
+/** Streams a session's output and exit; after the hijack nothing may throw (fastify could not answer it). */
+async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession, first?: { kind: FrameKind; value: unknown }): Promise<void> {
   try {
+    if (first) await stream.json(first.kind, first.value);
     for await (const chunk of session.output) {
       if (stream.aborted) break;
       await stream.output(chunk);

@@ -60,13 +60,30 @@ async function listenOn<T>(addr: string, variable: string, start: () => Promise<
   }
 }
 
-const systemClock: Clock = {
-  now: () => new Date(),
-  setTimeout: (fn, ms) => {
-    const timer = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
+/** Wall-clock time and timers. A timer's callback runs outside any caller's try: a throw or a rejection in it is logged, never fatal. */
+function systemClock(logger: Logger): Clock {
+  const failed = (error: unknown) => logger.error({ err: error }, 'timer callback failed');
+  return {
+    now: () => new Date(),
+    setTimeout: (fn, ms) => {
+      const timer = setTimeout(() => {
+        try {
+          const result = fn() as unknown;
+          if (result instanceof Promise) result.catch(failed);
+        } catch (error) {
+          failed(error);
+        }
+      }, ms);
+      return { cancel: () => clearTimeout(timer) };
+    },
+  };
+}
+
+/**
+ * Log lines waiting for a slow stdout (a stalled pipe or journal) are capped: past this many
+ * bytes new lines are dropped instead of growing roostd's memory (every request logs a line).
+ */
+const maxPendingLogBytes = 16 * 1024 * 1024;
 
 export function newId(prefix: string): string {
   // 16 random bytes in base32-ish lowercase: unguessable, URL- and hostname-safe.
@@ -80,7 +97,7 @@ const tokenCrypto = {
 };
 
 export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = {}): Promise<Daemon> {
-  const logger = pino({ level: config.logLevel, base: { service: 'roostd' } }, opts.logDestination ?? destination(1));
+  const logger = pino({ level: config.logLevel, base: { service: 'roostd' } }, opts.logDestination ?? destination({ dest: 1, maxLength: maxPendingLogBytes }));
   if (!opts.runtime) {
     const problems = await checkHostPrerequisites();
     if (problems.length > 0) {
@@ -105,7 +122,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     await store.close();
     throw error;
   }
-  const deps = { store, clock: systemClock, logger, newId };
+  const deps = { store, clock: systemClock(logger), logger, newId };
   const auth = new AuthService({ ...deps, crypto: tokenCrypto });
   const limits = { ...config.defaults, openFiles: Math.min(config.defaults.openFiles, runtime.info.maxOpenFiles) };
   if (limits.openFiles < config.defaults.openFiles) {
