@@ -1,1 +1,2 @@
-export { buildHttpApi, toApiSandbox, type HttpApiDeps } from './server.js';
+export { buildHttpApi, toApiSandbox, type HttpApi, type HttpApiDeps, type RegisteredRoute } from './server.js';
+export type { HttpLimits } from './limits.js';

@@ -1,23 +1,23 @@
 // The HTTP API: fastify routes over core's services, validated with the contract's schemas.
 import { randomBytes } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
-import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createWebSocketStream, WebSocketServer } from 'ws';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   buildOpenApiDocument,
   FrameKind,
   routes,
   type RouteName,
+  type RouteSpec,
   type Sandbox,
   type SshInfo,
   type SshKey,
 } from '@roost/contract';
 import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type SshKeyRecord, type UserRecord } from '@roost/core';
 import { toHttpError } from './errors.js';
+import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
+import { bearerToken, parse } from './request.js';
 import { StreamResponse } from './stream-response.js';
+import { serveUpgrades } from './upgrades.js';
 
 export interface HttpApiDeps {
   sandboxes: SandboxService;
@@ -32,6 +32,19 @@ export interface HttpApiDeps {
   sshInfo(): SshInfo;
   /** Hands an SSH connection that arrived over a WebSocket to the gateway. */
   acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  limits: HttpLimits;
+}
+
+/** A route fastify registered (HEAD twins included), as the auth test walks them. */
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+}
+
+export interface HttpApi {
+  app: FastifyInstance;
+  /** Every route fastify registered, filled as they are. */
+  registeredRoutes: readonly RegisteredRoute[];
 }
 
 declare module 'fastify' {
@@ -41,18 +54,30 @@ declare module 'fastify' {
 }
 
 /** Builds the app; the caller decides where it listens. */
-export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
+export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   const app = Fastify({
     loggerInstance: deps.logger,
     genReqId: () => `req_${randomBytes(6).toString('hex')}`,
-    bodyLimit: 8 * 1024 * 1024,
+    ...serverOptions(deps.limits),
+    clientErrorHandler: answerClientError,
+    // A path fastify's router cannot decode, or a parameter past maxParamLength: the API's error body.
+    frameworkErrors: (error, request, reply: FastifyReply) => {
+      const httpError = toHttpError(error, request.id);
+      void reply.status(httpError.status).send(httpError.body);
+    },
   });
+  guardConnections(app.server, deps.limits, deps.logger);
   const { sandboxes, auth } = deps;
   const openApiDocument = buildOpenApiDocument(deps.version);
+  const registeredRoutes: RegisteredRoute[] = [];
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) registeredRoutes.push({ method, url: route.url });
+  });
 
+  // Deny by default: public only where the route table says so. A path no route matches needs a
+  // token too, so an anonymous client learns nothing from it.
   app.addHook('onRequest', async (request) => {
-    const route = routeOf(request);
-    if (!route?.auth) return;
+    if (routeOf(request)?.public) return;
     request.user = await auth.authenticate(bearerToken(request.headers.authorization));
   });
 
@@ -91,7 +116,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     runtime: deps.runtimeName,
     ...(isLoopback(request.ip) && { adminTokenFile: deps.adminTokenFile }),
   }));
-  app.get('/api/openapi.json', async () => openApiDocument);
+  on('openApi', async () => openApiDocument);
 
   on('whoami', async (request) => {
     const user = userOf(request);
@@ -102,7 +127,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
   on('sshTunnel', async () => {
     throw new RoostError('VALIDATION_FAILED', 'this route is a WebSocket: connect with `roost proxy <sandbox>` (Upgrade: websocket)');
   });
-  serveSshTunnels(app, deps);
+  serveUpgrades(app, deps);
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);
@@ -146,7 +171,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
       const body = parse(routes.exec.body, request.body);
       const session = await sandboxes.exec(userOf(request).id, ref, body);
       reply.hijack();
-      await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected')), session);
+      await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected'), request.log), session);
     },
   });
 
@@ -156,11 +181,10 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
       const body = parse(routes.run.body, request.body);
       const session = await sandboxes.run(userOf(request).id, body);
       reply.hijack();
-      const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'));
+      const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'), request.log);
       // The client may have gone while the sandbox was being made.
       if (request.raw.socket.destroyed) session.cancel('client disconnected; the script was killed');
-      await stream.json(FrameKind.sandbox, toApiSandbox(session.sandbox));
-      await streamSession(request, stream, session);
+      await streamSession(request, stream, session, { kind: FrameKind.sandbox, value: toApiSandbox(session.sandbox) });
     },
   });
 
@@ -172,7 +196,7 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
       const owner = userOf(request).id;
       const sandbox = await sandboxes.get(owner, ref);
       reply.hijack();
-      const stream = new StreamResponse(reply.raw, () => {});
+      const stream = new StreamResponse(reply.raw, () => {}, request.log);
       try {
         for await (const chunk of sandboxes.logs.read(sandbox.id, { follow: query.follow === 'true' })) {
           if (stream.aborted) return;
@@ -186,11 +210,13 @@ export function buildHttpApi(deps: HttpApiDeps): FastifyInstance {
     },
   });
 
-  return app;
+  return { app, registeredRoutes };
 }
 
-async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession): Promise<void> {
+/** Streams a session's output and exit; after the hijack nothing may throw (fastify could not answer it). */
+async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession, first?: { kind: FrameKind; value: unknown }): Promise<void> {
   try {
+    if (first) await stream.json(first.kind, first.value);
     for await (const chunk of session.output) {
       if (stream.aborted) break;
       await stream.output(chunk);
@@ -204,7 +230,7 @@ async function streamSession(request: FastifyRequest, stream: StreamResponse, se
   }
 }
 
-function routeOf(request: FastifyRequest) {
+function routeOf(request: FastifyRequest): RouteSpec | undefined {
   const name = (request.routeOptions.config as { routeName?: RouteName } | undefined)?.routeName;
   return name ? routes[name] : undefined;
 }
@@ -214,57 +240,8 @@ function userOf(request: FastifyRequest): UserRecord {
   return request.user;
 }
 
-function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
-  const result = schema.safeParse(value ?? {});
-  if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
-  throw new RoostError('VALIDATION_FAILED', `invalid request: ${problems.join('; ')}`);
-}
-
 function isLoopback(ip: string): boolean {
   return ip === '127.0.0.1' || ip === '::1' || ip === '::ffff:127.0.0.1';
-}
-
-/** The token of an `Authorization: Bearer <token>` header. */
-function bearerToken(header: string | undefined): string | undefined {
-  return header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
-}
-
-/**
- * WebSocket upgrades of the sshTunnel route: the token and the sandbox are checked (and the
- * sandbox woken) before the upgrade; then the socket's bytes are one SSH connection.
- */
-function serveSshTunnels(app: FastifyInstance, deps: HttpApiDeps): void {
-  const pattern = new RegExp(`^${routes.sshTunnel.path.replace('{ref}', '([^/?]+)')}(\\?.*)?$`);
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
-  app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const match = pattern.exec(request.url ?? '');
-    const refuse = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-    };
-    if (!match) return refuse(404, toHttpError(new RoostError('NOT_FOUND', `no WebSocket route ${request.url}`), '').body);
-    const token = bearerToken(request.headers.authorization);
-    const ref = decodeURIComponent(match[1]!);
-    const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
-    void deps.auth
-      .authenticate(token)
-      .then((user) => deps.sandboxes.ensureAwake(user.id, ref))
-      .then(
-        () =>
-          wss.handleUpgrade(request, socket, head, (ws) => {
-            deps.acceptSshStream(createWebSocketStream(ws), remoteAddress);
-          }),
-        (error: unknown) => {
-          const httpError = toHttpError(error, '');
-          refuse(httpError.status, httpError.body);
-        },
-      );
-  });
-  app.addHook('onClose', async () => {
-    for (const client of wss.clients) client.terminate();
-    wss.close();
-  });
 }
 
 function toApiSshKey(key: SshKeyRecord): SshKey {

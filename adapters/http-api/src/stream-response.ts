@@ -1,6 +1,7 @@
 // Writing an exec/run/logs stream to the client with backpressure: when the client reads
 // slowly, we stop pulling output, so the process blocks and the daemon's memory stays flat.
 import type { ServerResponse } from 'node:http';
+import type { FastifyBaseLogger } from 'fastify';
 import {
   encodeFrameHeader,
   encodeJsonFrame,
@@ -18,12 +19,22 @@ export class StreamResponse {
   constructor(
     private readonly raw: ServerResponse,
     onAbort: () => void,
+    log: FastifyBaseLogger,
   ) {
     raw.writeHead(200, { 'content-type': streamMediaType, 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    // Runs outside the handler's try: onAbort must not throw into the event loop.
     raw.on('close', () => {
       if (raw.writableFinished) return;
       this.aborted = true;
-      onAbort();
+      try {
+        onAbort();
+      } catch (error) {
+        log.warn({ err: error }, 'stopping the stream\'s process after a disconnect failed');
+      }
+    });
+    // A write after the end or on a reset socket is reported here; unheard, it would be fatal.
+    raw.on('error', () => {
+      this.aborted = true;
     });
   }
 

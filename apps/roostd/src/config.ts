@@ -33,6 +33,17 @@ export const configSchema = z.object({
     keepaliveIntervalMs: z.number().int().min(100),
     keepaliveCountMax: z.number().int().min(1),
   }),
+  /** What one HTTP client may make the daemon hold (docs/operations.md, "HTTP limits"). */
+  http: z.object({
+    headersTimeoutMs: z.number().int().min(100),
+    requestTimeoutMs: z.number().int().min(100),
+    keepAliveTimeoutMs: z.number().int().min(100),
+    maxHeaderBytes: z.number().int().min(1024).max(1_048_576),
+    bodyLimitBytes: z.number().int().min(1024),
+    maxConnections: z.number().int().min(1),
+    maxConnectionsPerSource: z.number().int().min(1),
+    maxWebSocketMessageBytes: z.number().int().min(1024),
+  }).refine((http) => http.headersTimeoutMs <= http.requestTimeoutMs, 'http.headersTimeoutMs must not exceed http.requestTimeoutMs'),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -55,6 +66,16 @@ const defaults: DaemonConfig = {
   defaults: { cpus: 1, memoryMb: 1024, pids: 1024, openFiles: 65_536 },
   network: { default: 'none', allowNat: true, dnsServers: [] },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  http: {
+    headersTimeoutMs: 20_000,
+    requestTimeoutMs: 120_000,
+    keepAliveTimeoutMs: 5_000,
+    maxHeaderBytes: 16 * 1024,
+    bodyLimitBytes: 8 * 1024 * 1024,
+    maxConnections: 4096,
+    maxConnectionsPerSource: 1024,
+    maxWebSocketMessageBytes: 1024 * 1024,
+  },
   ssh: { keepaliveIntervalMs: 15_000, keepaliveCountMax: 4 },
 };
 
@@ -81,7 +102,8 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http'>> & {
+  http?: Partial<DaemonConfig['http']>;
   defaults?: Partial<DaemonConfig['defaults']>;
   network?: Partial<DaemonConfig['network']>;
   pool?: Partial<DaemonConfig['pool']>;
@@ -114,6 +136,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     network: { ...defaults.network, ...fromFile.network, ...nested.network, ...overrides.network },
     pool: { ...defaults.pool, ...fromFile.pool, ...nested.pool, ...overrides.pool },
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
+    http: { ...defaults.http, ...fromFile.http, ...overrides.http },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger as PinoLogger } from 'pino';
 import { AuthService, SandboxService, WarmPool, type Clock, type Logger, type Runtime, type SandboxLimits, type Store } from '@roost/core';
-import { buildHttpApi } from '@roost/http-api';
+import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
@@ -26,6 +26,8 @@ export interface Daemon {
   logger: PinoLogger;
   adminTokenFile: string;
   runtimeName: string;
+  /** Every route the HTTP server registered (the auth test walks them). */
+  httpRoutes: readonly RegisteredRoute[];
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
   /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
@@ -58,13 +60,30 @@ async function listenOn<T>(addr: string, variable: string, start: () => Promise<
   }
 }
 
-const systemClock: Clock = {
-  now: () => new Date(),
-  setTimeout: (fn, ms) => {
-    const timer = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
+/** Wall-clock time and timers. A timer's callback runs outside any caller's try: a throw or a rejection in it is logged, never fatal. */
+function systemClock(logger: Logger): Clock {
+  const failed = (error: unknown) => logger.error({ err: error }, 'timer callback failed');
+  return {
+    now: () => new Date(),
+    setTimeout: (fn, ms) => {
+      const timer = setTimeout(() => {
+        try {
+          const result = fn() as unknown;
+          if (result instanceof Promise) result.catch(failed);
+        } catch (error) {
+          failed(error);
+        }
+      }, ms);
+      return { cancel: () => clearTimeout(timer) };
+    },
+  };
+}
+
+/**
+ * Log lines waiting for a slow stdout (a stalled pipe or journal) are capped: past this many
+ * bytes new lines are dropped instead of growing roostd's memory (every request logs a line).
+ */
+const maxPendingLogBytes = 16 * 1024 * 1024;
 
 export function newId(prefix: string): string {
   // 16 random bytes in base32-ish lowercase: unguessable, URL- and hostname-safe.
@@ -78,7 +97,7 @@ const tokenCrypto = {
 };
 
 export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = {}): Promise<Daemon> {
-  const logger = pino({ level: config.logLevel, base: { service: 'roostd' } }, opts.logDestination ?? destination(1));
+  const logger = pino({ level: config.logLevel, base: { service: 'roostd' } }, opts.logDestination ?? destination({ dest: 1, maxLength: maxPendingLogBytes }));
   if (!opts.runtime) {
     const problems = await checkHostPrerequisites();
     if (problems.length > 0) {
@@ -103,7 +122,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     await store.close();
     throw error;
   }
-  const deps = { store, clock: systemClock, logger, newId };
+  const deps = { store, clock: systemClock(logger), logger, newId };
   const auth = new AuthService({ ...deps, crypto: tokenCrypto });
   const limits = { ...config.defaults, openFiles: Math.min(config.defaults.openFiles, runtime.info.maxOpenFiles) };
   if (limits.openFiles < config.defaults.openFiles) {
@@ -132,7 +151,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
 
-  const app = buildHttpApi({
+  const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
     auth,
     logger,
@@ -141,6 +160,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     adminTokenFile,
     acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
     sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
+    limits: config.http,
   });
 
   return {
@@ -148,6 +168,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger,
     adminTokenFile,
     runtimeName: runtime.info.engine,
+    httpRoutes: registeredRoutes,
     async removeAllSandboxes() {
       for (const sandbox of await store.listSandboxes({})) {
         await sandboxes.remove(sandbox.ownerId, sandbox.id).catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'remove failed'));

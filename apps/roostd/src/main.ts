@@ -40,6 +40,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfig(process.env);
   const daemon = await buildDaemon(config);
+  // The last line of defence, not the first: listeners catch their own errors. A promise nobody
+  // awaited that rejects is a bug to log, not a reason to drop every user's connections (Node's
+  // default would exit). Tests run the daemon without this, so such bugs still fail them.
+  process.on('unhandledRejection', (reason) => {
+    daemon.logger.error({ err: reason }, 'unhandled promise rejection (a bug in roostd; it keeps running)');
+  });
   let httpUrl: string;
   let sshPort: number;
   try {

@@ -25,6 +25,14 @@ export const errorCodes = {
   },
   SSH_KEY_TAKEN: { status: 409, hint: 'A key opens one user\'s sandboxes only: make another key with `ssh-keygen -t ed25519`.' },
   SSH_KEY_NOT_FOUND: { status: 404, hint: 'Run `roost ssh-key list` to see your keys.' },
+  REQUEST_TOO_LARGE: {
+    status: 413,
+    hint: 'Send less: request line and headers, body and WebSocket messages each have a size limit (docs/operations.md, "HTTP limits").',
+  },
+  REQUEST_TIMEOUT: {
+    status: 408,
+    hint: 'Send the whole request at once: the daemon closes connections that take too long to send one (docs/operations.md, "HTTP limits").',
+  },
   UNAUTHENTICATED: { status: 401, hint: 'Log in with `roost login` (on the daemon host it finds the admin token by itself).' },
   FORBIDDEN: { status: 403, hint: 'Ask an admin for access.' },
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },

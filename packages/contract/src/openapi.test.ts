@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { errorCodes } from './errors.js';
 import { buildOpenApiDocument } from './openapi.js';
-import { routes } from './routes.js';
+import { routes, type RouteSpec } from './routes.js';
 
 describe('OpenAPI document', () => {
   const document = buildOpenApiDocument('1.2.3') as {
@@ -12,15 +12,18 @@ describe('OpenAPI document', () => {
     components: { schemas: Record<string, unknown> };
   };
 
-  it('has one operation per route, with bearer auth on every /api route', () => {
+  it('has one operation per route, with bearer auth on every route the table does not mark public', () => {
     assert.equal(document.openapi, '3.1.0');
     assert.equal(document.info.version, '1.2.3');
     for (const [name, route] of Object.entries(routes)) {
       const operation = document.paths[route.path]?.[route.method.toLowerCase()];
       assert.ok(operation, `${name} is documented`);
       assert.equal(operation.operationId, name);
-      assert.equal(Boolean(operation.security), route.path.startsWith('/api/'), `${name} auth`);
+      const isPublic = (route as RouteSpec).public === true;
+      assert.equal(Boolean(operation.security), !isPublic, `${name} auth`);
     }
+    const publicRoutes = Object.values(routes as Record<string, RouteSpec>).filter((route) => route.public).map((route) => route.path);
+    assert.deepEqual(publicRoutes.sort(), ['/api/openapi.json', '/healthz']);
   });
 
   it('names the shared schemas and every error code', () => {

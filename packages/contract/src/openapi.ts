@@ -48,7 +48,7 @@ export function buildOpenApiDocument(version: string): JsonObject {
     paths[route.path][route.method.toLowerCase()] = {
       operationId,
       summary: route.summary,
-      ...(route.auth && { security: [{ bearer: [] }] }),
+      ...(!route.public && { security: [{ bearer: [] }] }),
       ...(parameters.length > 0 && { parameters }),
       ...(route.body && {
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(route.body) } } },

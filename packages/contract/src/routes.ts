@@ -8,8 +8,11 @@ export interface RouteSpec {
   /** OpenAPI-style path, e.g. /api/v1/sandboxes/{ref} */
   path: string;
   summary: string;
-  /** false for the few routes that answer without a token. */
-  auth: boolean;
+  /**
+   * True for the few routes that answer without a token. Every other route, and every path the
+   * table does not name (upgrades included), needs one: the server denies by default.
+   */
+  public?: true;
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
@@ -22,28 +25,32 @@ export const routes = {
     method: 'GET',
     path: '/healthz',
     summary: 'Answers 200 once the daemon is ready',
-    auth: false,
+    public: true,
     success: { status: 200, schema: s.healthSchema },
+  },
+  openApi: {
+    method: 'GET',
+    path: '/api/openapi.json',
+    summary: 'This document',
+    public: true,
+    success: { status: 200 },
   },
   whoami: {
     method: 'GET',
     path: '/api/v1/whoami',
     summary: 'The user the token belongs to',
-    auth: true,
     success: { status: 200, schema: s.whoamiResponseSchema },
   },
   doctor: {
     method: 'GET',
     path: '/api/v1/doctor',
     summary: 'Host prerequisites and residue (admins only)',
-    auth: true,
     success: { status: 200, schema: s.doctorResponseSchema },
   },
   createSandbox: {
     method: 'POST',
     path: '/api/v1/sandboxes',
     summary: 'Create a sandbox; answers once a command can run in it',
-    auth: true,
     body: s.createSandboxRequestSchema,
     success: { status: 201, schema: s.sandboxSchema },
   },
@@ -51,7 +58,6 @@ export const routes = {
     method: 'GET',
     path: '/api/v1/sandboxes',
     summary: 'Your sandboxes, newest first',
-    auth: true,
     query: s.listSandboxesQuerySchema,
     success: { status: 200, schema: s.listSandboxesResponseSchema },
   },
@@ -59,7 +65,6 @@ export const routes = {
     method: 'GET',
     path: '/api/v1/sandboxes/{ref}',
     summary: 'One sandbox, by id or name',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     success: { status: 200, schema: s.sandboxSchema },
   },
@@ -67,7 +72,6 @@ export const routes = {
     method: 'DELETE',
     path: '/api/v1/sandboxes/{ref}',
     summary: 'Remove a sandbox and everything it made',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     success: { status: 204 },
   },
@@ -75,7 +79,6 @@ export const routes = {
     method: 'PATCH',
     path: '/api/v1/sandboxes/{ref}',
     summary: 'Change a sandbox\'s settings',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     body: s.updateSandboxRequestSchema,
     success: { status: 200, schema: s.sandboxSchema },
@@ -84,7 +87,6 @@ export const routes = {
     method: 'POST',
     path: '/api/v1/sandboxes/{ref}/stop',
     summary: 'Stop a sandbox: its processes end, its record stays',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     success: { status: 200, schema: s.sandboxSchema },
   },
@@ -92,7 +94,6 @@ export const routes = {
     method: 'POST',
     path: '/api/v1/sandboxes/{ref}/exec',
     summary: 'Run a command in a sandbox; streams stdout, stderr and the exit status. Closing the connection kills the command.',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     body: s.execRequestSchema,
     success: { status: 200, stream: true },
@@ -101,7 +102,6 @@ export const routes = {
     method: 'GET',
     path: '/api/v1/sandboxes/{ref}/logs',
     summary: 'Output of the sandbox\'s script (stdout and stderr frames)',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     query: s.logsQuerySchema,
     success: { status: 200, stream: true },
@@ -111,7 +111,6 @@ export const routes = {
     path: '/api/v1/runs',
     summary:
       'Create a sandbox, run a script in it and stream its output. Without persistent the sandbox is removed when the script ends or the client disconnects.',
-    auth: true,
     body: s.runRequestSchema,
     success: { status: 200, stream: true },
   },
@@ -120,7 +119,6 @@ export const routes = {
     path: '/api/v1/sandboxes/{ref}/ssh',
     summary:
       'WebSocket upgrade carrying one SSH connection to the gateway (binary messages), for `roost proxy` as a ProxyCommand where only the HTTP port is reachable. The sandbox must be yours; SSH authentication follows as usual.',
-    auth: true,
     params: s.sandboxRefParamsSchema,
     success: { status: 101 },
   },
@@ -128,21 +126,18 @@ export const routes = {
     method: 'GET',
     path: '/api/v1/ssh',
     summary: 'Where the SSH gateway listens and its host keys (for known_hosts)',
-    auth: true,
     success: { status: 200, schema: s.sshInfoSchema },
   },
   listSshKeys: {
     method: 'GET',
     path: '/api/v1/ssh-keys',
     summary: 'Your SSH public keys (any of them opens an SSH session to your sandboxes)',
-    auth: true,
     success: { status: 200, schema: s.listSshKeysResponseSchema },
   },
   addSshKey: {
     method: 'POST',
     path: '/api/v1/ssh-keys',
     summary: 'Register an SSH public key for the SSH gateway',
-    auth: true,
     body: s.addSshKeyRequestSchema,
     success: { status: 201, schema: s.sshKeySchema },
   },
@@ -150,7 +145,6 @@ export const routes = {
     method: 'DELETE',
     path: '/api/v1/ssh-keys/{ref}',
     summary: 'Remove one of your SSH keys',
-    auth: true,
     params: s.sshKeyRefParamsSchema,
     success: { status: 204 },
   },

@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { routes } from '@roost/contract';
+import { request as httpRequest } from 'node:http';
+import { routes, type RouteSpec } from '@roost/contract';
 import { Roost, RoostApiError } from '@roost/sdk';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
@@ -26,17 +27,43 @@ describe('HTTP API', () => {
     assert.match(body.adminTokenFile ?? '', /admin-token$/);
   });
 
-  it('refuses every /api/v1 route without a valid token, with UNAUTHENTICATED', async () => {
-    for (const route of Object.values(routes)) {
-      if (!route.auth) continue;
-      const url = `${daemon.url}${route.path.replace('{ref}', 'x')}`;
-      for (const headers of [{}, { authorization: 'Bearer roost_not-a-token' }] as Record<string, string>[]) {
-        const response = await fetch(url, { method: route.method, headers: { 'content-type': 'application/json', ...headers }, body: route.method === 'POST' ? '{}' : undefined });
-        assert.equal(response.status, 401, `${route.method} ${route.path}`);
-        const body = (await response.json()) as { error: { code: string; hint: string } };
-        assert.equal(body.error.code, 'UNAUTHENTICATED');
-        assert.match(body.error.hint, /roost login/);
+  it('denies by default: every route fastify registered, upgrades included, answers 401 without a valid token unless the table marks it public', async () => {
+    const publicPaths = new Set(Object.values(routes as Record<string, RouteSpec>).filter((route) => route.public).map((route) => route.path));
+    const registered = daemon.daemon.httpRoutes;
+    // The walk covers what the server really serves: every table route (and its HEAD twin) is there.
+    for (const route of Object.values(routes as Record<string, RouteSpec>)) {
+      assert.ok(registered.some((r) => r.method === route.method && r.url === toFastifyPath(route.path)), `${route.method} ${route.path} registered`);
+    }
+    assert.ok(registered.length > Object.keys(routes).length, 'HEAD routes are walked too');
+    const unknown = { method: 'GET', url: '/api/v1/no-such-route' };
+    for (const { method, url } of [...registered, unknown]) {
+      const path = url.replace(/:\w+/g, 'x');
+      const isPublic = publicPaths.has(url);
+      const label = `${method} ${url}`;
+      for (const headers of [{}, { authorization: 'Bearer roost_not-a-token' }, { authorization: `Basic ${daemon.adminToken}` }] as Record<string, string>[]) {
+        const plain = await rawRequest(daemon.url, method, path, headers);
+        const upgrade = await rawRequest(daemon.url, 'GET', path, { ...headers, ...websocketHeaders });
+        if (isPublic) {
+          // Positive control: public routes answer without a token; they do not upgrade.
+          assert.equal(plain.status, 200, label);
+          assert.equal(upgrade.status, 400, `${label} upgrade`);
+          continue;
+        }
+        for (const [kind, answer] of [['plain', plain], ['upgrade', upgrade]] as const) {
+          assert.equal(answer.status, 401, `${label} ${kind} ${JSON.stringify(headers)}`);
+          if (method === 'HEAD' && kind === 'plain') continue; // a HEAD answer has no body
+          const body = JSON.parse(answer.body) as { error: { code: string; hint: string } };
+          assert.equal(body.error.code, 'UNAUTHENTICATED', label);
+          assert.match(body.error.hint, /roost login/);
+        }
       }
+      if (isPublic) continue;
+      // Positive control: the same request with a valid token gets past the auth hook.
+      const token = { authorization: `Bearer ${daemon.adminToken}` };
+      assert.notEqual((await rawRequest(daemon.url, method, path, token)).status, 401, `${label} with a token`);
+      const upgraded = await rawRequest(daemon.url, 'GET', path, { ...token, ...websocketHeaders });
+      const expected = url === toFastifyPath(routes.sshTunnel.path) ? 404 : url === unknown.url ? 404 : 400;
+      assert.equal(upgraded.status, expected, `${label} upgrade with a token`);
     }
   });
 
@@ -127,3 +154,33 @@ describe('HTTP API', () => {
     }
   });
 });
+
+const websocketHeaders = {
+  connection: 'Upgrade',
+  upgrade: 'websocket',
+  'sec-websocket-version': '13',
+  'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+};
+
+function toFastifyPath(path: string): string {
+  return path.replace(/\{(\w+)\}/g, ':$1');
+}
+
+/** One request on its own connection; resolves with the status and body of whatever answers (an upgrade that succeeds is cut). */
+function rawRequest(base: string, method: string, path: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(new URL(path, base), { method, headers, agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      response.on('error', reject);
+    });
+    request.on('upgrade', (response, socket) => {
+      socket.destroy();
+      resolve({ status: response.statusCode ?? 0, body: '' });
+    });
+    request.on('error', reject);
+    request.end(method === 'POST' || method === 'PATCH' ? '{}' : undefined);
+  });
+}

@@ -1,0 +1,116 @@
+// HTTP upgrades on the API port. The one served is the sshTunnel route (`roost proxy`): a
+// WebSocket whose binary messages carry one SSH connection to the gateway.
+//
+// Node hands an upgrade's socket over bare: without node's 'error' listener and without the
+// request deadlines. Until ws owns it, this code keeps both itself, and catches every error: a
+// bad percent-escape in the path, or a reset after the reply, was an uncaught exception that
+// killed roostd.
+import type { IncomingMessage } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createWebSocketStream, WebSocketServer } from 'ws';
+import type { FastifyInstance } from 'fastify';
+import { routes, type RouteSpec } from '@roost/contract';
+import { RoostError, type AuthService, type SandboxService } from '@roost/core';
+import { toHttpError } from './errors.js';
+import { writeRawResponse, type HttpLimits } from './limits.js';
+import { bearerToken, parse } from './request.js';
+
+export interface UpgradeDeps {
+  auth: AuthService;
+  sandboxes: SandboxService;
+  limits: HttpLimits;
+  acceptSshStream(stream: Duplex, remoteAddress: string): void;
+}
+
+/** How long a refused upgrade's client gets to read the refusal before the socket is cut. */
+const refusalLingerMs = 1000;
+
+export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
+  const log = app.log;
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: deps.limits.maxWebSocketMessageBytes });
+  const table = Object.values(routes as Record<string, RouteSpec>).map((route) => ({ route, pattern: pathPattern(route.path) }));
+  /** Sockets between the upgrade request and ws taking them (closed with the server). */
+  const pending = new Set<Duplex>();
+
+  const refuse = (socket: Duplex, error: unknown) => {
+    try {
+      const httpError = toHttpError(error, '');
+      if (httpError.internal) log.error({ err: error }, 'upgrade failed');
+      writeRawResponse(socket, httpError.status, httpError.body);
+      socket.end();
+      // Half-open sockets are allowed on the HTTP server: a client that never closes its side
+      // would keep this one.
+      const linger = setTimeout(() => socket.destroy(), refusalLingerMs);
+      socket.once('close', () => clearTimeout(linger));
+    } catch (failure) {
+      log.error({ err: failure }, 'upgrade refusal failed');
+      socket.destroy();
+    }
+  };
+
+  const upgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer, settle: () => void) => {
+    const path = (request.url ?? '').split('?')[0]!;
+    const target = table.find(({ pattern }) => pattern.test(path));
+    // Deny by default: only a route the table marks public answers without a token.
+    const user = target?.route.public ? undefined : await deps.auth.authenticate(bearerToken(request.headers.authorization));
+    if (!target) throw new RoostError('NOT_FOUND', 'no route at this path');
+    if (target.route !== routes.sshTunnel || !user) {
+      throw new RoostError('VALIDATION_FAILED', `only ${routes.sshTunnel.path} is a WebSocket route`);
+    }
+    if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
+      throw new RoostError('VALIDATION_FAILED', `${routes.sshTunnel.path} takes GET with Upgrade: websocket`);
+    }
+    const { ref } = parse(routes.sshTunnel.params, { ref: decodeSegment(target.pattern.exec(path)![1]!) });
+    await deps.sandboxes.ensureAwake(user.id, ref);
+    if (socket.destroyed) return;
+    const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      settle();
+      try {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', (error) => log.debug({ err: error.message }, 'SSH tunnel stream error'));
+        deps.acceptSshStream(stream, remoteAddress);
+      } catch (error) {
+        log.error({ err: error }, 'SSH tunnel hand-over failed');
+        ws.terminate();
+      }
+    });
+  };
+
+  app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', (error) => log.debug({ err: error.message }, 'upgrade socket error'));
+    pending.add(socket);
+    // Auth and waking a sandbox are awaited with no node deadline on the socket.
+    const deadline = setTimeout(() => socket.destroy(), deps.limits.requestTimeoutMs);
+    const settle = () => {
+      clearTimeout(deadline);
+      pending.delete(socket);
+    };
+    socket.once('close', settle);
+    upgrade(request, socket, head, settle).catch((error: unknown) => {
+      settle();
+      refuse(socket, error);
+    });
+  });
+
+  app.addHook('onClose', async () => {
+    for (const socket of pending) socket.destroy();
+    for (const client of wss.clients) client.terminate();
+    wss.close();
+  });
+}
+
+/** A RegExp matching the table's path, each {param} one path segment (captured). */
+function pathPattern(path: string): RegExp {
+  const parts = path.split(/\{\w+\}/).map((literal) => literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  return new RegExp(`^${parts.join('([^/]+)')}$`);
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new RoostError('VALIDATION_FAILED', 'the path has a malformed percent-escape');
+  }
+}
