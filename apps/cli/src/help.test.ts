@@ -11,7 +11,7 @@ const goldenDir = fileURLToPath(new URL('../golden/', import.meta.url));
 const cliDoc = fileURLToPath(new URL('../../../docs/cli.md', import.meta.url));
 const commands = [
   '', 'login', 'logout', 'whoami', 'run', 'new', 'exec', 'list', 'ls', 'status', 'logs', 'stop', 'rm', 'doctor',
-  'set', 'ssh', 'ssh-config', 'proxy', 'ssh-key', 'ssh-key add', 'ssh-key list', 'ssh-key rm',
+  'set', 'ssh', 'ssh-config', 'proxy', 'ssh-key', 'ssh-key add', 'ssh-key list', 'ssh-key rm', 'quota', 'quota set',
 ];
 const goldenName = (command: string) => (command || 'roost').replace(' ', '-');
 
