@@ -22,7 +22,11 @@ function cgroupMemory(id) {
   return 0;
 }
 
-const daemon = await startDaemon({ driver: 'oci' });
+// The default quota (20 live sandboxes per user) would stop the admin at 20: raise it to the count.
+const daemon = await startDaemon({
+  driver: 'oci',
+  config: { quota: { sandboxes: count, cpus: count, memoryMb: count * 1024, pids: count * 1024 } },
+});
 try {
   const health = await daemon.sdk.health();
   console.log(`Roost scale benchmark — ${count} idle sandboxes, runtime ${health.runtime}, node ${process.version}\n`);

@@ -12,7 +12,16 @@ import {
   type SshInfo,
   type SshKey,
 } from '@roost/contract';
-import { RoostError, type AuthService, type ExecSession, type SandboxRecord, type SandboxService, type SshKeyRecord, type UserRecord } from '@roost/core';
+import {
+  RoostError,
+  type AuthService,
+  type ExecSession,
+  type Quotas,
+  type SandboxRecord,
+  type SandboxService,
+  type SshKeyRecord,
+  type UserRecord,
+} from '@roost/core';
 import { toHttpError } from './errors.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
@@ -22,6 +31,7 @@ import { serveUpgrades } from './upgrades.js';
 export interface HttpApiDeps {
   sandboxes: SandboxService;
   auth: AuthService;
+  quotas: Quotas;
   logger: FastifyBaseLogger;
   version: string;
   /** e.g. "crun 1.8.1", shown by /healthz */
@@ -137,6 +147,18 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     const { ref } = parse(routes.removeSshKey.params, request.params);
     await auth.removeSshKey(userOf(request).id, ref);
   });
+  on('myQuota', async (request) => deps.quotas.view(userOf(request)));
+  on('getUserQuota', async (request) => {
+    const { user } = parse(routes.getUserQuota.params, request.params);
+    return deps.quotas.viewOf(userOf(request), user);
+  });
+  on('updateUserQuota', async (request) => {
+    const { user } = parse(routes.updateUserQuota.params, request.params);
+    const body = parse(routes.updateUserQuota.body, request.body);
+    const view = await deps.quotas.change(userOf(request), user, body);
+    request.log.info({ userId: view.user.id, change: body }, 'quota changed');
+    return view;
+  });
   on('createSandbox', async (request) => {
     const body = parse(routes.createSandbox.body, request.body);
     return toApiSandbox(await sandboxes.create(userOf(request).id, body));
@@ -198,7 +220,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       reply.hijack();
       const stream = new StreamResponse(reply.raw, () => {}, request.log);
       try {
-        for await (const chunk of sandboxes.logs.read(sandbox.id, { follow: query.follow === 'true' })) {
+        for await (const chunk of sandboxes.logs.read(sandbox, { follow: query.follow === 'true' })) {
           if (stream.aborted) return;
           await stream.output(chunk);
         }
@@ -262,6 +284,7 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     image: sandbox.image,
     status: sandbox.status,
     statusReason: sandbox.statusReason,
+    logTrimmedBytes: sandbox.logTrimmedBytes,
     exitCode: sandbox.exitCode,
     persistent: sandbox.persistent,
     cpus: sandbox.limits.cpus,

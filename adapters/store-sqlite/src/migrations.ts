@@ -84,4 +84,25 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sandboxes').addColumn('default_user', 'text', (c) => c.notNull().defaultTo('root')).execute();
     },
   },
+  '0006_user_quotas': {
+    async up(db: Kysely<unknown>) {
+      // An admin's per-user overrides of the daemon's default quotas; null follows the default.
+      await db.schema
+        .createTable('user_quotas')
+        .addColumn('user_id', 'text', (c) => c.primaryKey().references('users.id').onDelete('cascade'))
+        .addColumn('sandboxes', 'integer')
+        .addColumn('cpus', 'real')
+        .addColumn('memory_mb', 'integer')
+        .addColumn('pids', 'integer')
+        .addColumn('timeout_sec', 'integer')
+        .addColumn('log_bytes', 'integer')
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      // Logged bytes per sandbox, kept with every append and trim, so a user's total is a sum
+      // over their sandboxes instead of over every chunk.
+      await db.schema.alterTable('sandboxes').addColumn('log_bytes', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('sandboxes').addColumn('log_trimmed_bytes', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await sql`UPDATE sandboxes SET log_bytes = (SELECT COALESCE(SUM(length(data)), 0) FROM run_logs WHERE sandbox_id = sandboxes.id)`.execute(db);
+    },
+  },
 };

@@ -1,9 +1,12 @@
 // The Store port on embedded SQLite, through kysely's typed queries.
 import Database from 'better-sqlite3';
-import { Kysely, Migrator, SqliteDialect, type Generated, type MigrationProvider } from 'kysely';
+import { Kysely, Migrator, sql, SqliteDialect, type Generated, type MigrationProvider, type Transaction } from 'kysely';
 import {
   RoostError,
   type LogChunk,
+  type QuotaLimits,
+  type QuotaOverrides,
+  type UserUsage,
   type SandboxPatch,
   type SandboxRecord,
   type NetworkMode,
@@ -42,7 +45,19 @@ interface Tables {
     env_json: string;
     exit_code: number | null;
     status_reason: string | null;
+    log_bytes: number;
+    log_trimmed_bytes: number;
     created_at: string;
+    updated_at: string;
+  };
+  user_quotas: {
+    user_id: string;
+    sandboxes: number | null;
+    cpus: number | null;
+    memory_mb: number | null;
+    pids: number | null;
+    timeout_sec: number | null;
+    log_bytes: number | null;
     updated_at: string;
   };
   ssh_keys: {
@@ -175,9 +190,14 @@ class SqliteStore implements Store {
     await this.db.updateTable('ssh_keys').set({ last_used_at: at.toISOString() }).where('id', '=', id).execute();
   }
 
-  async insertSandbox(sandbox: SandboxRecord): Promise<void> {
+  async insertSandbox(sandbox: SandboxRecord, admit?: (usage: UserUsage) => void): Promise<void> {
     try {
-      await this.db.insertInto('sandboxes').values(toRow(sandbox)).execute();
+      // better-sqlite3 has one connection and kysely holds it for the whole transaction, so no
+      // other insert can come between the count and this one.
+      await this.db.transaction().execute(async (trx) => {
+        if (admit) admit(await usageOf(trx, sandbox.ownerId));
+        await trx.insertInto('sandboxes').values(toRow(sandbox)).execute();
+      });
     } catch (error) {
       if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a sandbox named "${sandbox.name}"`);
@@ -230,10 +250,14 @@ class SqliteStore implements Store {
   }
 
   async appendLog(sandboxId: string, chunk: LogChunk): Promise<void> {
-    await this.db
-      .insertInto('run_logs')
-      .values({ sandbox_id: sandboxId, seq: chunk.seq, stream: chunk.stream, data: chunk.data })
-      .execute();
+    await this.db.transaction().execute(async (trx) => {
+      await trx.insertInto('run_logs').values({ sandbox_id: sandboxId, seq: chunk.seq, stream: chunk.stream, data: chunk.data }).execute();
+      await trx
+        .updateTable('sandboxes')
+        .set((eb) => ({ log_bytes: eb('log_bytes', '+', chunk.data.length) }))
+        .where('id', '=', sandboxId)
+        .execute();
+    });
   }
 
   async readLogs(sandboxId: string, afterSeq: number, limit: number): Promise<LogChunk[]> {
@@ -249,12 +273,139 @@ class SqliteStore implements Store {
   }
 
   async deleteLogs(sandboxId: string): Promise<void> {
-    await this.db.deleteFrom('run_logs').where('sandbox_id', '=', sandboxId).execute();
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('run_logs').where('sandbox_id', '=', sandboxId).execute();
+      await trx.updateTable('sandboxes').set({ log_bytes: 0 }).where('id', '=', sandboxId).execute();
+    });
+  }
+
+  async trimLogs(ownerId: string, maxBytes: number): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      const { total } = await trx
+        .selectFrom('sandboxes')
+        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('log_bytes'), eb.lit(0)).as('total'))
+        .where('owner_id', '=', ownerId)
+        .executeTakeFirstOrThrow();
+      let excess = Number(total) - maxBytes;
+      let removed = 0;
+      while (excess > 0) {
+        const oldest = await trx
+          .selectFrom('sandboxes')
+          .select('id')
+          .where('owner_id', '=', ownerId)
+          .where('log_bytes', '>', 0)
+          // rowid is insertion order: it tells apart sandboxes made in the same millisecond.
+          .orderBy('created_at')
+          .orderBy(sql`rowid`)
+          .executeTakeFirst();
+        if (!oldest) break;
+        const chunks = await trx
+          .selectFrom('run_logs')
+          .select((eb) => ['seq', eb.fn<number>('length', ['data']).as('bytes')])
+          .where('sandbox_id', '=', oldest.id)
+          .orderBy('seq')
+          .limit(256)
+          .execute();
+        let trimmed = 0;
+        let lastWhole: number | undefined;
+        for (const chunk of chunks) {
+          if (chunk.bytes <= excess) {
+            lastWhole = chunk.seq;
+            excess -= chunk.bytes;
+            trimmed += chunk.bytes;
+            continue;
+          }
+          // The boundary chunk keeps its tail: the newest output stays.
+          await trx
+            .updateTable('run_logs')
+            .set({ data: sql<Uint8Array>`substr(data, ${excess + 1})` })
+            .where('sandbox_id', '=', oldest.id)
+            .where('seq', '=', chunk.seq)
+            .execute();
+          trimmed += excess;
+          excess = 0;
+          break;
+        }
+        if (lastWhole !== undefined) {
+          await trx.deleteFrom('run_logs').where('sandbox_id', '=', oldest.id).where('seq', '<=', lastWhole).execute();
+        }
+        // A count that disagrees with its chunks (none left) is set right rather than looped on.
+        if (chunks.length === 0) {
+          await trx.updateTable('sandboxes').set({ log_bytes: 0 }).where('id', '=', oldest.id).execute();
+        } else {
+          await trx
+            .updateTable('sandboxes')
+            .set((eb) => ({ log_bytes: eb('log_bytes', '-', trimmed), log_trimmed_bytes: eb('log_trimmed_bytes', '+', trimmed) }))
+            .where('id', '=', oldest.id)
+            .execute();
+        }
+        removed += trimmed;
+      }
+      return removed;
+    });
+  }
+
+  async usageOf(userId: string): Promise<UserUsage> {
+    return usageOf(this.db, userId);
+  }
+
+  async getQuotaOverrides(userId: string): Promise<QuotaOverrides> {
+    const row = await this.db.selectFrom('user_quotas').selectAll().where('user_id', '=', userId).executeTakeFirst();
+    if (!row) return {};
+    const overrides: QuotaOverrides = {};
+    for (const [key, column] of quotaColumns) {
+      const value = row[column];
+      if (value !== null) overrides[key] = value;
+    }
+    return overrides;
+  }
+
+  async setQuotaOverrides(userId: string, overrides: QuotaOverrides, at: Date): Promise<void> {
+    if (Object.keys(overrides).length === 0) {
+      await this.db.deleteFrom('user_quotas').where('user_id', '=', userId).execute();
+      return;
+    }
+    const row = {
+      user_id: userId,
+      updated_at: at.toISOString(),
+      ...Object.fromEntries(quotaColumns.map(([key, column]) => [column, overrides[key] ?? null])),
+    } as Tables['user_quotas'];
+    await this.db
+      .insertInto('user_quotas')
+      .values(row)
+      .onConflict((oc) => oc.column('user_id').doUpdateSet(row))
+      .execute();
   }
 
   async close(): Promise<void> {
     await this.db.destroy();
   }
+}
+
+const quotaColumns = [
+  ['sandboxes', 'sandboxes'],
+  ['cpus', 'cpus'],
+  ['memoryMb', 'memory_mb'],
+  ['pids', 'pids'],
+  ['timeoutSec', 'timeout_sec'],
+  ['logBytes', 'log_bytes'],
+] as const satisfies readonly (readonly [keyof QuotaLimits, keyof Tables['user_quotas']])[];
+
+/** A user's live sandboxes with the sums of their limits, and their logged bytes (all sandboxes). */
+async function usageOf(db: Kysely<Tables> | Transaction<Tables>, userId: string): Promise<UserUsage> {
+  const live = sql<number>`status IN ('pending', 'running', 'sleeping')`;
+  const row = await db
+    .selectFrom('sandboxes')
+    .select([
+      sql<number>`COALESCE(SUM(${live}), 0)`.as('sandboxes'),
+      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN cpus END), 0)`.as('cpus'),
+      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN memory_mb END), 0)`.as('memory_mb'),
+      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN pids_limit END), 0)`.as('pids'),
+      sql<number>`COALESCE(SUM(log_bytes), 0)`.as('log_bytes'),
+    ])
+    .where('owner_id', '=', userId)
+    .executeTakeFirstOrThrow();
+  return { sandboxes: row.sandboxes, cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids, logBytes: row.log_bytes };
 }
 
 function toUser(row: Tables['users']): UserRecord {
@@ -292,6 +443,8 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     env_json: JSON.stringify(sandbox.env),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
+    log_bytes: 0,
+    log_trimmed_bytes: sandbox.logTrimmedBytes,
     created_at: sandbox.createdAt.toISOString(),
     updated_at: sandbox.updatedAt.toISOString(),
   };
@@ -312,6 +465,7 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     env: JSON.parse(row.env_json) as Record<string, string>,
     exitCode: row.exit_code,
     statusReason: row.status_reason,
+    logTrimmedBytes: row.log_trimmed_bytes,
     createdAt: new Date(row.created_at),
     updatedAt: new Date(row.updated_at),
   };

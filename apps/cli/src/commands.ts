@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import type { Sandbox } from '@roost/sdk';
 import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
+import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
@@ -287,6 +288,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
   });
 
   addSshCommands(program, cli);
+  addQuotaCommands(program, cli);
 
   return program;
 }

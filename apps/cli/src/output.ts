@@ -53,5 +53,6 @@ export function describeSandbox(sandbox: Sandbox): string {
     ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
   ];
   if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);
+  if (sandbox.logTrimmedBytes > 0) rows.push(['logs', `the oldest ${sandbox.logTrimmedBytes} bytes were trimmed (log quota: roost quota)`]);
   return rows.map(([key, value]) => `${key.padEnd(11)}${value}`).join('\n');
 }

@@ -2,6 +2,10 @@
 // Nothing else in Roost reads process.env.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { maxTimeoutSec, maxTimerDelayMs } from '@roost/core';
+
+/** setTimeout and setInterval hold at most 2^31-1 ms; a longer delay would fire at once. */
+const timerDelayMsSchema = z.number().int().max(maxTimerDelayMs, `at most ${maxTimerDelayMs} ms (about 24.8 days), the longest a timer can wait`);
 
 const addrSchema = z
   .string()
@@ -30,8 +34,21 @@ export const configSchema = z.object({
   }),
   ssh: z.object({
     /** How often the gateway pings a client, and how many unanswered pings drop it. */
-    keepaliveIntervalMs: z.number().int().min(100),
+    keepaliveIntervalMs: timerDelayMsSchema.min(100),
     keepaliveCountMax: z.number().int().min(1),
+  }),
+  /** Every user's limits unless an admin set an override for them (`roost quota set`). */
+  quota: z.object({
+    /** Live sandboxes (pending, running, sleeping) at once. */
+    sandboxes: z.number().int().min(0),
+    /** Sums over a user's live sandboxes. */
+    cpus: z.number().min(0),
+    memoryMb: z.number().int().min(0),
+    pids: z.number().int().min(0),
+    /** The longest timeout a run or exec may ask. */
+    timeoutSec: z.number().int().min(1).max(maxTimeoutSec, `at most ${maxTimeoutSec} s (about 24.8 days), the longest a timer can wait`),
+    /** Logged output of a user's runs kept; past it the oldest is trimmed. */
+    logBytes: z.number().int().min(0),
   }),
   /** What one HTTP client may make the daemon hold (docs/operations.md, "HTTP limits"). */
   http: z.object({
@@ -65,6 +82,8 @@ const defaults: DaemonConfig = {
   logLevel: 'info',
   defaults: { cpus: 1, memoryMb: 1024, pids: 1024, openFiles: 65_536 },
   network: { default: 'none', allowNat: true, dnsServers: [] },
+  // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
+  quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   http: {
     headersTimeoutMs: 20_000,
@@ -88,13 +107,22 @@ const envKeys = {
   ROOST_LOG_LEVEL: 'logLevel',
 } as const;
 
+const integer = (v: string) => (/^\d+$/.test(v) ? Number(v) : v);
+const decimal = (v: string) => (/^\d+(\.\d+)?$/.test(v) ? Number(v) : v);
+
 /** Variables of nested settings, each with how its text becomes a value. */
 const nestedEnvKeys = {
   ROOST_NETWORK: ['network', 'default', (v: string) => v],
   ROOST_ALLOW_NAT: ['network', 'allowNat', (v: string) => (v === 'true' ? true : v === 'false' ? false : v)],
   ROOST_DNS_SERVERS: ['network', 'dnsServers', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
-  ROOST_POOL_SIZE: ['pool', 'size', (v: string) => (/^\d+$/.test(v) ? Number(v) : v)],
+  ROOST_POOL_SIZE: ['pool', 'size', integer],
   ROOST_POOL_IMAGES: ['pool', 'images', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+  ROOST_QUOTA_SANDBOXES: ['quota', 'sandboxes', integer],
+  ROOST_QUOTA_CPUS: ['quota', 'cpus', decimal],
+  ROOST_QUOTA_MEMORY_MB: ['quota', 'memoryMb', integer],
+  ROOST_QUOTA_PIDS: ['quota', 'pids', integer],
+  ROOST_QUOTA_TIMEOUT_SEC: ['quota', 'timeoutSec', integer],
+  ROOST_QUOTA_LOG_BYTES: ['quota', 'logBytes', integer],
 } as const;
 
 /**
@@ -102,8 +130,9 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota'>> & {
   http?: Partial<DaemonConfig['http']>;
+  quota?: Partial<DaemonConfig['quota']>;
   defaults?: Partial<DaemonConfig['defaults']>;
   network?: Partial<DaemonConfig['network']>;
   pool?: Partial<DaemonConfig['pool']>;
@@ -135,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     defaults: { ...defaults.defaults, ...fromFile.defaults, ...overrides.defaults },
     network: { ...defaults.network, ...fromFile.network, ...nested.network, ...overrides.network },
     pool: { ...defaults.pool, ...fromFile.pool, ...nested.pool, ...overrides.pool },
+    quota: { ...defaults.quota, ...fromFile.quota, ...nested.quota, ...overrides.quota },
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
   };

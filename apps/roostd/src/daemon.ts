@@ -6,7 +6,18 @@ import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger as PinoLogger } from 'pino';
-import { AuthService, SandboxService, WarmPool, type Clock, type Logger, type Runtime, type SandboxLimits, type Store } from '@roost/core';
+import {
+  AuthService,
+  maxTimerDelayMs,
+  Quotas,
+  SandboxService,
+  WarmPool,
+  type Clock,
+  type Logger,
+  type Runtime,
+  type SandboxLimits,
+  type Store,
+} from '@roost/core';
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
@@ -66,6 +77,9 @@ function systemClock(logger: Logger): Clock {
   return {
     now: () => new Date(),
     setTimeout: (fn, ms) => {
+      // Node fires a longer delay after 1 ms (TimeoutOverflowWarning); callers check first, and
+      // this makes sure none that slipped through ends something early.
+      if (!(ms <= maxTimerDelayMs)) throw new RangeError(`a timer cannot wait ${ms} ms (at most ${maxTimerDelayMs})`);
       const timer = setTimeout(() => {
         try {
           const result = fn() as unknown;
@@ -129,10 +143,12 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
   }
   const pool = warmPool(config, limits, runtime, logger);
+  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
   const sandboxes = new SandboxService({
     ...deps,
     runtime,
     pool,
+    quotas,
     defaults: { image: 'debian', limits, network: config.network.default },
   });
   await sandboxes.reconcile();
@@ -154,6 +170,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
     auth,
+    quotas,
     logger,
     version,
     runtimeName: runtime.info.engine,

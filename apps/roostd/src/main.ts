@@ -23,6 +23,14 @@ Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each ove
   ROOST_POOL_SIZE         ready sandboxes kept per pooled image, 0 = off (default 4)
   ROOST_POOL_IMAGES       images with a warm pool, comma-separated (default debian)
 
+Every user's quota (the admin's too) unless an admin sets another (roost quota set):
+  ROOST_QUOTA_SANDBOXES   live sandboxes at once (default 20)
+  ROOST_QUOTA_CPUS        CPUs summed over a user's live sandboxes (default 32)
+  ROOST_QUOTA_MEMORY_MB   memory in MB summed over them (default 32768)
+  ROOST_QUOTA_PIDS        processes and threads summed over them (default 32768)
+  ROOST_QUOTA_TIMEOUT_SEC the longest timeout a run or exec may ask (default 86400, at most 2147483)
+  ROOST_QUOTA_LOG_BYTES   run output kept per user; the oldest is trimmed past it (default 268435456)
+
 Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
 
 async function main(argv: string[]): Promise<number> {

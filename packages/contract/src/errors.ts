@@ -15,6 +15,12 @@ export const errorCodes = {
     hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-".',
   },
   LIMIT_TOO_HIGH: { status: 400, hint: 'Ask for less; the message says the most this host can give.' },
+  // 403, not 429: waiting does not help (nothing frees itself on a schedule, so there is no
+  // Retry-After to give) and clients that retry 429 by themselves would only repeat a refusal.
+  QUOTA_EXCEEDED: {
+    status: 403,
+    hint: 'Free some (`roost ls`, then `roost rm` what you no longer need) or ask for less; `roost quota` shows your limits and use, and an admin can raise them with `roost quota set <user>`.',
+  },
   NETWORK_NOT_ALLOWED: {
     status: 403,
     hint: 'Egress is turned off on this daemon; an admin can allow it with ROOST_ALLOW_NAT=true (see docs/operations.md).',
@@ -36,6 +42,7 @@ export const errorCodes = {
   UNAUTHENTICATED: { status: 401, hint: 'Log in with `roost login` (on the daemon host it finds the admin token by itself).' },
   FORBIDDEN: { status: 403, hint: 'Ask an admin for access.' },
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },
+  ROOST_USER_NOT_FOUND: { status: 404, hint: 'Check the user name (users have the name they were made with; `roost whoami` shows yours).' },
   SANDBOX_NOT_FOUND: { status: 404, hint: 'Run `roost list` to see your sandboxes.' },
   SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
   USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },

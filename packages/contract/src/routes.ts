@@ -47,6 +47,27 @@ export const routes = {
     summary: 'Host prerequisites and residue (admins only)',
     success: { status: 200, schema: s.doctorResponseSchema },
   },
+  myQuota: {
+    method: 'GET',
+    path: '/api/v1/quota',
+    summary: 'Your quota: your limits and what you use now',
+    success: { status: 200, schema: s.quotaSchema },
+  },
+  getUserQuota: {
+    method: 'GET',
+    path: '/api/v1/users/{user}/quota',
+    summary: "A user's quota, limits and use (admins only)",
+    params: s.userRefParamsSchema,
+    success: { status: 200, schema: s.quotaSchema },
+  },
+  updateUserQuota: {
+    method: 'PATCH',
+    path: '/api/v1/users/{user}/quota',
+    summary: "Set some of a user's limits (admins only, their own included); null returns one to the daemon's default",
+    params: s.userRefParamsSchema,
+    body: s.updateQuotaRequestSchema,
+    success: { status: 200, schema: s.quotaSchema },
+  },
   createSandbox: {
     method: 'POST',
     path: '/api/v1/sandboxes',

@@ -12,6 +12,14 @@ export const networkModeSchema = z
   .enum(['none', 'nat'])
   .describe('none: no way out of the sandbox; nat: egress to the outside through the host, with DNS');
 
+/** setTimeout holds at most 2^31-1 ms; a longer timeout would fire at once, so it is refused. */
+export const maxTimeoutSec = Math.floor((2 ** 31 - 1) / 1000);
+
+const timeoutSecSchema = z
+  .number()
+  .positive()
+  .max(maxTimeoutSec, `at most ${maxTimeoutSec} s (about 24.8 days): the longest a timer can wait`);
+
 const unixUserSchema = z
   .string()
   .regex(/^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i, 'a user name of the image (letters, digits, _ . -) or a uid');
@@ -37,6 +45,10 @@ export const sandboxSchema = z
     image: z.string(),
     status: sandboxStatusSchema,
     statusReason: z.string().nullable().describe('Why the sandbox is in its status, when there is more to say'),
+    logTrimmedBytes: z
+      .number()
+      .int()
+      .describe('Bytes of its logged output trimmed (oldest first) to keep its owner within the log quota'),
     exitCode: z.number().int().nullable().describe('Exit code of the script of a one-shot run once it ended'),
     persistent: z.boolean().describe('Persistent sandboxes stay after their script ends'),
     cpus: z.number(),
@@ -80,7 +92,7 @@ export const execRequestSchema = z
     command: z.array(z.string()).min(1).describe('argv; use ["bash","-c", script] for a script'),
     env: envSchema.optional(),
     cwd: z.string().optional().describe('Working directory inside the sandbox (default /root)'),
-    timeoutSec: z.number().positive().optional().describe('Kill the command after this many seconds'),
+    timeoutSec: timeoutSecSchema.optional().describe('Kill the command after this many seconds (at most your quota\'s timeoutSec)'),
   })
   .meta({ id: 'ExecRequest' });
 export type ExecRequest = z.infer<typeof execRequestSchema>;
@@ -90,7 +102,7 @@ export const runRequestSchema = z
     script: z.string().min(1).describe('Shell script, run with bash -c'),
     ...sandboxOptions,
     persistent: z.boolean().optional().describe('Keep the sandbox after the script ends (default false)'),
-    timeoutSec: z.number().positive().optional().describe('Kill the script after this many seconds'),
+    timeoutSec: timeoutSecSchema.optional().describe('Kill the script after this many seconds (at most your quota\'s timeoutSec)'),
   })
   .meta({ id: 'RunRequest' });
 export type RunRequest = z.infer<typeof runRequestSchema>;
@@ -190,3 +202,57 @@ export const updateSandboxRequestSchema = z
   })
   .meta({ id: 'UpdateSandboxRequest' });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;
+
+/** Each limit of a quota, with its unit; also the keys of a change. */
+const quotaLimitFields = {
+  sandboxes: z.number().int().min(0).max(1_000_000).describe('Live sandboxes (pending, running, sleeping) at once'),
+  cpus: z.number().min(0).max(1_000_000).describe('CPUs, summed over live sandboxes'),
+  memoryMb: z.number().int().min(0).max(1024 * 1024 * 1024).describe('Memory in MB, summed over live sandboxes'),
+  pids: z.number().int().min(0).max(1_000_000_000).describe('Processes and threads, summed over live sandboxes'),
+  timeoutSec: z
+    .number()
+    .int()
+    .min(1)
+    .max(maxTimeoutSec, `at most ${maxTimeoutSec} s (about 24.8 days): the longest a timer can wait`)
+    .describe('The longest timeout a run or exec may ask, in seconds'),
+  logBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(Number.MAX_SAFE_INTEGER)
+    .describe('Logged output of runs kept for `roost logs`; past it the oldest is trimmed'),
+};
+
+export const quotaLimitsSchema = z.object(quotaLimitFields).meta({ id: 'QuotaLimits' });
+export type QuotaLimits = z.infer<typeof quotaLimitsSchema>;
+
+export const quotaSchema = z
+  .object({
+    user: z.object({ id: z.string(), name: z.string() }),
+    limits: quotaLimitsSchema.describe("What applies: the admin's override where there is one, else the daemon's default"),
+    overrides: quotaLimitsSchema.partial().describe('What an admin set for this user; the rest follows the defaults'),
+    usage: z
+      .object({
+        sandboxes: z.number().int(),
+        cpus: z.number(),
+        memoryMb: z.number().int(),
+        pids: z.number().int(),
+        logBytes: z.number().int(),
+      })
+      .describe('What the user holds now: live sandboxes and the sums of their limits, and stored log bytes'),
+  })
+  .meta({ id: 'Quota' });
+export type Quota = z.infer<typeof quotaSchema>;
+
+export const updateQuotaRequestSchema = z
+  .object(Object.fromEntries(Object.entries(quotaLimitFields).map(([key, field]) => [key, field.nullable().optional()])) as {
+    [K in keyof typeof quotaLimitFields]: z.ZodOptional<z.ZodNullable<(typeof quotaLimitFields)[K]>>;
+  })
+  .strict()
+  .describe('Limits to set for the user; null returns one to the daemon\'s default; absent ones stay as they are')
+  .meta({ id: 'UpdateQuotaRequest' });
+export type UpdateQuotaRequest = z.infer<typeof updateQuotaRequestSchema>;
+
+export const userRefParamsSchema = z.object({
+  user: z.string().min(1).max(200).describe('User name or id'),
+});

@@ -180,6 +180,8 @@ export interface SandboxRecord {
   exitCode: number | null;
   /** Why the sandbox is in its status, for humans (e.g. "timed out after 5 s"). */
   statusReason: string | null;
+  /** Bytes of its logged output trimmed (oldest first) to keep its owner within the log quota. */
+  logTrimmedBytes: number;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -223,6 +225,32 @@ export interface SandboxPatch {
   statusReason?: string | null;
 }
 
+/** Per-user limits (see core/src/quotas.ts). Totals are over the user's live sandboxes. */
+export interface QuotaLimits {
+  /** Live sandboxes (pending, running, sleeping) at once. */
+  sandboxes: number;
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+  /** The longest timeout a run or exec may ask, in seconds. */
+  timeoutSec: number;
+  /** Logged output of the user's runs kept in the store; past it the oldest is trimmed. */
+  logBytes: number;
+}
+
+/** What an admin set for one user; absent keys follow the daemon's defaults. */
+export type QuotaOverrides = Partial<QuotaLimits>;
+
+/** What a user holds now. */
+export interface UserUsage {
+  /** Live sandboxes and the sums of their limits. */
+  sandboxes: number;
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+  logBytes: number;
+}
+
 /** State: users, tokens, sandboxes. */
 export interface Store {
   createUser(user: UserRecord): Promise<void>;
@@ -240,8 +268,12 @@ export interface Store {
   deleteSshKey(id: string): Promise<void>;
   touchSshKey(id: string, at: Date): Promise<void>;
 
-  /** Fails with code SANDBOX_NAME_TAKEN when the owner already has a sandbox of that name. */
-  insertSandbox(sandbox: SandboxRecord): Promise<void>;
+  /**
+   * Fails with code SANDBOX_NAME_TAKEN when the owner already has a live sandbox of that name.
+   * `admit` is called with the owner's live use in the same transaction as the insert (so no
+   * other insert comes between); whatever it throws refuses the sandbox.
+   */
+  insertSandbox(sandbox: SandboxRecord, admit?: (usage: UserUsage) => void): Promise<void>;
   getSandbox(id: string): Promise<SandboxRecord | undefined>;
   getSandboxByName(ownerId: string, name: string): Promise<SandboxRecord | undefined>;
   listSandboxes(filter: { ownerId?: string }): Promise<SandboxRecord[]>;
@@ -252,6 +284,17 @@ export interface Store {
   /** Chunks with seq > afterSeq, oldest first, at most `limit`. */
   readLogs(sandboxId: string, afterSeq: number, limit: number): Promise<LogChunk[]>;
   deleteLogs(sandboxId: string): Promise<void>;
+  /**
+   * Deletes the owner's oldest logged output, oldest sandbox first and within it oldest chunk
+   * first (the last one cut to its tail), until at most maxBytes remain. Each sandbox's
+   * logTrimmedBytes grows by what it lost. Resolves with the bytes removed.
+   */
+  trimLogs(ownerId: string, maxBytes: number): Promise<number>;
+
+  usageOf(userId: string): Promise<UserUsage>;
+  getQuotaOverrides(userId: string): Promise<QuotaOverrides>;
+  /** Replaces the user's overrides; an empty object means the defaults apply. */
+  setQuotaOverrides(userId: string, overrides: QuotaOverrides, at: Date): Promise<void>;
 
   close(): Promise<void>;
 }

@@ -1,19 +1,23 @@
 // Output of run scripts, kept in the store for `roost logs` and followed live with `logs -f`.
 import type { OutputChunk } from './output.js';
-import type { LogChunk, Store } from './ports.js';
+import type { LogChunk, SandboxRecord, Store } from './ports.js';
 
 const readBatch = 256;
+
+export interface LogWriterOpts {
+  /** The sandbox's owner, whose stored output counts against maxBytes. */
+  ownerId: string;
+  /** The owner's log quota: past it, the owner's oldest output is trimmed. */
+  maxBytes: number;
+}
 
 export class RunLogs {
   /** Sandboxes whose script is still writing, with the callbacks of followers waiting for more. */
   private readonly live = new Map<string, Set<() => void>>();
 
-  constructor(
-    private readonly store: Store,
-    private readonly maxBytes: number,
-  ) {}
+  constructor(private readonly store: Store) {}
 
-  writer(sandboxId: string) {
+  writer(sandboxId: string, opts: LogWriterOpts) {
     const waiters = new Set<() => void>();
     this.live.set(sandboxId, waiters);
     const wake = () => {
@@ -21,18 +25,10 @@ export class RunLogs {
       waiters.clear();
     };
     let seq = 0;
-    let bytes = 0;
-    let truncated = false;
     const append = async (chunk: OutputChunk) => {
-      if (truncated) return;
-      if (bytes + chunk.data.length > this.maxBytes) {
-        truncated = true;
-        const note = `\n[roost: log cut after ${this.maxBytes} bytes; the script's output was not cut]\n`;
-        await this.store.appendLog(sandboxId, { seq: ++seq, stream: 'stderr', data: new TextEncoder().encode(note) });
-      } else {
-        bytes += chunk.data.length;
-        await this.store.appendLog(sandboxId, { seq: ++seq, stream: chunk.stream, data: chunk.data });
-      }
+      await this.store.appendLog(sandboxId, { seq: ++seq, stream: chunk.stream, data: chunk.data });
+      // Oldest first, this run's own output last: a run larger than the quota keeps its tail.
+      await this.store.trimLogs(opts.ownerId, opts.maxBytes);
       wake();
     };
     return {
@@ -49,8 +45,16 @@ export class RunLogs {
     };
   }
 
-  /** Logged chunks; with follow, keeps yielding until the script ends. */
-  async *read(sandboxId: string, opts: { follow: boolean }): AsyncGenerator<LogChunk> {
+  /**
+   * Logged chunks; with follow, keeps yielding until the script ends. When older output was
+   * trimmed to keep the owner within the log quota, a note on stderr comes first and says so.
+   */
+  async *read(sandbox: Pick<SandboxRecord, 'id' | 'logTrimmedBytes'>, opts: { follow: boolean }): AsyncGenerator<LogChunk> {
+    const sandboxId = sandbox.id;
+    if (sandbox.logTrimmedBytes > 0) {
+      const note = `[roost: earlier output was trimmed (${sandbox.logTrimmedBytes} bytes, oldest first) to keep your stored logs within your quota; \`roost quota\` shows it]\n`;
+      yield { seq: 0, stream: 'stderr', data: new TextEncoder().encode(note) };
+    }
     let afterSeq = 0;
     for (;;) {
       const waiters = this.live.get(sandboxId);

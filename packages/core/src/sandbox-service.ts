@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
+import { admitSandbox, admitTimeout, type Quotas } from './quotas.js';
 import { RunLogs } from './run-logs.js';
 import type { WarmPool } from './warm-pool.js';
 import type {
@@ -14,6 +15,7 @@ import type {
   Logger,
   NetworkMode,
   ProcessHandle,
+  QuotaLimits,
   Runtime,
   RuntimeDiagnosis,
   SandboxAddress,
@@ -41,6 +43,8 @@ export interface SandboxServiceDeps {
   defaults: SandboxDefaults;
   /** Ready sandboxes that create() claims before making one. */
   pool?: WarmPool;
+  /** Each owner's limits: create, run and exec are checked against them. */
+  quotas: Quotas;
 }
 
 export interface CreateSandboxOpts {
@@ -95,8 +99,6 @@ export interface RunSession extends ExecSession {
 }
 
 const liveStatuses: SandboxStatus[] = ['pending', 'running', 'sleeping'];
-/** Output of a run script kept for `roost logs`; past this, the log says it was cut. */
-const maxLoggedBytes = 16 * 1024 * 1024;
 /** Starts the reason of a process the kernel killed for memory; scripts may match on it. */
 export const oomKilledReason = 'OOM_KILLED';
 /** What GNU timeout exits with, so scripts can tell a timeout from a failure. */
@@ -107,15 +109,20 @@ export class SandboxService {
   private readonly teardowns = new Set<Promise<unknown>>();
 
   constructor(private readonly deps: SandboxServiceDeps) {
-    this.logs = new RunLogs(deps.store, maxLoggedBytes);
+    this.logs = new RunLogs(deps.store);
   }
 
   async create(ownerId: string, opts: CreateSandboxOpts): Promise<SandboxRecord> {
+    return this.createWithin(ownerId, opts, await this.deps.quotas.limitsOf(ownerId));
+  }
+
+  private async createWithin(ownerId: string, opts: CreateSandboxOpts, quota: QuotaLimits): Promise<SandboxRecord> {
     const { store, clock, logger, newId, defaults, pool } = this.deps;
     const image = opts.image ?? defaults.image;
     if (opts.name !== undefined) assertValidSandboxName(opts.name);
     this.assertGrantable(opts);
-    // Taken synchronously: no other claim can get the same member.
+    // Taken synchronously: no other claim can get the same member. A claim the quota then
+    // refuses goes back to the pool untouched.
     const pooled = pool?.claim(image);
     const id = pooled ?? newId('sb');
     const name = opts.name ?? generatedName(id);
@@ -139,11 +146,13 @@ export class SandboxService {
       env: opts.env ?? {},
       exitCode: null,
       statusReason: null,
+      logTrimmedBytes: 0,
       createdAt: now,
       updatedAt: now,
     };
     try {
-      await store.insertSandbox(record);
+      // The check and the reservation (a pending record counts as live) are one transaction.
+      await store.insertSandbox(record, (usage) => admitSandbox(quota, usage, record.limits));
     } catch (error) {
       if (pooled) pool!.giveBack(image, pooled);
       throw error;
@@ -212,6 +221,7 @@ export class SandboxService {
   }
 
   async exec(ownerId: string, ref: string, opts: ExecSandboxOpts): Promise<ExecSession> {
+    admitTimeout(await this.deps.quotas.limitsOf(ownerId), opts.timeoutSec, 'exec');
     const sandbox = await this.ensureAwake(ownerId, ref);
     const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
     const process = await this.startProcess(sandbox, opts);
@@ -255,7 +265,9 @@ export class SandboxService {
 
   /** Creates a sandbox, runs the script in it and, unless persistent, removes it afterwards. */
   async run(ownerId: string, opts: RunOpts): Promise<RunSession> {
-    const sandbox = await this.create(ownerId, { ...opts, persistent: opts.persistent ?? false });
+    const quota = await this.deps.quotas.limitsOf(ownerId);
+    admitTimeout(quota, opts.timeoutSec, 'run');
+    const sandbox = await this.createWithin(ownerId, { ...opts, persistent: opts.persistent ?? false }, quota);
     let process: ProcessHandle;
     try {
       process = await this.startProcess(sandbox, { command: ['bash', '-c', opts.script] });
@@ -263,7 +275,7 @@ export class SandboxService {
       await this.finishRun(sandbox, { exitCode: 1, reason: 'the script could not be started' });
       throw error;
     }
-    const logWriter = this.logs.writer(sandbox.id);
+    const logWriter = this.logs.writer(sandbox.id, { ownerId, maxBytes: quota.logBytes });
     // A fresh sandbox has had no OOM kills yet.
     const session = this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore: 0 }, (chunks) =>
       logWriter.tee(chunks),

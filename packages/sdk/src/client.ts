@@ -3,10 +3,12 @@ import type {
   DoctorReport,
   ExecRequest,
   Health,
+  Quota,
   RunRequest,
   Sandbox,
   SshInfo,
   SshKey,
+  UpdateQuotaRequest,
   UpdateSandboxRequest,
   Whoami,
 } from '@roost/contract';
@@ -47,11 +49,14 @@ export class Roost {
   readonly sandboxes: Sandboxes;
   /** Your SSH public keys, for the SSH gateway. */
   readonly sshKeys: SshKeys;
+  /** Per-user limits: yours, and (admins) anyone's. */
+  readonly quotas: Quotas;
 
   constructor(private readonly opts: RoostOpts) {
     this.apiUrl = opts.apiUrl.replace(/\/+$/, '');
     this.sandboxes = new Sandboxes(this);
     this.sshKeys = new SshKeys(this);
+    this.quotas = new Quotas(this);
   }
 
   /**
@@ -179,6 +184,40 @@ export class SshKeys {
    */
   async remove(ref: string, opts: CallOpts = {}): Promise<void> {
     await this.roost.request<void>('DELETE', `/api/v1/ssh-keys/${encodeURIComponent(ref)}`, undefined, opts);
+  }
+}
+
+/**
+ * `roost.quotas`: what each user may hold at once (live sandboxes and their CPUs, memory and
+ * pids), the longest timeout a run or exec may ask, and how much run output is kept. Past a
+ * limit the API answers QUOTA_EXCEEDED.
+ */
+export class Quotas {
+  constructor(private readonly roost: Roost) {}
+
+  /**
+   * Your limits and what you use now.
+   * @example const { limits, usage } = await roost.quotas.mine(); // limits.sandboxes - usage.sandboxes more
+   */
+  mine(opts: CallOpts = {}): Promise<Quota> {
+    return this.roost.request<Quota>('GET', '/api/v1/quota', undefined, opts);
+  }
+
+  /**
+   * A user's limits and use, by name or id (admin token needed).
+   * @example const quota = await roost.quotas.get('bob');
+   */
+  get(user: string, opts: CallOpts = {}): Promise<Quota> {
+    return this.roost.request<Quota>('GET', `/api/v1/users/${encodeURIComponent(user)}/quota`, undefined, opts);
+  }
+
+  /**
+   * Sets some of a user's limits (admin token needed; the admin's own included). `null` returns
+   * a limit to the daemon's default; limits not given stay as they are.
+   * @example await roost.quotas.set('bob', { memoryMb: 8192, sandboxes: null });
+   */
+  set(user: string, limits: UpdateQuotaRequest, opts: CallOpts = {}): Promise<Quota> {
+    return this.roost.request<Quota>('PATCH', `/api/v1/users/${encodeURIComponent(user)}/quota`, limits, opts);
   }
 }
 

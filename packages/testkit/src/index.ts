@@ -4,3 +4,4 @@ export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';
 export { waitFor, freePort } from './wait.js';
+export { ManualClock } from './manual-clock.js';

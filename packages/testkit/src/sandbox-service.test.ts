@@ -1,33 +1,14 @@
 // Core logic against fakes: the FakeRuntime, an in-memory SQLite store and a manual clock.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { RoostError, SandboxService, type Clock, type Logger, type Store } from '@roost/core';
+import { Quotas, RoostError, SandboxService, type Logger, type Store } from '@roost/core';
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { ManualClock } from './manual-clock.js';
+import { roomyQuota } from './quota-fixtures.js';
 
 const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
-
-/** A clock whose timers fire only when the test says so. */
-class ManualClock implements Clock {
-  private timers: { at: number; fn: () => void; cancelled: boolean }[] = [];
-  private nowMs = Date.parse('2026-01-01T00:00:00Z');
-  now() {
-    return new Date(this.nowMs);
-  }
-  setTimeout(fn: () => void, ms: number) {
-    const timer = { at: this.nowMs + ms, fn, cancelled: false };
-    this.timers.push(timer);
-    return { cancel: () => void (timer.cancelled = true) };
-  }
-  advance(ms: number) {
-    this.nowMs += ms;
-    for (const timer of this.timers.filter((t) => !t.cancelled && t.at <= this.nowMs)) {
-      timer.cancelled = true;
-      timer.fn();
-    }
-  }
-}
 
 async function drain(session: { output: AsyncIterable<{ stream: string; data: Uint8Array }> }) {
   const out = { stdout: '', stderr: '' };
@@ -55,6 +36,7 @@ describe('SandboxService', () => {
       logger: silent,
       newId,
       defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
+      quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }),
     });
   });
   afterEach(async () => {
@@ -72,7 +54,7 @@ describe('SandboxService', () => {
     await service.settle();
     assert.deepEqual(await runtime.list(), []);
     const logged = [];
-    for await (const chunk of service.logs.read(record.id, { follow: false })) logged.push(Buffer.from(chunk.data).toString());
+    for await (const chunk of service.logs.read(record, { follow: false })) logged.push(Buffer.from(chunk.data).toString());
     assert.deepEqual(logged.sort(), ['err\n', 'out\n']);
   });
 
@@ -139,6 +121,7 @@ describe('SandboxService', () => {
       logger: silent,
       newId,
       defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
+      quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }),
     });
     await assert.rejects(strict.create(owner, { openFiles: 20_001 }), (error: RoostError) => {
       assert.equal(error.code, 'LIMIT_TOO_HIGH');

@@ -2,11 +2,12 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { SandboxService, WarmPool, type Logger, type SandboxSpec, type Store } from '@roost/core';
+import { Quotas, SandboxService, WarmPool, type Logger, type SandboxSpec, type Store } from '@roost/core';
 import { newId } from '@roost/roostd';
 import type { CommandHandle } from '@roost/sdk';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { roomyQuota } from './quota-fixtures.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
 /** A run's whole output and exit code. */
@@ -65,6 +66,7 @@ describe('WarmPool with SandboxService', () => {
       newId,
       pool,
       defaults: { image: 'debian', limits, network: 'none' },
+      quotas: new Quotas({ store, defaults: roomyQuota, now: () => new Date() }),
     });
     pool.start();
     await pool.filled();
@@ -134,7 +136,11 @@ describe('WarmPool with SandboxService', () => {
 describe('warm pool on the real driver', () => {
   let daemon: TestDaemon;
   before(async () => {
-    daemon = await startDaemon({ driver: 'oci', config: { pool: { size: 4, memoryShare: 0.5 } } });
+    // 50 live runs at once are over the default quota (20 sandboxes): raise it for this daemon.
+    daemon = await startDaemon({
+      driver: 'oci',
+      config: { pool: { size: 4, memoryShare: 0.5 }, quota: { sandboxes: 64, cpus: 64, memoryMb: 65_536, pids: 65_536 } },
+    });
     await daemon.daemon.pool!.filled();
   });
   after(async () => {
