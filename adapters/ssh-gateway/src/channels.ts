@@ -14,8 +14,9 @@ export function relay(stream: Duplex, channel: Duplex | ServerChannel): void {
     stream.destroy();
     other.destroy();
   };
-  stream.once('error', destroy);
-  other.once('error', destroy);
+  // on, not once: a destroyed stream may still report a second error (a reset after EPIPE).
+  stream.on('error', destroy);
+  other.on('error', destroy);
   stream.once('close', () => other.end());
   other.once('close', () => stream.end());
 }
@@ -42,6 +43,73 @@ export function openAgentChannel(connection: Connection): Promise<ServerChannel>
       reject(new Error('no free SSH channel'));
       return;
     }
-    internals._protocol.openssh_authAgent(local, channelWindow, channelPacketSize);
+    try {
+      internals._protocol.openssh_authAgent(local, channelWindow, channelPacketSize);
+    } catch (error) {
+      // The connection ended meanwhile.
+      reject(error as Error);
+    }
   });
+}
+
+/**
+ * How many channels one connection holds open at once, whoever opened them: every channel is
+ * a relay or a process in the sandbox, so a client must not open them without bound.
+ */
+export class ChannelBudget {
+  private open = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** Takes a place for a channel about to open; false when the connection has no more. */
+  take(): boolean {
+    if (this.open >= this.max) return false;
+    this.open++;
+    return true;
+  }
+
+  /** Gives back the place of a channel that closed (or never opened). */
+  give(): void {
+    this.open = Math.max(0, this.open - 1);
+  }
+
+  /** Gives the place back when `channel` closes; once, however it ends. */
+  holdUntilClosed(channel: { once(event: 'close', listener: () => void): unknown }): void {
+    channel.once('close', () => this.give());
+  }
+}
+
+/**
+ * Opens a channel to the client for a connection accepted inside the sandbox (-R, agent, X11),
+ * within the connection's budget, and relays it; the stream is dropped when that fails. The
+ * stream's errors are handled from the start: it may fail while the channel is opening.
+ */
+export function relayToClient(
+  budget: ChannelBudget,
+  stream: Duplex,
+  open: (callback: (error: Error | undefined, channel: ServerChannel) => void) => void,
+): void {
+  stream.on('error', () => stream.destroy());
+  if (!budget.take()) {
+    stream.destroy();
+    return;
+  }
+  let settled = false;
+  const done = (error: Error | undefined, channel?: ServerChannel) => {
+    if (settled) return;
+    settled = true;
+    if (error || !channel) {
+      budget.give();
+      stream.destroy();
+      return;
+    }
+    budget.holdUntilClosed(channel);
+    relay(stream, channel);
+  };
+  try {
+    open((error, channel) => done(error, channel));
+  } catch (error) {
+    // ssh2 throws when the connection is already gone.
+    done(error as Error);
+  }
 }

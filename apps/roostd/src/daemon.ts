@@ -128,6 +128,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     hostKeys,
     logger,
     keepalive: { intervalMs: config.ssh.keepaliveIntervalMs, countMax: config.ssh.keepaliveCountMax },
+    limits: config.ssh,
   });
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
