@@ -4,9 +4,13 @@ import type { Connection, ServerChannel } from 'ssh2';
 
 /**
  * Copies both ways with backpressure and half-close (EOF one way leaves the other open), and
- * tears both down when either fails or closes.
+ * tears both down when either fails or closes. Returns the teardown.
+ *
+ * A side that closes ends the other (what was written still gets through) and then destroys
+ * it: a peer that never reads, or a process inside that never stops sending, would otherwise
+ * keep the relay process in the sandbox alive after its SSH channel is gone.
  */
-export function relay(stream: Duplex, channel: Duplex | ServerChannel): void {
+export function relay(stream: Duplex, channel: Duplex | ServerChannel): () => void {
   const other = channel as Duplex;
   stream.pipe(other);
   other.pipe(stream);
@@ -17,8 +21,14 @@ export function relay(stream: Duplex, channel: Duplex | ServerChannel): void {
   // on, not once: a destroyed stream may still report a second error (a reset after EPIPE).
   stream.on('error', destroy);
   other.on('error', destroy);
-  stream.once('close', () => other.end());
-  other.once('close', () => stream.end());
+  const endThenDestroy = (side: Duplex) => {
+    if (side.destroyed) return;
+    if (side.writableFinished) side.destroy();
+    else side.end(() => side.destroy());
+  };
+  stream.once('close', () => endThenDestroy(other));
+  other.once('close', () => endThenDestroy(stream));
+  return destroy;
 }
 
 // ssh2's server can open forwarded-tcpip, x11 and streamlocal channels to the client, but not
@@ -58,6 +68,8 @@ export function openAgentChannel(connection: Connection): Promise<ServerChannel>
  */
 export class ChannelBudget {
   private open = 0;
+  /** Teardowns of the relays on channels still open. */
+  private readonly teardowns = new Set<() => void>();
 
   constructor(private readonly max: number) {}
 
@@ -74,8 +86,21 @@ export class ChannelBudget {
   }
 
   /** Gives the place back when `channel` closes; once, however it ends. */
-  holdUntilClosed(channel: { once(event: 'close', listener: () => void): unknown }): void {
-    channel.once('close', () => this.give());
+  holdUntilClosed(channel: { once(event: 'close', listener: () => void): unknown }, teardown?: () => void): void {
+    if (teardown) this.teardowns.add(teardown);
+    channel.once('close', () => {
+      this.give();
+      if (teardown) this.teardowns.delete(teardown);
+    });
+  }
+
+  /**
+   * The connection ended: tears down every relay still held. ssh2 emits a server channel's
+   * 'close' only after its 'end', which a relay paused by backpressure may never read.
+   */
+  closeAll(): void {
+    for (const teardown of this.teardowns) teardown();
+    this.teardowns.clear();
   }
 }
 
@@ -103,8 +128,7 @@ export function relayToClient(
       stream.destroy();
       return;
     }
-    budget.holdUntilClosed(channel);
-    relay(stream, channel);
+    budget.holdUntilClosed(channel, relay(stream, channel));
   };
   try {
     open((error, channel) => done(error, channel));

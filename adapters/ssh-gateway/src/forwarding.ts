@@ -40,8 +40,7 @@ export class Forwarding {
         (stream) => {
           stream.on('error', () => stream.destroy());
           const channel = accept();
-          channels.holdUntilClosed(channel);
-          relay(stream, channel);
+          channels.holdUntilClosed(channel, relay(stream, channel));
         },
         (error: Error) => {
           channels.give();
@@ -110,7 +109,8 @@ export class Forwarding {
       },
     });
     port = 'port' in listener.address ? listener.address.port : bindPort;
-    await this.keep(`${bindAddr}:${bindPort}`, listener);
+    // Port 0 asks for any port: the client cancels it by the port it was given.
+    await this.keep(`${bindAddr}:${port}`, listener);
     this.deps.logger.info({ sandboxId: sandbox.id, bind: `${bindAddr}:${port}`, unixUser: login.unixUser }, 'SSH remote forward listening inside the sandbox');
     return port;
   }

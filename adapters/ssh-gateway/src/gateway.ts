@@ -215,7 +215,10 @@ export class SshGateway {
       client.on('tcpip', (accept, reject, info) => forwarding.direct(accept, reject, { host: info.destIP, port: info.destPort }));
       client.on('openssh.streamlocal', (accept, reject, info) => forwarding.direct(accept, reject, { path: info.socketPath }));
       client.on('request', (accept, reject, name, info) => forwarding.request(accept, reject, name, info));
-      client.on('close', () => void forwarding.close());
+      client.on('close', () => {
+        channels.closeAll();
+        void forwarding.close();
+      });
     });
   }
 
