@@ -38,6 +38,8 @@ export interface HttpApiDeps {
   runtimeName: string;
   /** Told only to clients on the daemon's host, so `roost login` there needs no pasting. */
   adminTokenFile: string;
+  /** The data dir, absolute; told to loopback clients so `roost login` can check the token file is inside. */
+  dataDir: string;
   /** Where the SSH gateway listens (known once it does) and its host keys. */
   sshInfo(): SshInfo;
   /** Hands an SSH connection that arrived over a WebSocket to the gateway. */
@@ -124,7 +126,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     status: 'ok',
     version: deps.version,
     runtime: deps.runtimeName,
-    ...(isLoopback(request.ip) && { adminTokenFile: deps.adminTokenFile }),
+    ...(isLoopback(request.ip) && { adminTokenFile: deps.adminTokenFile, dataDir: deps.dataDir }),
   }));
   on('openApi', async () => openApiDocument);
 

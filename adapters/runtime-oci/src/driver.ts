@@ -3,7 +3,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import type {
-  ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
+  ConnectOpts, ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
   SandboxSpec,
 } from '@roost/core';
 import { checkHostPrerequisites } from './prereqs.js';
@@ -343,16 +343,18 @@ class OciRuntime implements Runtime {
     throw notFound();
   }
 
-  async connect(id: string, address: SandboxAddress): Promise<Duplex> {
+  // The relay runs as the asking user, so the kernel decides what it may open or bind (root's
+  // sockets, ports below 1024) exactly as for that user's own processes.
+  async connect(id: string, address: SandboxAddress, opts: ConnectOpts = {}): Promise<Duplex> {
     const target = 'path' in address ? ['--unix', address.path] : [address.host, String(address.port)];
-    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'connect', '--ready', ...target], stdin: true });
+    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'connect', '--ready', ...target], stdin: true, user: opts.user });
     return connectedStream(proc, describeAddress(address));
   }
 
   async listen(id: string, opts: ListenOpts): Promise<SandboxListener> {
     const { address } = opts;
     const target = 'path' in address ? ['unix', address.path] : ['tcp', address.host, String(address.port)];
-    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'listen', ...target], stdin: true });
+    const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'listen', ...target], stdin: true, user: opts.user });
     return relayListener(proc, opts.onConnection, describeAddress(address));
   }
 

@@ -3,7 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Connection, ServerChannel, Session } from 'ssh2';
 import type { Logger, ProcessHandle, SandboxListener, SandboxRecord, SandboxService, TerminalOpts, UserRecord } from '@roost/core';
-import { openAgentChannel, relay } from './channels.js';
+import { openAgentChannel, relayToClient, type ChannelBudget } from './channels.js';
+import type { SshGatewayLimits } from './gateway.js';
 import { xauthorityEntry } from './xauth.js';
 
 export interface Login {
@@ -36,6 +37,9 @@ export interface ConnectionDeps {
   login: Login;
   sandboxes: SandboxService;
   logger: Logger;
+  /** The connection's channels, all kinds together. */
+  channels: ChannelBudget;
+  limits: SshGatewayLimits;
 }
 
 export class SshSession {
@@ -48,66 +52,95 @@ export class SshSession {
   /** Per-session dirs under /tmp inside the sandbox (agent socket, Xauthority), removed at the end. */
   private readonly dirs: string[] = [];
   private closed = false;
+  /** A session runs one process (shell, exec or subsystem); later requests for one are refused. */
+  private started = false;
+  private agentRequested = false;
+  private x11Requested = false;
 
   constructor(
     session: Session,
     private readonly deps: ConnectionDeps,
   ) {
-    session.on('pty', (accept, _reject, info) => {
+    // ssh2 answers a request of a closed channel by throwing: answer through this.
+    const answer = (fn: (() => void) | undefined) => {
+      try {
+        fn?.();
+      } catch (error) {
+        deps.logger.debug({ sandboxId: deps.login.sandbox.id, err: (error as Error).message }, 'SSH request of a closed channel');
+      }
+    };
+    session.on('pty', (accept, reject, info) => {
+      if (this.started) return answer(reject);
       this.terminal = { term: info.term || 'xterm', cols: info.cols, rows: info.rows };
-      accept?.();
+      answer(accept);
     });
     session.on('window-change', (accept, _reject, info) => {
       if (this.terminal) this.terminal = { ...this.terminal, cols: info.cols, rows: info.rows };
       this.process?.resize?.(info.cols, info.rows);
-      accept?.();
+      answer(accept);
     });
     session.on('env', (accept, reject, info) => {
-      if (acceptedEnv.test(info.key)) {
+      const room = info.key in this.env || Object.keys(this.env).length < deps.limits.maxEnvPerSession;
+      if (acceptedEnv.test(info.key) && room && !this.started) {
         this.env[info.key] = info.val;
-        accept?.();
-      } else reject?.();
+        answer(accept);
+      } else answer(reject);
     });
     session.on('signal', (accept, _reject, info) => {
-      this.process?.kill(`SIG${info.name}` as NodeJS.Signals);
-      accept?.();
+      if (/^[A-Z0-9]{1,16}$/.test(info.name)) this.process?.kill(`SIG${info.name}` as NodeJS.Signals);
+      answer(accept);
     });
     session.on('auth-agent', (accept, reject) => {
       if (!deps.login.sandbox.sshAgentForwarding) {
         deps.logger.info({ sandboxId: deps.login.sandbox.id }, 'SSH agent forwarding refused: not enabled for this sandbox (roost set --ssh-agent)');
-        reject?.();
-        return;
+        return answer(reject);
       }
-      accept?.();
+      if (this.agentRequested || this.started) return answer(reject);
+      this.agentRequested = true;
+      answer(accept);
       this.preparing.push(this.forwardAgent());
     });
-    session.on('x11', (accept, _reject, info) => {
-      accept?.();
+    session.on('x11', (accept, reject, info) => {
+      if (this.x11Requested || this.started) return answer(reject);
+      this.x11Requested = true;
+      answer(accept);
       // ssh2 hands the cookie over as the hex text the client sent, in a Buffer.
       const cookie = typeof info.cookie === 'string' ? info.cookie : Buffer.from(info.cookie as Uint8Array).toString('latin1');
       this.preparing.push(this.forwardX11(info.protocol, cookie, info.screen));
     });
-    session.on('exec', (accept, _reject, info) => {
-      void this.run(accept(), shellCommand(info.command));
-    });
-    session.on('shell', (accept) => {
-      void this.run(accept(), shellCommand());
-    });
-    session.on('subsystem', (accept, reject, info) => {
-      if (info.name !== 'sftp') {
-        reject();
+    const start = (accept: () => ServerChannel, reject: (() => void) | undefined, command: string[], opts: { terminal?: boolean } = {}) => {
+      if (this.started) return answer(reject);
+      this.started = true;
+      let channel: ServerChannel;
+      try {
+        channel = accept();
+      } catch (error) {
+        deps.logger.debug({ sandboxId: deps.login.sandbox.id, err: (error as Error).message }, 'SSH session closed before its process started');
         return;
       }
+      this.run(channel, command, opts).catch((error: Error) =>
+        deps.logger.warn({ sandboxId: deps.login.sandbox.id, err: error.message }, 'SSH session process failed'),
+      );
+    };
+    session.on('exec', (accept, reject, info) => start(accept, reject, shellCommand(info.command)));
+    session.on('shell', (accept, reject) => start(accept, reject, shellCommand()));
+    session.on('subsystem', (accept, reject, info) => {
+      if (info.name !== 'sftp') return answer(reject);
       // The channel's bytes are the SFTP protocol: the sandbox's sftp-server speaks it.
-      void this.run(accept(), this.deps.sandboxes.sftpServerCommand(), { terminal: false });
+      start(accept, reject, this.deps.sandboxes.sftpServerCommand(), { terminal: false });
     });
-    session.on('close', () => void this.close());
+    session.on('close', () => {
+      this.close().catch((error: Error) => deps.logger.debug({ sandboxId: deps.login.sandbox.id, err: error.message }, 'SSH session clean-up failed'));
+    });
   }
 
   /** Runs `command` in the sandbox with the channel as its stdio; the exit status goes back. */
   private async run(channel: ServerChannel, command: string[], opts: { terminal?: boolean } = {}): Promise<void> {
     const { sandboxes, login, logger } = this.deps;
     const tty = opts.terminal === false ? undefined : this.terminal;
+    // A channel that fails (a reset mid-session) is torn down with its process, never thrown.
+    channel.on('error', (error: Error) => logger.debug({ sandboxId: login.sandbox.id, err: error.message }, 'SSH channel error'));
+    channel.stderr.on('error', () => {});
     let process: ProcessHandle;
     try {
       await Promise.all(this.preparing);
@@ -121,6 +154,9 @@ export class SshSession {
     }
     this.process = process;
     if (this.closed) process.kill('SIGHUP');
+    process.stdin?.on('error', () => {});
+    process.stdout.on('error', () => {});
+    process.stderr.on('error', () => {});
     process.stdout.pipe(channel, { end: false });
     process.stderr.pipe(channel.stderr, { end: false });
     if (process.stdin) channel.pipe(process.stdin);
@@ -148,15 +184,17 @@ export class SshSession {
     const dir = await this.privateDir('agent');
     const listener = await sandboxes.listen(login.sandbox, {
       address: { path: `${dir}/agent.sock` },
+      user: login.unixUser,
       onConnection: (stream) => {
-        openAgentChannel(connection).then(
-          (channel) => relay(stream, channel),
-          () => stream.destroy(),
-        );
+        relayToClient(this.deps.channels, stream, (callback) => {
+          openAgentChannel(connection).then(
+            (channel) => callback(undefined, channel),
+            (error: Error) => callback(error, undefined as never),
+          );
+        });
       },
     });
     this.listeners.push(listener);
-    if (login.unixUser !== 'root') await this.exec(['chown', '-R', login.unixUser, dir]);
     this.env.SSH_AUTH_SOCK = `${dir}/agent.sock`;
   }
 
@@ -169,11 +207,9 @@ export class SshSession {
       listener = await sandboxes
         .listen(login.sandbox, {
           address: { host: '127.0.0.1', port: 6000 + display },
+          user: login.unixUser,
           onConnection: (stream, peer) => {
-            connection.x11(peer?.host ?? '127.0.0.1', peer?.port ?? 0, (error, channel) => {
-              if (error) stream.destroy();
-              else relay(stream, channel);
-            });
+            relayToClient(this.deps.channels, stream, (callback) => connection.x11(peer?.host ?? '127.0.0.1', peer?.port ?? 0, callback));
           },
         })
         .catch((error: { code?: string }) => {
@@ -190,7 +226,6 @@ export class SshSession {
     this.listeners.push(listener);
     const dir = await this.privateDir('x11');
     await this.exec(['/bin/sh', '-c', 'umask 077; cat > "$0"', `${dir}/Xauthority`], xauthorityEntry(display, protocol, cookie));
-    if (login.unixUser !== 'root') await this.exec(['chown', '-R', login.unixUser, dir]);
     this.env.DISPLAY = `localhost:${display}.${screen}`;
     this.env.XAUTHORITY = `${dir}/Xauthority`;
   }
@@ -203,12 +238,24 @@ export class SshSession {
     return dir;
   }
 
-  /** A helper command as root in the sandbox; throws with its stderr if it fails. */
+  /**
+   * A helper command in the sandbox as the session's user (so the dirs and files it makes are
+   * that user's, and it can touch nothing more than the user could); throws with its stderr
+   * (at most 4 KiB of it) if it fails.
+   */
   private async exec(command: string[], input?: Uint8Array): Promise<void> {
-    const process = await this.deps.sandboxes.attach(this.deps.login.sandbox, { command, stdin: input !== undefined });
+    const process = await this.deps.sandboxes.attach(this.deps.login.sandbox, { command, stdin: input !== undefined, user: this.deps.login.unixUser });
     const stderr: Buffer[] = [];
+    let stderrBytes = 0;
     process.stdout.resume();
-    process.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    process.stdout.on('error', () => {});
+    process.stderr.on('error', () => {});
+    process.stdin?.on('error', () => {});
+    process.stderr.on('data', (chunk: Buffer) => {
+      if (stderrBytes >= 4096) return;
+      stderr.push(chunk);
+      stderrBytes += chunk.length;
+    });
     process.stdin?.end(input);
     const status = await process.wait();
     if (status.exitCode !== 0) throw new Error(`${command[0]} failed in the sandbox: ${Buffer.concat(stderr).toString().trim()}`);

@@ -1,6 +1,5 @@
 // The commands of `roost`, as data: each declares its arguments and options and a handler that
 // talks to the daemon only through the SDK.
-import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import type { Sandbox } from '@roost/sdk';
 import { client, connect, withJson, type JsonOpt } from './connection.js';
@@ -9,6 +8,7 @@ import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
+import { adminTokenFromDaemonHost } from './trust.js';
 
 function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const index = value.indexOf('=');
@@ -99,20 +99,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     const current = await loadCredentials(cli);
     const apiUrl = opts.url ?? current.apiUrl;
     let token = opts.token;
-    if (!token) {
-      const health = await connect({ apiUrl }).health();
-      if (!health.adminTokenFile) {
-        throw new UsageError(`roostd at ${apiUrl} is on another host: pass --token (create one there with \`roost token create\`)`);
-      }
-      token = await readFile(health.adminTokenFile, 'utf8').then(
-        (text) => text.trim(),
-        (error: NodeJS.ErrnoException) => {
-          throw new UsageError(
-            `cannot read the admin token at ${health.adminTokenFile} (${error.code}): run as root on the daemon host, or pass --token`,
-          );
-        },
-      );
-    }
+    token ??= await adminTokenFromDaemonHost(apiUrl, () => connect({ apiUrl }).health());
     const { user } = await connect({ apiUrl, token }).whoami();
     await saveCredentials(cli, { apiUrl, token });
     if (opts.json) printJson({ apiUrl, user });

@@ -8,6 +8,7 @@ import { openSshTunnel } from '@roost/sdk/node';
 import { client, withJson, type JsonOpt } from './connection.js';
 import { loadCredentials, type CliEnv } from './credentials.js';
 import { ago, ExitError, printJson, printLine, table, UsageError } from './output.js';
+import { checkedEndpoint, checkedHostKeys, checkedSandboxName, checkedSandboxRef, checkedUnixUser } from './trust.js';
 
 export function addSshCommands(program: Command, cli: CliEnv): void {
   program
@@ -21,20 +22,28 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
     .addHelpText('after', '\nExamples:\n  roost ssh dev\n  roost ssh dev -- uname -a\n  roost ssh dev+alice          # as user alice inside\n\nFirst register a key: roost ssh-key add')
     .action(async (target: string, command: string[], opts: { identity?: string; forwardAgent?: boolean }) => {
       const roost = await client(cli);
-      const [ref, unixUser] = target.split('+', 2) as [string, string | undefined];
+      const plus = target.indexOf('+');
+      const ref = checkedSandboxRef(plus === -1 ? target : target.slice(0, plus));
+      const unixUser = plus === -1 ? undefined : checkedUnixUser(target.slice(plus + 1));
       const [sandbox, info, keys] = await Promise.all([roost.sandboxes.get(ref), roost.sshInfo(), roost.sshKeys.list()]);
       if (keys.length === 0) throw new UsageError('you have no SSH key registered: run `roost ssh-key add` first');
+      // Everything from the server that becomes an ssh argument is checked first.
+      const name = checkedSandboxName(roost.apiUrl, sandbox.name);
       const endpoint = gatewayEndpoint(info, roost.apiUrl);
-      const knownHosts = await writeKnownHosts(cli, endpoint, info.hostKeys);
+      const knownHosts = await writeKnownHosts(cli, endpoint, checkedHostKeys(roost.apiUrl, info.hostKeys));
+      // commander keeps the "--" that separates the command; ssh gets its own below.
+      const remote = command[0] === '--' ? command.slice(1) : command;
       const args = [
         '-p', String(endpoint.port),
         '-o', `UserKnownHostsFile=${knownHosts}`,
         '-o', 'StrictHostKeyChecking=yes',
         ...(opts.identity ? ['-i', opts.identity, '-o', 'IdentitiesOnly=yes'] : []),
         ...(opts.forwardAgent ? ['-A'] : []),
-        ...(command.length > 0 && process.stdin.isTTY ? ['-t'] : []),
-        `${sandbox.name}${unixUser ? `+${unixUser}` : ''}@${endpoint.host}`,
-        ...command,
+        ...(remote.length > 0 && process.stdin.isTTY ? ['-t'] : []),
+        // "--": whatever follows is the destination and the command, never an option.
+        '--',
+        `${name}${unixUser ? `+${unixUser}` : ''}@${endpoint.host}`,
+        ...remote,
       ];
       const code = await new Promise<number>((resolve, reject) => {
         const child = spawn('ssh', args, { stdio: 'inherit' });
@@ -75,20 +84,24 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
   ).action(async (ref: string | undefined, opts: { identity?: string } & JsonOpt) => {
     const roost = await client(cli);
     const [info, sandboxes] = await Promise.all([roost.sshInfo(), ref ? roost.sandboxes.get(ref).then((s) => [s.info]) : roost.sandboxes.list()]);
+    // Every value from the server is checked before it becomes config text: a name with a
+    // newline could add a ProxyCommand line to the user's ~/.ssh/config.
     const endpoint = gatewayEndpoint(info, roost.apiUrl);
-    const knownHosts = await writeKnownHosts(cli, endpoint, info.hostKeys);
-    const entries = sandboxes.map((sandbox) => ({
-      host: `roost-${sandbox.name}`,
+    const hostKeys = checkedHostKeys(roost.apiUrl, info.hostKeys);
+    const names = sandboxes.map((sandbox) => checkedSandboxName(roost.apiUrl, sandbox.name));
+    const knownHosts = await writeKnownHosts(cli, endpoint, hostKeys);
+    const entries = names.map((name) => ({
+      host: `roost-${name}`,
       hostName: endpoint.host,
       port: endpoint.port,
-      user: sandbox.name,
+      user: name,
     }));
     if (opts.json) {
-      printJson({ knownHostsFile: knownHosts, knownHosts: knownHostsLines(endpoint, info.hostKeys), entries });
+      printJson({ knownHostsFile: knownHosts, knownHosts: knownHostsLines(endpoint, hostKeys), entries });
       return;
     }
     const lines = [`# Roost sandboxes on ${roost.apiUrl} (roost ssh-config)`];
-    for (const line of knownHostsLines(endpoint, info.hostKeys)) lines.push(`# known_hosts (in ${knownHosts}): ${line}`);
+    for (const line of knownHostsLines(endpoint, hostKeys)) lines.push(`# known_hosts (in ${knownHosts}): ${line}`);
     for (const entry of entries) {
       lines.push(
         `Host ${entry.host}`,
@@ -143,10 +156,13 @@ interface Endpoint {
   port: number;
 }
 
-/** The gateway's address as this client reaches it: a wildcard listen address means "the API's host". */
+/**
+ * The gateway's address as this client reaches it: a wildcard listen address means "the API's
+ * host". Checked: it goes into ssh's argv and config text.
+ */
 function gatewayEndpoint(info: { host: string; port: number }, apiUrl: string): Endpoint {
   const wildcard = info.host === '0.0.0.0' || info.host === '::' || info.host === '';
-  return { host: wildcard ? new URL(apiUrl).hostname.replace(/^\[|\]$/g, '') : info.host, port: info.port };
+  return checkedEndpoint(apiUrl, wildcard ? new URL(apiUrl).hostname.replace(/^\[|\]$/g, '') : info.host, info.port);
 }
 
 function knownHostsLines(endpoint: Endpoint, hostKeys: string[]): string[] {

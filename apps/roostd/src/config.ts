@@ -36,6 +36,20 @@ export const configSchema = z.object({
     /** How often the gateway pings a client, and how many unanswered pings drop it. */
     keepaliveIntervalMs: timerDelayMsSchema.min(100),
     keepaliveCountMax: z.number().int().min(1),
+    /** A connection that has not logged in this long after its first byte is cut. */
+    loginTimeoutMs: z.number().int().min(100).max(600_000),
+    /** Connections not logged in yet, per source (IPv4 address, IPv6 /64) and in all. */
+    maxUnauthenticatedPerSource: z.number().int().min(1),
+    maxUnauthenticated: z.number().int().min(1),
+    /** Failed logins per source within failureWindowMs before the source is refused. */
+    maxFailures: z.number().int().min(1),
+    failureWindowMs: z.number().int().min(1000),
+    /** Refused login attempts on one connection before it is closed. */
+    maxAuthTries: z.number().int().min(1),
+    /** Channels open at once per connection; -R listeners per connection; env variables per session. */
+    maxChannelsPerConnection: z.number().int().min(1),
+    maxRemoteForwards: z.number().int().min(0),
+    maxEnvPerSession: z.number().int().min(0),
   }),
   /** Every user's limits unless an admin set an override for them (`roost quota set`). */
   quota: z.object({
@@ -95,7 +109,19 @@ const defaults: DaemonConfig = {
     maxConnectionsPerSource: 1024,
     maxWebSocketMessageBytes: 1024 * 1024,
   },
-  ssh: { keepaliveIntervalMs: 15_000, keepaliveCountMax: 4 },
+  ssh: {
+    keepaliveIntervalMs: 15_000,
+    keepaliveCountMax: 4,
+    loginTimeoutMs: 20_000,
+    maxUnauthenticatedPerSource: 32,
+    maxUnauthenticated: 512,
+    maxFailures: 20,
+    failureWindowMs: 60_000,
+    maxAuthTries: 10,
+    maxChannelsPerConnection: 256,
+    maxRemoteForwards: 32,
+    maxEnvPerSession: 32,
+  },
 };
 
 const envKeys = {

@@ -3,7 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { destination, pino, type Logger as PinoLogger } from 'pino';
 import {
@@ -153,7 +153,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   });
   await sandboxes.reconcile();
   pool?.start();
-  const adminTokenFile = join(config.dataDir, 'admin-token');
+  // Absolute: /healthz names it to `roost login`, which trusts only an absolute path.
+  const adminTokenFile = join(resolve(config.dataDir), 'admin-token');
   await ensureAdminTokenFile(auth, adminTokenFile, logger);
 
   const hostKeys = await loadOrCreateHostKeys(join(config.dataDir, 'ssh'), logger);
@@ -163,6 +164,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     hostKeys,
     logger,
     keepalive: { intervalMs: config.ssh.keepaliveIntervalMs, countMax: config.ssh.keepaliveCountMax },
+    limits: config.ssh,
   });
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
@@ -175,6 +177,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     version,
     runtimeName: runtime.info.engine,
     adminTokenFile,
+    dataDir: resolve(config.dataDir),
     acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
     sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
     limits: config.http,

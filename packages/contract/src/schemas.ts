@@ -125,6 +125,10 @@ export const healthSchema = z
       .string()
       .optional()
       .describe('Where the admin token is; only told to clients on the daemon host'),
+    dataDir: z
+      .string()
+      .optional()
+      .describe('The daemon\'s data dir, an absolute path (the admin token file is in it); only told to clients on the daemon host'),
   })
   .meta({ id: 'Health' });
 export type Health = z.infer<typeof healthSchema>;

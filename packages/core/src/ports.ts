@@ -57,9 +57,21 @@ export interface TerminalOpts {
 /** An address inside a sandbox's own network: TCP (name or IP) or a unix socket path. */
 export type SandboxAddress = { host: string; port: number } | { path: string };
 
+/** Who opens a connection from inside a sandbox. */
+export interface ConnectOpts {
+  /** A user of the sandbox's /etc/passwd, as in ExecOpts.user (default root): the connection
+   *  is made with that user's rights, so what the user may not open (root's unix sockets)
+   *  stays closed. Unknown: rejects with code USER_NOT_FOUND. */
+  user?: string;
+}
+
 export interface ListenOpts {
   /** Where to listen inside the sandbox; port 0 picks a free one. */
   address: SandboxAddress;
+  /** A user of the sandbox's /etc/passwd, as in ExecOpts.user (default root): the socket is
+   *  bound with that user's rights (no port below 1024 unless root; a unix socket owned by
+   *  that user, only in a directory it may write). Unknown: rejects with code USER_NOT_FOUND. */
+  user?: string;
   /** Each accepted connection, as a stream with half-close and backpressure. `peer` is the
    *  TCP client's address (absent for unix sockets). Like a socket, the stream emits 'error'
    *  (code CONNECTION_LOST) when the connection fails midway: handle it. */
@@ -144,7 +156,7 @@ export interface Runtime {
    *  CONNECT_FAILED and the reason (e.g. "connect 127.0.0.1 port 9: Connection refused").
    *  The stream half-closes (end() is EOF for the peer); like a socket it emits 'error'
    *  (code CONNECTION_LOST) when the connection fails midway. */
-  connect(id: string, address: SandboxAddress): Promise<Duplex>;
+  connect(id: string, address: SandboxAddress, opts?: ConnectOpts): Promise<Duplex>;
   /** Listens inside the sandbox's network. Rejects with code LISTEN_FAILED and the reason
    *  (e.g. "listen tcp 127.0.0.1 port 22: Address already in use"). */
   listen(id: string, opts: ListenOpts): Promise<SandboxListener>;

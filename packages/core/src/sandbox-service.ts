@@ -19,6 +19,7 @@ import type {
   Runtime,
   RuntimeDiagnosis,
   SandboxAddress,
+  ConnectOpts,
   SandboxLimits,
   SandboxListener,
   SandboxRecord,
@@ -254,8 +255,8 @@ export class SandboxService {
   }
 
   /** A TCP or unix-socket connection to an address inside the sandbox (SSH -L, -W, -D). */
-  connect(sandbox: SandboxRecord, address: SandboxAddress): Promise<Duplex> {
-    return this.deps.runtime.connect(sandbox.id, address);
+  connect(sandbox: SandboxRecord, address: SandboxAddress, opts?: ConnectOpts): Promise<Duplex> {
+    return this.deps.runtime.connect(sandbox.id, address, opts);
   }
 
   /** A listener inside the sandbox whose connections come out here (SSH -R, agent, X11). */

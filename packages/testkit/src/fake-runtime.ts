@@ -1,6 +1,6 @@
 // A Runtime for unit tests of core logic: each exec is a plain host process in a temp dir.
 // It isolates nothing; the conformance suite runs it with isolation checks off. connect() and
-// listen() use the host's network; a `tty` exec gets no real terminal (TERM, COLUMNS and LINES
+// listen() use the host's network, as the daemon's own user whatever `user` says (like exec); a `tty` exec gets no real terminal (TERM, COLUMNS and LINES
 // are set, stderr is merged into stdout, resize() is accepted and does nothing).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import type {
-  ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
+  ConnectOpts, ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
 
 interface FakeSandbox {
@@ -86,7 +86,7 @@ export class FakeRuntime implements Runtime {
     };
   }
 
-  async connect(id: string, address: SandboxAddress): Promise<Duplex> {
+  async connect(id: string, address: SandboxAddress, _opts?: ConnectOpts): Promise<Duplex> {
     this.mustHave(id);
     return new Promise((resolve, reject) => {
       const target = 'path' in address ? { path: address.path } : { host: address.host, port: address.port };

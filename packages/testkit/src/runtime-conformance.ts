@@ -430,6 +430,63 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       });
     });
 
+    describe('forwarding as a user of the sandbox (ConnectOpts.user, ListenOpts.user)', () => {
+      /** A unix socket only root may open (0600, root's), served by root inside the sandbox. */
+      let rootOnly: ProcessHandle;
+      const rootOnlyPath = `/run/roost-conformance-${randomBytes(4).toString('hex')}.sock`;
+      before(async () => {
+        rootOnly = await runtime.exec(box, {
+          command: ['python3', '-c', [
+            'import os, socket',
+            `s = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(rootOnlyPath)}); os.chmod(${JSON.stringify(rootOnlyPath)}, 0o600); s.listen()`,
+            'print("ready", flush=True)',
+            'while True:',
+            '    c, _ = s.accept(); c.sendall(b"root-only\\n"); c.close()',
+          ].join('\n')],
+        });
+        assert.equal(await firstLine(rootOnly.stdout), 'ready');
+      });
+      after(async () => {
+        rootOnly.kill();
+        await rootOnly.wait();
+      });
+
+      it('listens below port 1024 as root, and not as an unprivileged user (the kernel refuses it)', async () => {
+        const asRoot = await runtime.listen(box, { address: { host: '127.0.0.1', port: 81 }, user: 'root', onConnection: answerUppercase });
+        await asRoot.close();
+        await assert.rejects(runtime.listen(box, { address: { host: '127.0.0.1', port: 82 }, user: 'nobody', onConnection: answerUppercase }), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'LISTEN_FAILED');
+          assert.match(error.message, /Permission denied|EACCES/);
+          return true;
+        });
+        // Above 1024 the same user may listen: the refusal above was the port, not the user.
+        const high = await runtime.listen(box, { address: { host: '127.0.0.1', port: 0 }, user: 'nobody', onConnection: answerUppercase });
+        await high.close();
+      });
+
+      it("connects to root's 0600 unix socket as root, and not as an unprivileged user", async () => {
+        const asRoot = await runtime.connect(box, { path: rootOnlyPath }, { user: 'root' });
+        asRoot.end();
+        assert.equal((await readAll(asRoot)).toString(), 'root-only\n');
+        await assert.rejects(runtime.connect(box, { path: rootOnlyPath }, { user: 'nobody' }), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'CONNECT_FAILED');
+          assert.match(error.message, /Permission denied|EACCES/);
+          return true;
+        });
+      });
+
+      it('a unix listener of a user is owned by that user; an unknown user is USER_NOT_FOUND', async () => {
+        const path = `/tmp/roost-conformance-${randomBytes(4).toString('hex')}.sock`;
+        const listener = await runtime.listen(box, { address: { path }, user: 'nobody', onConnection: answerUppercase });
+        try {
+          assert.equal((await sh(box, `stat -c %U ${path}`)).stdout.toString(), 'nobody\n');
+        } finally {
+          await listener.close();
+        }
+        await assert.rejects(runtime.connect(box, { host: '127.0.0.1', port: 1 }, { user: 'no-such-user' }), { code: 'USER_NOT_FOUND' });
+      });
+    });
+
     it('reaps zombies', async () => {
       // The orphan's parent exits at once; the init must reap it after it ends.
       const result = await sh(box, '(sleep 0.2 &) ; sleep 1; ps -eo stat | grep -c "^Z" || true');
