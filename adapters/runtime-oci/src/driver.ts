@@ -362,7 +362,7 @@ class OciRuntime implements Runtime {
     const { address } = opts;
     const target = 'path' in address ? ['unix', address.path] : ['tcp', address.host, String(address.port)];
     const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'listen', ...target], stdin: true });
-    return relayListener(proc, opts.onConnection, describeAddress(address));
+    return relayListener(proc, opts.onConnection, describeAddress(address), this.log);
   }
 
   destroy(id: string): Promise<void> {
