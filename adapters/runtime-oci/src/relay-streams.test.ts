@@ -3,10 +3,10 @@
 // (relay-hostile.test.ts plays the same from inside a real sandbox, with the memory figures.)
 import assert from 'node:assert/strict';
 import { PassThrough, Writable, type Duplex } from 'node:stream';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import type { ExitStatus, Logger, ProcessHandle } from '@roost/core';
 import { encodeRelayFrame, RelayFrameDecoder, RELAY_INITIAL_WINDOW, type RelayFrame } from './relay-protocol.js';
-import { RELAY_MAX_CONNECTIONS, relayListener } from './relay-streams.js';
+import { connectedStream, RELAY_MAX_CONNECTIONS, relayListener } from './relay-streams.js';
 
 function fakeRelay() {
   const stdout = new PassThrough();
@@ -164,5 +164,27 @@ describe('relayListener against a relay that breaks the protocol', () => {
     assert.deepEqual(relay.kills, []);
     relay.proc.kill();
     await listener.closed;
+  });
+
+  it('a relay that never says LISTENING is stopped after 10 s, and a connect that never connects after 75 s', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    try {
+      const listen = fakeRelay();
+      const pending = relayListener(listen.proc, () => {}, 'test', listen.log);
+      mock.timers.tick(9_999);
+      assert.deepEqual(listen.kills, []);
+      mock.timers.tick(1);
+      await assert.rejects(pending, { code: 'LISTEN_FAILED' });
+      assert.match(listen.violations()[0], /no LISTENING frame within 10 s/);
+
+      const connect = fakeRelay();
+      const connecting = connectedStream(connect.proc, '10.0.0.9 port 22');
+      mock.timers.tick(74_999);
+      assert.deepEqual(connect.kills, []);
+      mock.timers.tick(1);
+      await assert.rejects(connecting, { code: 'CONNECT_FAILED', message: 'connect to 10.0.0.9 port 22 timed out after 75 s' });
+    } finally {
+      mock.timers.reset();
+    }
   });
 });
