@@ -35,16 +35,19 @@ async function readAll(stream: Readable): Promise<string> {
   return Buffer.concat(chunks).toString();
 }
 
-describe('seccomp profile (real engine, roost-seccomp-probe inside a sandbox)', () => {
+// Both engines: each turns the same profile into a filter with its own code (runc also patches it).
+for (const engine of ['crun', 'runc'] as const) describe(`seccomp profile (${engine}, roost-seccomp-probe inside a sandbox)`, () => {
   let stateDir: string;
   let runtime: Runtime;
   let box: string;
 
   before(async () => {
     stateDir = await fs.mkdtemp(path.join(tmpdir(), 'roost-seccomp-'));
+    // runc mounts the rootfs as the sandbox's root: mkdtemp's 0700 would stop it at the door.
+    await fs.chmod(stateDir, 0o711);
     const images = createImageStore({ logger: silent });
     await images.ensureDefaultImage();
-    runtime = await createOciRuntime({ stateDir, images, logger: silent });
+    runtime = await createOciRuntime({ stateDir, images, logger: silent, engine });
     box = `sb_seccomp${randomBytes(6).toString('hex')}`;
     await runtime.create({ id: box, hostname: 'seccomp', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', env: {} });
   });
