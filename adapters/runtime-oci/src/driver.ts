@@ -14,7 +14,7 @@ import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
 import { Egress } from './egress.js';
 import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, ensureBridge, readSavedAddress, resolvConf } from './network.js';
-import { baseEnv, envList, ociConfig, ociResources } from './oci-config.js';
+import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
 import { processHandle, terminalDimension } from './process-handle.js';
@@ -147,7 +147,7 @@ class OciRuntime implements Runtime {
 
   private async saveExecProfile(id: string, spec: SandboxSpec): Promise<void> {
     const profile: ExecProfile = { env: baseEnv(spec), openFiles: spec.limits.openFiles };
-    await fs.writeFile(path.join(this.bundle(id), 'exec.json'), JSON.stringify(profile));
+    await fs.writeFile(path.join(this.bundle(id), 'exec.json'), JSON.stringify(profile), { mode: 0o600 });
     this.running.set(id, profile);
   }
 
@@ -205,6 +205,8 @@ class OciRuntime implements Runtime {
         fs.writeFile(
           path.join(dir, 'config.json'),
           JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
+          // It holds the sandbox's env, which may hold secrets.
+          { mode: 0o600 },
         ),
       ]);
       for (const file of Object.values(files)) await fs.chown(file, SHIFT_BASE, SHIFT_BASE);
@@ -296,27 +298,34 @@ class OciRuntime implements Runtime {
     if (!opts.command.length) throw new Error('exec needs a command');
     const tty = opts.tty && { ...opts.tty, cols: terminalDimension(opts.tty.cols), rows: terminalDimension(opts.tty.rows) };
     const account = opts.user === undefined || opts.user === 'root' || opts.user === '0' ? undefined : await this.account(id, opts.user);
-    const pidFile = path.join(this.bundle(id), `exec-${process.pid}-${++this.execSeq}.pid`);
-    // exec does not take noNewPrivileges from config.json: without the flag an exec'd setuid
-    // binary could gain privileges the sandbox's init never had.
+    const name = `exec-${process.pid}-${++this.execSeq}`;
+    const pidFile = path.join(this.bundle(id), `${name}.pid`);
+    // The process (command, env, user, cwd) goes to the engine in a file, not as arguments: any
+    // host user can read every process's arguments (`ps -eo args`), and `-e` values are often
+    // secrets. The file is 0600, like every bundle file that holds env, and removed once the engine
+    // has read it.
+    const processFile = path.join(this.bundle(id), `${name}.process.json`);
+    const userEnv = account && { HOME: account.home, USER: account.name, LOGNAME: account.name };
+    const env = { ...profile.env, ...userEnv, ...opts.env, ...(tty ? { TERM: tty.term } : {}) };
+    const command = tty ? [SANDBOX_TOOLS.pty, '--size', `${tty.cols}x${tty.rows}`, '--resize-fd', '3', '--', ...opts.command] : opts.command;
+    await fs.writeFile(
+      processFile,
+      JSON.stringify(execProcess({ args: command, env, cwd: opts.cwd ?? account?.cwd ?? '/root', uid: account?.uid ?? 0, gid: account?.gid ?? 0 })),
+      { mode: 0o600, flag: 'wx' },
+    );
     // The open-files limit comes from prlimit, which runs as root outside the user namespace:
     // inside it the engine could only lower the daemon's own limit, never raise it.
     const nofile = `--nofile=${profile.openFiles}:${profile.openFiles}`;
-    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--no-new-privs', '--cwd', opts.cwd ?? account?.cwd ?? '/root', '--pid-file', pidFile];
-    if (account) args.push('--user', `${account.uid}:${account.gid}`);
+    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--process', processFile, '--pid-file', pidFile];
     // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1;
     // prlimit execs the engine and keeps them).
     if (tty) args.push('--preserve-fds', '1');
-    const userEnv = account && { HOME: account.home, USER: account.name, LOGNAME: account.name };
-    for (const kv of envList({ ...profile.env, ...userEnv, ...opts.env, ...(tty ? { TERM: tty.term } : {}) })) args.push('--env', kv);
     args.push(id);
-    if (tty) args.push(SANDBOX_TOOLS.pty, '--size', `${tty.cols}x${tty.rows}`, '--resize-fd', '3', '--');
-    args.push(...opts.command);
     const child = spawn(PRLIMIT, args, {
       stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(tty ? (['pipe'] as const) : [])],
       env: engineEnv(),
     });
-    return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined);
+    return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined, processFile);
   }
 
   /**
@@ -355,7 +364,7 @@ class OciRuntime implements Runtime {
     const { address } = opts;
     const target = 'path' in address ? ['unix', address.path] : ['tcp', address.host, String(address.port)];
     const proc = await this.exec(id, { command: [SANDBOX_TOOLS.relay, 'listen', ...target], stdin: true, user: opts.user });
-    return relayListener(proc, opts.onConnection, describeAddress(address));
+    return relayListener(proc, opts.onConnection, describeAddress(address), this.log);
   }
 
   destroy(id: string): Promise<void> {

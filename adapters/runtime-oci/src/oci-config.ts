@@ -101,3 +101,21 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
     },
   };
 }
+
+/**
+ * The process of an exec, for `crun exec --process FILE` (runc takes the same): the command line
+ * and env never appear in the host's process list. The engine does not take noNewPrivileges or
+ * the capabilities from config.json for an exec, so both are given here: without
+ * noNewPrivileges an exec'd setuid binary could gain privileges the sandbox's init never had.
+ */
+export function execProcess(p: { args: string[]; env: Record<string, string>; cwd: string; uid: number; gid: number }): object {
+  return {
+    terminal: false,
+    user: { uid: p.uid, gid: p.gid },
+    args: p.args,
+    env: envList(p.env),
+    cwd: p.cwd,
+    capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
+    noNewPrivileges: true,
+  };
+}

@@ -1,11 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { ExitStatus, ProcessHandle } from '@roost/core';
 import { killTree, signalName, signalNumber } from './proc.js';
 
 /** After the process exits, output still arriving within this quiet period is delivered. */
 const GRACE_MS = 50;
+/** How often to look for the pid file, after which the process file can go. */
+const PROCESS_FILE_POLL_MS = 5;
 
 /**
  * Copies `src` into a PassThrough we control, honouring backpressure, so that after the
@@ -95,14 +97,17 @@ export function toExitStatus(code: number | null, signal: NodeJS.Signals | null)
  * Wraps `crun exec`. kill() signals the real process by its host pid (from --pid-file):
  * the engine does not forward SIGKILL, and killing the engine would orphan the process.
  * `resizes`: the pipe to roost-pty's resize fd, when the process runs under a terminal.
+ * `processFile`: the engine's `--process` file (it may hold secrets in its env): removed as soon
+ * as the pid file shows the engine has read it and started the process, or when it exits.
  */
-export function processHandle(child: ChildProcess, pidFile: string, resizes?: Writable): ProcessHandle {
+export function processHandle(child: ChildProcess, pidFile: string, resizes?: Writable, processFile?: string): ProcessHandle {
   const stdout = relay(child.stdout!);
   const stderr = relay(child.stderr!);
   let exited = false;
   const status = new Promise<ExitStatus>((resolve, reject) => {
     child.once('error', (e) => {
       exited = true;
+      removeProcessFile();
       stdout.settle();
       stderr.settle();
       reject(e);
@@ -114,10 +119,24 @@ export function processHandle(child: ChildProcess, pidFile: string, resizes?: Wr
       child.stdin?.destroy();
       resizes?.destroy();
       fs.rm(pidFile, { force: true }).catch(() => {});
+      removeProcessFile();
       resolve(toExitStatus(code, signal));
     });
   });
   status.catch(() => {});
+  let processFileRemoved = !processFile;
+  function removeProcessFile(): void {
+    if (processFileRemoved) return;
+    processFileRemoved = true;
+    fs.rm(processFile!, { force: true }).catch(() => {});
+  }
+  // The engine writes the pid file after it has read the process file (a few ms after spawn).
+  const removeOnceStarted = () => {
+    if (processFileRemoved) return;
+    if (existsSync(pidFile)) removeProcessFile();
+    else setTimeout(removeOnceStarted, PROCESS_FILE_POLL_MS).unref();
+  };
+  removeOnceStarted();
   // Writing after the process exited fails with EPIPE; unhandled, that would crash the daemon.
   child.stdin?.on('error', () => {});
   resizes?.on('error', () => {});
@@ -132,6 +151,9 @@ export function processHandle(child: ChildProcess, pidFile: string, resizes?: Wr
   };
 
   const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
+    // An unknown name (an SSH client may send any) is ignored, as sshd does: Node would throw it
+    // from child.kill() below, inside a timer, where nothing catches it.
+    if (!signalNumber(signal)) return;
     const started = Date.now();
     const attempt = () => {
       // While the engine is alive it has not reaped the process, so its pid cannot be reused.

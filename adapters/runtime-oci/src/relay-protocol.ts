@@ -88,24 +88,34 @@ export class RelayFrameDecoder {
   }
 
   push(chunk: Buffer): RelayFrame[] {
+    return [...this.decode(chunk)];
+  }
+
+  /**
+   * push(), one frame at a time: a frame that breaks the protocol throws only once the frames
+   * before it were taken (a LISTENING in the same chunk as the violation still counts).
+   */
+  *decode(chunk: Buffer): Generator<RelayFrame, void, undefined> {
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const frames: RelayFrame[] = [];
-    while (buf.length >= RELAY_HEADER_BYTES) {
-      const type = buf.readUInt8(0);
-      const id = buf.readUInt32BE(1);
-      const length = buf.readUInt32BE(5);
-      const name = NAME[type];
-      if (!name) throw new RelayProtocolError(`unknown relay frame type ${type}`);
-      if (length > RELAY_MAX_PAYLOAD) throw new RelayProtocolError(`a relay frame of ${length} bytes exceeds ${RELAY_MAX_PAYLOAD}`);
-      if (buf.length < RELAY_HEADER_BYTES + length) break;
-      // A view, not a copy: the chunk it points into is not reused by its producer.
-      const payload = buf.subarray(RELAY_HEADER_BYTES, RELAY_HEADER_BYTES + length);
-      frames.push(decodePayload(name, id, payload));
-      buf = buf.subarray(RELAY_HEADER_BYTES + length);
+    try {
+      while (buf.length >= RELAY_HEADER_BYTES) {
+        const type = buf.readUInt8(0);
+        const id = buf.readUInt32BE(1);
+        const length = buf.readUInt32BE(5);
+        const name = NAME[type];
+        if (!name) throw new RelayProtocolError(`unknown relay frame type ${type}`);
+        if (length > RELAY_MAX_PAYLOAD) throw new RelayProtocolError(`a relay frame of ${length} bytes exceeds ${RELAY_MAX_PAYLOAD}`);
+        if (buf.length < RELAY_HEADER_BYTES + length) break;
+        // A view, not a copy: the chunk it points into is not reused by its producer.
+        const payload = buf.subarray(RELAY_HEADER_BYTES, RELAY_HEADER_BYTES + length);
+        const frame = decodePayload(name, id, payload);
+        buf = buf.subarray(RELAY_HEADER_BYTES + length);
+        yield frame;
+      }
+    } finally {
+      // Copied, so a small remainder does not keep a large chunk alive.
+      this.pending = Buffer.from(buf);
     }
-    // Copied, so a small remainder does not keep a large chunk alive.
-    this.pending = Buffer.from(buf);
-    return frames;
   }
 }
 
