@@ -98,11 +98,17 @@ export const migrations: Record<string, Migration> = {
         .addColumn('log_bytes', 'integer')
         .addColumn('updated_at', 'text', (c) => c.notNull())
         .execute();
-      // Logged bytes per sandbox, kept with every append and trim, so a user's total is a sum
-      // over their sandboxes instead of over every chunk.
+      // Logged bytes per sandbox and per user, kept with every append, trim and delete: the log
+      // quota is checked after every chunk, and a sum over a user's sandboxes (or chunks) took
+      // ~1 ms per chunk with 10,000 runs.
       await db.schema.alterTable('sandboxes').addColumn('log_bytes', 'integer', (c) => c.notNull().defaultTo(0)).execute();
       await db.schema.alterTable('sandboxes').addColumn('log_trimmed_bytes', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('users').addColumn('log_bytes', 'integer', (c) => c.notNull().defaultTo(0)).execute();
       await sql`UPDATE sandboxes SET log_bytes = (SELECT COALESCE(SUM(length(data)), 0) FROM run_logs WHERE sandbox_id = sandboxes.id)`.execute(db);
+      await sql`UPDATE users SET log_bytes = (SELECT COALESCE(SUM(log_bytes), 0) FROM sandboxes WHERE owner_id = users.id)`.execute(db);
+      // Trimming looks for a user's oldest sandbox that still has output: without this, it
+      // stepped over every run it had emptied before (20 ms per chunk with 10,000 runs).
+      await sql`CREATE INDEX sandboxes_owner_logged ON sandboxes (owner_id, created_at) WHERE log_bytes > 0`.execute(db);
     },
   },
 };

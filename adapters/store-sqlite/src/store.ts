@@ -19,7 +19,7 @@ import {
 import { migrations } from './migrations.js';
 
 interface Tables {
-  users: { id: string; name: string; is_admin: number; created_at: string };
+  users: { id: string; name: string; is_admin: number; created_at: string; log_bytes: Generated<number> };
   tokens: {
     id: string;
     user_id: string;
@@ -246,7 +246,10 @@ class SqliteStore implements Store {
   }
 
   async deleteSandbox(id: string): Promise<void> {
-    await this.db.deleteFrom('sandboxes').where('id', '=', id).execute();
+    await this.db.transaction().execute(async (trx) => {
+      await forgetLogBytes(trx, id);
+      await trx.deleteFrom('sandboxes').where('id', '=', id).execute();
+    });
   }
 
   async appendLog(sandboxId: string, chunk: LogChunk): Promise<void> {
@@ -256,6 +259,11 @@ class SqliteStore implements Store {
         .updateTable('sandboxes')
         .set((eb) => ({ log_bytes: eb('log_bytes', '+', chunk.data.length) }))
         .where('id', '=', sandboxId)
+        .execute();
+      await trx
+        .updateTable('users')
+        .set((eb) => ({ log_bytes: eb('log_bytes', '+', chunk.data.length) }))
+        .where('id', '=', (eb) => eb.selectFrom('sandboxes').select('owner_id').where('id', '=', sandboxId))
         .execute();
     });
   }
@@ -275,28 +283,26 @@ class SqliteStore implements Store {
   async deleteLogs(sandboxId: string): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('run_logs').where('sandbox_id', '=', sandboxId).execute();
-      await trx.updateTable('sandboxes').set({ log_bytes: 0 }).where('id', '=', sandboxId).execute();
+      await forgetLogBytes(trx, sandboxId);
     });
   }
 
   async trimLogs(ownerId: string, maxBytes: number): Promise<number> {
     return this.db.transaction().execute(async (trx) => {
-      const { total } = await trx
-        .selectFrom('sandboxes')
-        .select((eb) => eb.fn.coalesce(eb.fn.sum<number>('log_bytes'), eb.lit(0)).as('total'))
-        .where('owner_id', '=', ownerId)
-        .executeTakeFirstOrThrow();
-      let excess = Number(total) - maxBytes;
+      const owner = await trx.selectFrom('users').select('log_bytes').where('id', '=', ownerId).executeTakeFirst();
+      let excess = (owner?.log_bytes ?? 0) - maxBytes;
       let removed = 0;
       while (excess > 0) {
         const oldest = await trx
           .selectFrom('sandboxes')
-          .select('id')
+          .select(['id', 'log_bytes'])
           .where('owner_id', '=', ownerId)
-          .where('log_bytes', '>', 0)
+          // A literal, not a parameter: only then can SQLite use the partial index on it.
+          .where(sql<boolean>`log_bytes > 0`)
           // rowid is insertion order: it tells apart sandboxes made in the same millisecond.
           .orderBy('created_at')
           .orderBy(sql`rowid`)
+          .limit(1)
           .executeTakeFirst();
         if (!oldest) break;
         const chunks = await trx
@@ -329,18 +335,24 @@ class SqliteStore implements Store {
         if (lastWhole !== undefined) {
           await trx.deleteFrom('run_logs').where('sandbox_id', '=', oldest.id).where('seq', '<=', lastWhole).execute();
         }
-        // A count that disagrees with its chunks (none left) is set right rather than looped on.
         if (chunks.length === 0) {
-          await trx.updateTable('sandboxes').set({ log_bytes: 0 }).where('id', '=', oldest.id).execute();
-        } else {
-          await trx
-            .updateTable('sandboxes')
-            .set((eb) => ({ log_bytes: eb('log_bytes', '-', trimmed), log_trimmed_bytes: eb('log_trimmed_bytes', '+', trimmed) }))
-            .where('id', '=', oldest.id)
-            .execute();
+          // A count that disagrees with its chunks (none left) is set right, not looped on.
+          await forgetLogBytes(trx, oldest.id);
+          excess -= oldest.log_bytes;
+          continue;
         }
+        await trx
+          .updateTable('sandboxes')
+          .set((eb) => ({ log_bytes: eb('log_bytes', '-', trimmed), log_trimmed_bytes: eb('log_trimmed_bytes', '+', trimmed) }))
+          .where('id', '=', oldest.id)
+          .execute();
         removed += trimmed;
       }
+      await trx
+        .updateTable('users')
+        .set((eb) => ({ log_bytes: eb('log_bytes', '-', removed) }))
+        .where('id', '=', ownerId)
+        .execute();
       return removed;
     });
   }
@@ -391,24 +403,37 @@ const quotaColumns = [
   ['logBytes', 'log_bytes'],
 ] as const satisfies readonly (readonly [keyof QuotaLimits, keyof Tables['user_quotas']])[];
 
+/** Takes a sandbox's logged bytes off its owner's total and sets its own count to 0. */
+async function forgetLogBytes(trx: Transaction<Tables>, sandboxId: string): Promise<void> {
+  const sandbox = await trx.selectFrom('sandboxes').select(['owner_id', 'log_bytes']).where('id', '=', sandboxId).executeTakeFirst();
+  if (!sandbox || sandbox.log_bytes === 0) return;
+  await trx
+    .updateTable('users')
+    .set((eb) => ({ log_bytes: eb('log_bytes', '-', sandbox.log_bytes) }))
+    .where('id', '=', sandbox.owner_id)
+    .execute();
+  await trx.updateTable('sandboxes').set({ log_bytes: 0 }).where('id', '=', sandboxId).execute();
+}
+
 /** A user's live sandboxes with the sums of their limits, and their logged bytes (all sandboxes). */
 async function usageOf(db: Kysely<Tables> | Transaction<Tables>, userId: string): Promise<UserUsage> {
-  const live = sql<number>`status IN ('pending', 'running', 'sleeping')`;
+  // Written as the live-name index's condition, so SQLite reads only live rows through it.
   const row = await db
     .selectFrom('sandboxes')
     .select([
-      sql<number>`COALESCE(SUM(${live}), 0)`.as('sandboxes'),
-      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN cpus END), 0)`.as('cpus'),
-      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN memory_mb END), 0)`.as('memory_mb'),
-      sql<number>`COALESCE(SUM(CASE WHEN ${live} THEN pids_limit END), 0)`.as('pids'),
-      sql<number>`COALESCE(SUM(log_bytes), 0)`.as('log_bytes'),
+      sql<number>`COUNT(*)`.as('sandboxes'),
+      sql<number>`COALESCE(SUM(cpus), 0)`.as('cpus'),
+      sql<number>`COALESCE(SUM(memory_mb), 0)`.as('memory_mb'),
+      sql<number>`COALESCE(SUM(pids_limit), 0)`.as('pids'),
     ])
     .where('owner_id', '=', userId)
+    .where(sql<boolean>`status IN ('pending', 'running', 'sleeping')`)
     .executeTakeFirstOrThrow();
-  return { sandboxes: row.sandboxes, cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids, logBytes: row.log_bytes };
+  const user = await db.selectFrom('users').select('log_bytes').where('id', '=', userId).executeTakeFirst();
+  return { sandboxes: row.sandboxes, cpus: row.cpus, memoryMb: row.memory_mb, pids: row.pids, logBytes: user?.log_bytes ?? 0 };
 }
 
-function toUser(row: Tables['users']): UserRecord {
+function toUser(row: Omit<Tables['users'], 'log_bytes'>): UserRecord {
   return { id: row.id, name: row.name, isAdmin: row.is_admin === 1, createdAt: new Date(row.created_at) };
 }
 

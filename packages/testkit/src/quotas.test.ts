@@ -214,15 +214,14 @@ describe('quotas', () => {
     assert.equal(await logOf(second.id), 'B'.repeat(600), 'the newer run is whole and has no note');
     assert.equal((await service.get(alice.id, first.id)).logTrimmedBytes, 200);
 
-    // A run larger than the whole quota keeps its own tail; every older byte goes first.
+    // One run keeps at most the whole quota (its head, then a note); older runs' output goes first.
     const third = await runOf(`for i in $(seq 30); do printf 'line %04d ' $i; printf 'C%.0s' $(seq 90); echo; done`);
     assert.equal((await store.usageOf(alice.id)).logBytes, 1000);
-    assert.match(await logOf(first.id), /trimmed \(600 bytes/);
-    assert.match(await logOf(second.id), /trimmed \(600 bytes/);
-    const thirdLog = (await logOf(third.id)).split('\n');
-    // 30 lines of 101 bytes: 3030 bytes, of which the newest 1000 stay.
-    assert.match(thirdLog[0]!, /trimmed \(2030 bytes/);
-    assert.match(thirdLog.at(-2)!, /^line 0030 C{90}$/, 'the last line of the run is kept');
+    for (const older of [first, second]) {
+      assert.equal((await service.get(alice.id, older.id)).logTrimmedBytes, 600, 'every byte of the older runs went first');
+      assert.match(await logOf(older.id), /^\[roost: earlier output was trimmed \(600 bytes, oldest first\)[^\n]*\]\n$/);
+    }
+    assert.match(await logOf(third.id), /C+\n\[roost: log cut after 1000 bytes \(at most 1000 are kept of one run\); the script's output was not cut\]\n$/);
 
     // Other users' logs are untouched by alice's quota.
     const bobs = await service.run(bob.id, { script: `printf 'D%.0s' $(seq 600)` });
