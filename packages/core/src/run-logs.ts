@@ -49,18 +49,38 @@ export class RunLogs {
     };
   }
 
-  /** Logged chunks; with follow, keeps yielding until the script ends. */
-  async *read(sandboxId: string, opts: { follow: boolean }): AsyncGenerator<LogChunk> {
+  /**
+   * Logged chunks; with follow, keeps yielding until the script ends or `signal` aborts. A
+   * follower whose client left must abort: waiting on a quiet script, it would stay in `live`.
+   */
+  async *read(sandboxId: string, opts: { follow: boolean; signal?: AbortSignal }): AsyncGenerator<LogChunk> {
     let afterSeq = 0;
-    for (;;) {
-      const waiters = this.live.get(sandboxId);
-      const change = opts.follow && waiters ? new Promise<void>((resolve) => waiters.add(resolve)) : undefined;
-      const chunks = await this.store.readLogs(sandboxId, afterSeq, readBatch);
-      for (const chunk of chunks) yield chunk;
-      if (chunks.length > 0) afterSeq = chunks[chunks.length - 1].seq;
-      if (chunks.length === readBatch) continue;
-      if (!change) return;
-      await change;
+    let stopWaiting: (() => void) | undefined;
+    const onAbort = () => stopWaiting?.();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        if (opts.signal?.aborted) return;
+        const waiters = this.live.get(sandboxId);
+        const change =
+          opts.follow && waiters
+            ? new Promise<void>((resolve) => {
+                waiters.add(resolve);
+                stopWaiting = () => {
+                  waiters.delete(resolve);
+                  resolve();
+                };
+              })
+            : undefined;
+        const chunks = await this.store.readLogs(sandboxId, afterSeq, readBatch);
+        for (const chunk of chunks) yield chunk;
+        if (chunks.length > 0) afterSeq = chunks[chunks.length - 1].seq;
+        if (chunks.length === readBatch) continue;
+        if (!change) return;
+        await change;
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -79,6 +79,8 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
       jsonPost(`${'['.repeat(10_000)}${']'.repeat(10_000)}`),
       jsonPost(`{"name":"${'\\u0000'.repeat(1000)}"}`),
       `POST /api/v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $TOKEN\r\nContent-Type: text/x-nonsense\r\nContent-Length: 2\r\n\r\n{}`,
+      'GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n',
+      `POST /api/v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $TOKEN\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n[]`,
       'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n',
       'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
       Buffer.concat([Buffer.from('160301020001', 'hex'), randomBytes(512)]),
@@ -211,6 +213,35 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     await inBatches(resets, 24, (act) => exchange(port, act, { timeoutMs: 3000 }));
     assert.equal((await healthz()).status, 200);
     await waitFor(() => processesWith(marker) === 0, 10_000, `the exec'd "yes ${marker}" processes were killed when their client reset`);
+  });
+
+  it('forgets `logs -f` followers whose client left while the script was quiet', async () => {
+    // A run whose script stays quiet after one line keeps its log live: a follower gets the line,
+    // then waits for more output.
+    let sandboxId = '';
+    const run = connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => {
+      run.on('connect', () => run.write(plainRequest('POST', '/api/v1/runs', token, JSON.stringify({ script: 'echo started; exec sleep 120', persistent: true }))));
+      run.on('data', (chunk: Buffer) => {
+        sandboxId ||= /"id":"([^"]+)"/.exec(chunk.toString('latin1'))?.[1] ?? '';
+        if (sandboxId) resolve();
+      });
+    });
+    try {
+      const follow = () => exchange(port, (socket) => {
+        socket.write(plainRequest('GET', `/api/v1/sandboxes/${sandboxId}/logs?follow=true`, token));
+        socket.once('data', () => socket.resetAndDestroy());
+      });
+      await inBatches(Array.from({ length: 50 }), 10, follow);
+      const before = await settledMeasure();
+      await inBatches(Array.from({ length: 1500 }), 20, follow);
+      const now = await settledMeasure();
+      const grownBytes = now.heapUsedBytes - before.heapUsedBytes;
+      assert.ok(grownBytes < 4 * 1024 * 1024, `JS heap grew ${Math.round(grownBytes / 1024)} KiB after 1,500 abandoned followers`);
+    } finally {
+      run.destroy();
+      await daemon.sdk.sandboxes.remove(sandboxId).catch(() => {});
+    }
   });
 
   it('keeps its memory flat for a client that never reads a stream', async () => {
@@ -529,7 +560,18 @@ function exchange(port: number, act: (socket: Socket) => void, opts: { localAddr
   });
 }
 
-function parseResponse(data: Buffer): Omit<Exchange, 'closedByServer' | 'error'> {
+/** The response after any interim ones ("100 Continue"). */
+function finalResponse(data: Buffer): Buffer {
+  while (/^HTTP\/1\.1 1(0[02-9]|[1-9]\d)/.test(data.subarray(0, 12).toString('latin1'))) {
+    const end = data.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    data = data.subarray(end + 4);
+  }
+  return data;
+}
+
+function parseResponse(whole: Buffer): Omit<Exchange, 'closedByServer' | 'error'> {
+  const data = finalResponse(whole);
   const text = data.toString('latin1');
   const headerEnd = text.indexOf('\r\n\r\n');
   const headers = headerEnd < 0 ? text : text.slice(0, headerEnd);
@@ -551,13 +593,15 @@ function contentLength(headers: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-function isComplete(data: Buffer): boolean {
+function isComplete(whole: Buffer): boolean {
+  const data = finalResponse(whole);
   const headerEnd = data.indexOf('\r\n\r\n');
   if (headerEnd < 0) return false;
   const headers = data.subarray(0, headerEnd).toString('latin1');
   if (/^HTTP\/1\.1 101/.test(headers)) return true;
   const length = contentLength(headers);
   if (/^HTTP\/1\.1 200/.test(headers) && /vnd\.roost\.stream/.test(headers)) return data.length > headerEnd + 4;
+  if (/\r\ntransfer-encoding: chunked/i.test(headers)) return data.subarray(headerEnd).includes('\r\n0\r\n\r\n');
   return length !== undefined && data.length >= headerEnd + 4 + length;
 }
 
