@@ -1,6 +1,6 @@
 // What one client may make the HTTP server hold, and the listeners that enforce it outside
 // fastify's request handling (where a throw would be an uncaught exception, i.e. a dead roostd).
-import { STATUS_CODES, type Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
@@ -75,6 +75,17 @@ export function guardConnections(server: Server, limits: HttpLimits, logger: Fas
   });
   server.on('drop', (data?: { remoteAddress?: string }) => {
     logger.debug({ source: data?.remoteAddress }, 'connection refused: server at maxConnections');
+  });
+  // An Expect other than 100-continue: node would answer 417 with an empty body of its own.
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    try {
+      const { body } = toHttpError(new RoostError('VALIDATION_FAILED', 'only "Expect: 100-continue" is supported'), '');
+      const text = JSON.stringify(body);
+      response.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' }).end(text);
+    } catch (error) {
+      logger.error({ err: error }, 'answering an Expect header failed');
+      request.socket.destroy();
+    }
   });
   server.on('error', (error: NodeJS.ErrnoException) => {
     // After listen() the only errors are accept failures (EMFILE, ENFILE): the connection is

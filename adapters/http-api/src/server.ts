@@ -220,9 +220,10 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const owner = userOf(request).id;
       const sandbox = await sandboxes.get(owner, ref);
       reply.hijack();
-      const stream = new StreamResponse(reply.raw, () => {}, request.log);
+      const clientGone = new AbortController();
+      const stream = new StreamResponse(reply.raw, () => clientGone.abort(), request.log);
       try {
-        for await (const chunk of sandboxes.logs.read(sandbox, { follow: query.follow === 'true' })) {
+        for await (const chunk of sandboxes.logs.read(sandbox, { follow: query.follow === 'true', signal: clientGone.signal })) {
           if (stream.aborted) return;
           await stream.output(chunk);
         }

@@ -58,8 +58,15 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
     if (target.route !== routes.sshTunnel || !user) {
       throw new RoostError('VALIDATION_FAILED', `only ${routes.sshTunnel.path} is a WebSocket route`);
     }
-    if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
-      throw new RoostError('VALIDATION_FAILED', `${routes.sshTunnel.path} takes GET with Upgrade: websocket`);
+    // ws would refuse a bad handshake too, but with a text body: checked here, the client gets the API's error.
+    const { headers } = request;
+    if (
+      request.method !== 'GET' ||
+      headers.upgrade?.toLowerCase() !== 'websocket' ||
+      !/^[+/0-9A-Za-z]{22}==$/.test(headers['sec-websocket-key'] ?? '') ||
+      headers['sec-websocket-version'] !== '13'
+    ) {
+      throw new RoostError('VALIDATION_FAILED', `${routes.sshTunnel.path} takes a WebSocket handshake: GET, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key`);
     }
     const { ref } = parse(routes.sshTunnel.params, { ref: decodeSegment(target.pattern.exec(path)![1]!) });
     await deps.sandboxes.ensureAwake(user.id, ref);

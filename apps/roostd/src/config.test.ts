@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from './config.js';
 
@@ -21,6 +24,22 @@ describe('loadConfig', () => {
     });
     assert.deepEqual(config.network, { default: 'nat', allowNat: false, dnsServers: ['10.0.0.2', '10.0.0.3:5353'] });
     assert.deepEqual(config.pool, { size: 0, images: ['debian', 'alpine'], memoryShare: 0.25 });
+  });
+
+  it('sets every HTTP limit, and takes them from the config file', () => {
+    const defaults = loadConfig({ ...noFile }).http;
+    for (const [key, value] of Object.entries(defaults)) assert.ok(Number.isInteger(value) && value > 0, `http.${key} is set`);
+    const dir = mkdtempSync(join(tmpdir(), 'roost-config-'));
+    try {
+      const file = join(dir, 'roostd.json');
+      writeFileSync(file, JSON.stringify({ http: { maxConnections: 100, headersTimeoutMs: 5000 } }));
+      const config = loadConfig({ ROOST_CONFIG_FILE: file });
+      assert.deepEqual(config.http, { ...defaults, maxConnections: 100, headersTimeoutMs: 5000 });
+      writeFileSync(file, JSON.stringify({ http: { headersTimeoutMs: 60_000, requestTimeoutMs: 30_000 } }));
+      assert.throws(() => loadConfig({ ROOST_CONFIG_FILE: file }), /http\.headersTimeoutMs must not exceed http\.requestTimeoutMs/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names every bad value in one message', () => {

@@ -67,25 +67,44 @@ export class RunLogs {
   }
 
   /**
-   * Logged chunks; with follow, keeps yielding until the script ends. When older output was
-   * trimmed to keep the owner within the log quota, a note on stderr comes first and says so.
+   * Logged chunks; with follow, keeps yielding until the script ends or `signal` aborts. A
+   * follower whose client left must abort: waiting on a quiet script, it would stay in `live`.
+   * When older output was trimmed to keep the owner within the log quota, a note on stderr
+   * comes first and says so.
    */
-  async *read(sandbox: Pick<SandboxRecord, 'id' | 'logTrimmedBytes'>, opts: { follow: boolean }): AsyncGenerator<LogChunk> {
+  async *read(sandbox: Pick<SandboxRecord, 'id' | 'logTrimmedBytes'>, opts: { follow: boolean; signal?: AbortSignal }): AsyncGenerator<LogChunk> {
     const sandboxId = sandbox.id;
     if (sandbox.logTrimmedBytes > 0) {
       const note = `[roost: earlier output was trimmed (${sandbox.logTrimmedBytes} bytes, oldest first) to keep your stored logs within your quota; \`roost quota\` shows it]\n`;
       yield { seq: 0, stream: 'stderr', data: new TextEncoder().encode(note) };
     }
     let afterSeq = 0;
-    for (;;) {
-      const waiters = this.live.get(sandboxId);
-      const change = opts.follow && waiters ? new Promise<void>((resolve) => waiters.add(resolve)) : undefined;
-      const chunks = await this.store.readLogs(sandboxId, afterSeq, readBatch);
-      for (const chunk of chunks) yield chunk;
-      if (chunks.length > 0) afterSeq = chunks[chunks.length - 1].seq;
-      if (chunks.length === readBatch) continue;
-      if (!change) return;
-      await change;
+    let stopWaiting: (() => void) | undefined;
+    const onAbort = () => stopWaiting?.();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        if (opts.signal?.aborted) return;
+        const waiters = this.live.get(sandboxId);
+        const change =
+          opts.follow && waiters
+            ? new Promise<void>((resolve) => {
+                waiters.add(resolve);
+                stopWaiting = () => {
+                  waiters.delete(resolve);
+                  resolve();
+                };
+              })
+            : undefined;
+        const chunks = await this.store.readLogs(sandboxId, afterSeq, readBatch);
+        for (const chunk of chunks) yield chunk;
+        if (chunks.length > 0) afterSeq = chunks[chunks.length - 1].seq;
+        if (chunks.length === readBatch) continue;
+        if (!change) return;
+        await change;
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
     }
   }
 
