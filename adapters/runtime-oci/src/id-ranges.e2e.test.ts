@@ -57,7 +57,18 @@ function recordingLogger(lines: Logged[]): Logger {
   return { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
 }
 
-function suite(name: string, forceFallback: boolean, body: (ctx: { runtime: () => Runtime; create(idRange: number): Promise<string>; stateDir: () => string; logs: Logged[] }) => void) {
+const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
+
+interface SuiteContext {
+  runtime: () => Runtime;
+  create(idRange: number): Promise<string>;
+  /** Creates and destroys `rounds` sandboxes one after the other; the driver's own timings of the creates. */
+  timeCreates(rounds: number, firstRange: number): Promise<string>;
+  stateDir: () => string;
+  logs: Logged[];
+}
+
+function suite(name: string, forceFallback: boolean, body: (ctx: SuiteContext) => void) {
   describe(name, () => {
     let runtime: Runtime;
     let stateDir: string;
@@ -83,21 +94,34 @@ function suite(name: string, forceFallback: boolean, body: (ctx: { runtime: () =
       for (const id of made) assert.deepEqual(await findResidue(stateDir, id), [], `residue of ${id}`);
       await fs.rm(stateDir, { recursive: true, force: true });
     });
+    const create = async (idRange: number) => {
+      const spec: SandboxSpec = { id: `sb_idr${randomBytes(6).toString('hex')}`, hostname: 'ranges', image: 'debian', limits, network: 'none', env: {}, idRange };
+      made.push(spec.id);
+      await runtime.create(spec);
+      return spec.id;
+    };
     body({
       runtime: () => runtime,
+      create,
+      async timeCreates(rounds, firstRange) {
+        const ids: string[] = [];
+        for (let i = 0; i < rounds; i++) {
+          const id = await create(firstRange + i);
+          ids.push(id);
+          await runtime.destroy(id);
+        }
+        const created = logs.filter((l) => l.msg === 'sandbox created' && ids.includes(l.fields.id as string));
+        assert.equal(created.length, rounds);
+        const step = (field: string) => median(created.map((l) => l.fields[field] as number)).toFixed(1);
+        return `whole create ${step('ms')} ms: dirs, files and mount ${step('mountMs')}, engine create ${step('createMs')}, network ${step('netMs')}, start ${step('startMs')}`;
+      },
       stateDir: () => stateDir,
       logs,
-      async create(idRange) {
-        const spec: SandboxSpec = { id: `sb_idr${randomBytes(6).toString('hex')}`, hostname: 'ranges', image: 'debian', limits, network: 'none', env: {}, idRange };
-        made.push(spec.id);
-        await runtime.create(spec);
-        return spec.id;
-      },
     });
   });
 }
 
-suite('host id ranges on the OCI driver', false, ({ runtime, create, stateDir, logs }) => {
+suite('host id ranges on the OCI driver', false, ({ runtime, create, timeCreates, stateDir, logs }) => {
   let a: string;
   let b: string;
   const upper = (id: string, file = '') => path.join(stateDir(), 'sandboxes', id, 'upper', file);
@@ -226,13 +250,17 @@ suite('host id ranges on the OCI driver', false, ({ runtime, create, stateDir, l
     await assert.rejects(create(FIRST_RANGE), /host id range \d+ is in use by sandbox sb_idr/);
   });
 
+  it('figures: the mount step and the whole create, p50 of 15 (in the test output)', async (t) => {
+    t.diagnostic(`own range (idmapped image layer, roost-idmap): ${await timeCreates(15, FIRST_RANGE + 10)}`);
+  });
+
   it('no doctor warning about a shared range', async () => {
     const { problems } = await runtime().diagnose();
     assert.deepEqual(problems.filter((p) => /same host uid range/.test(p.problem)), []);
   });
 });
 
-suite('host id ranges when idmapped mounts are refused (fallback)', true, ({ runtime, create, stateDir, logs }) => {
+suite('host id ranges when idmapped mounts are refused (fallback)', true, ({ runtime, create, timeCreates, stateDir, logs }) => {
   const initPid = async (id: string) => Number((await fs.readFile(path.join(stateDir(), 'sandboxes', id, 'init.pid'), 'utf8')).trim());
 
   it('logs a warning at start', () => {
@@ -249,6 +277,10 @@ suite('host id ranges when idmapped mounts are refused (fallback)', true, ({ run
     const r = await sh(runtime(), a, 'stat -c %u /etc/passwd; echo x > /root/f');
     assert.deepEqual([r.exitCode, r.stdout], [0, '0\n']);
     assert.equal((await fs.stat(path.join(stateDir(), 'sandboxes', a, 'upper', 'root', 'f'))).uid, SHIFT_BASE);
+  });
+
+  it('figures: the mount step and the whole create in the shared range, p50 of 15 (in the test output)', async (t) => {
+    t.diagnostic(`shared range (plain overlay mount, as before): ${await timeCreates(15, FIRST_RANGE + 10)}`);
   });
 
   it('roost doctor (Runtime.diagnose) reports the shared range as a problem with a fix', async () => {

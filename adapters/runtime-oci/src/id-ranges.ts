@@ -4,6 +4,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
+import { unmountAll } from './overlay.js';
 import { runCmd } from './proc.js';
 
 /**
@@ -84,6 +85,8 @@ export async function mountIdmappedOverlay(helper: string, o: IdmappedOverlay): 
   if (r.code !== 0) throw new Error(r.stderr.trim() || `${path.basename(helper)} exited ${r.code}`);
 }
 
+const PROBE_DIR_PREFIX = 'idmap-probe-';
+
 /**
  * Whether idmapped image layers work here, tried once at start-up the way sandboxes use them:
  * an overlay over an idmapped dir whose file must show the mapped owner, and a write through
@@ -92,7 +95,18 @@ export async function mountIdmappedOverlay(helper: string, o: IdmappedOverlay): 
  */
 export async function probeIdmappedOverlay(helper: string, scratchDir: string): Promise<string | undefined> {
   if (!existsSync(helper)) return `the helper ${helper} is not built (make -C adapters/runtime-oci/native)`;
-  const dir = await fs.mkdtemp(path.join(scratchDir, 'idmap-probe-'));
+  let dir: string;
+  try {
+    // What a probe cut short by a crash left (unmounted first: rm must not reach through a mount).
+    for (const entry of await fs.readdir(scratchDir)) {
+      if (!entry.startsWith(PROBE_DIR_PREFIX)) continue;
+      await unmountAll(path.join(scratchDir, entry));
+      await fs.rm(path.join(scratchDir, entry), { recursive: true, force: true });
+    }
+    dir = await fs.mkdtemp(path.join(scratchDir, PROBE_DIR_PREFIX));
+  } catch (error) {
+    return `cannot prepare the probe in ${scratchDir}: ${(error as Error).message}`;
+  }
   const d = (name: string) => path.join(dir, name);
   const hostBase = hostIdBase(0);
   try {
@@ -109,12 +123,13 @@ export async function probeIdmappedOverlay(helper: string, scratchDir: string): 
       const copied = await fs.stat(d('upper/file'));
       if (copied.uid !== hostBase + 7) return `a copied-up file got owner ${copied.uid}, not ${hostBase + 7}`;
     } finally {
-      await runCmd('umount', [d('rootfs')]);
+      await unmountAll(dir);
     }
     return undefined;
   } catch (error) {
     return (error as Error).message;
   } finally {
-    await fs.rm(dir, { recursive: true, force: true });
+    // A scratch dir the next start clears anyway: its removal failing decides nothing.
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
