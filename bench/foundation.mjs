@@ -5,6 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createImageStore, SHIFT_BASE } from '@roost/runtime-oci';
 import { cliPath, startDaemon } from '@roost/testkit';
 
 const rounds = Number(process.env.ROOST_BENCH_ROUNDS ?? 30);
@@ -75,9 +76,11 @@ try {
   const bareBundle = mkdtempSync(join(tmpdir(), 'roost-bench-bare-'));
   try {
     const config = JSON.parse(readFileSync(join(daemon.dataDir, 'runtime', 'sandboxes', box.id, 'config.json'), 'utf8'));
-    const lower = /lowerdir=([^,]+)/.exec(readFileSync('/proc/self/mounts', 'utf8').split('\n').find((line) => line.includes(box.id)) ?? '')?.[1];
-    if (!lower) throw new Error('cannot find the image rootfs of the benchmark sandbox');
+    const silent = { info() {}, warn() {}, error() {}, debug() {} };
+    const lower = await createImageStore({ cacheDir: daemon.daemon.config.imageCacheDir, logger: silent }).resolve('debian');
     config.root = { path: lower, readonly: true };
+    // The image on disk is owned by SHIFT_BASE+k; without the sandbox's idmapped mount, map to that.
+    for (const mappings of [config.linux.uidMappings, config.linux.gidMappings]) mappings[0].hostID = SHIFT_BASE;
     config.mounts = config.mounts.filter((mount) => !mount.source.startsWith(daemon.dataDir));
     config.linux.namespaces = config.linux.namespaces.filter((ns) => ns.type !== 'network');
     delete config.linux.sysctl;

@@ -9,17 +9,18 @@ import type {
 import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
-import { SHIFT_BASE } from './constants.js';
+import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
 import { Egress } from './egress.js';
+import { hostIdBase, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
 import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, ensureBridge, readSavedAddress, resolvConf } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
 import { processHandle, terminalDimension } from './process-handle.js';
 import { connectedStream, relayListener } from './relay-streams.js';
-import { buildToolsCommand, DEFAULT_TOOLS_DIR, missingTools, SANDBOX_TOOLS } from './tools.js';
+import { buildToolsCommand, DEFAULT_IDMAP_HELPER, DEFAULT_TOOLS_DIR, missingTools, SANDBOX_TOOLS } from './tools.js';
 
 export interface OciRuntimeOpts {
   /** e.g. <dataDir>/runtime: bundles under sandboxes/, the engine's private state under oci-state/. */
@@ -31,6 +32,20 @@ export interface OciRuntimeOpts {
   toolsDir?: string;
   /** Egress: whether sandboxes may ask for NAT, and the resolvers their DNS goes to. */
   network?: { allowNat: boolean; dnsServers: string[] };
+  /**
+   * Tells whether idmapped image layers work (undefined) or why not. Default: the real probe,
+   * run once at start. Tests inject a refusal to exercise the shared-range fallback.
+   */
+  probeIdmap?: () => Promise<string | undefined>;
+}
+
+/** How sandboxes' host ids are laid out on this host, decided once at start. */
+interface IdLayout {
+  /** Why every sandbox shares SHIFT_BASE's range, when it must; undefined: a range each. */
+  sharedBecause?: string;
+  helper: string;
+  /** Host accounts whose ids lie where sandboxes' ranges are. */
+  claims: HostIdClaim[];
 }
 
 /** What every exec in a sandbox gets, kept in the bundle (exec.json) so a restart re-learns it. */
@@ -70,6 +85,17 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   await fs.mkdir(path.join(opts.stateDir, 'sandboxes'), { recursive: true, mode: 0o711 });
   const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger);
   await ensureBridge(opts.logger);
+  const ids: IdLayout = {
+    helper: DEFAULT_IDMAP_HELPER,
+    sharedBecause: await (opts.probeIdmap ?? (() => probeIdmappedOverlay(DEFAULT_IDMAP_HELPER, opts.stateDir)))(),
+    claims: await hostIdClaims(),
+  };
+  if (ids.sharedBecause) {
+    opts.logger.warn(
+      { reason: ids.sharedBecause, hostIds: `${SHIFT_BASE}..${SHIFT_BASE + SHIFT_SIZE - 1}` },
+      'idmapped mounts unavailable: every sandbox shares one host uid range (roost doctor shows this)',
+    );
+  }
   const egress = new Egress({ allowNat: opts.network?.allowNat ?? false, dnsServers: opts.network?.dnsServers ?? [], logger: opts.logger });
   const info: RuntimeInfo = {
     engine: engine.version,
@@ -77,7 +103,7 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
     natAllowed: opts.network?.allowNat ?? false,
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
-  const rt = new OciRuntime(info, engine, egress, opts, toolsDir);
+  const rt = new OciRuntime(info, engine, egress, opts, toolsDir, ids);
   await egress.install(await rt.adopt());
   return rt;
 }
@@ -90,6 +116,8 @@ class OciRuntime implements Runtime {
   private readonly running = new Map<string, ExecProfile>();
   /** One create/destroy at a time per id. */
   private readonly busy = new Map<string, Promise<unknown>>();
+  /** Host uid/gid of each held sandbox's root: no two may share one (except the fallback's SHIFT_BASE). */
+  private readonly hostIdBases = new Map<string, number>();
   private execSeq = 0;
 
   constructor(
@@ -98,6 +126,7 @@ class OciRuntime implements Runtime {
     private readonly egress: Egress,
     private readonly opts: OciRuntimeOpts,
     private readonly toolsDir: string,
+    private readonly ids: IdLayout,
   ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
@@ -117,6 +146,8 @@ class OciRuntime implements Runtime {
       const dir = this.bundle(id);
       const addr = await readSavedAddress(path.join(dir, 'address'));
       if (addr) this.pool.reserve(addr);
+      const base = await savedHostIdBase(dir);
+      if (base !== undefined) this.hostIdBases.set(id, base);
       const profile = await this.savedExecProfile(dir);
       if (profile && existsSync(path.join(this.engine.root, id))) {
         this.running.set(id, profile);
@@ -168,6 +199,24 @@ class OciRuntime implements Runtime {
     return this.serial(spec.id, () => this.doCreate(spec));
   }
 
+  /**
+   * Host uid/gid of the new sandbox's root: its own range's, or SHIFT_BASE for all when the
+   * kernel gave no idmapped mounts. Refuses a range another held sandbox has (the store should
+   * never hand out one twice) or one that would own a host account's ids.
+   */
+  private hostIdBaseFor(spec: SandboxSpec): number {
+    if (this.ids.sharedBecause) return SHIFT_BASE;
+    const base = hostIdBase(spec.idRange);
+    for (const [other, otherBase] of this.hostIdBases) {
+      if (otherBase === base) throw new Error(`host id range ${spec.idRange} is in use by sandbox ${other}`);
+    }
+    const claim = overlappingClaim(base, this.ids.claims);
+    if (claim) {
+      throw new Error(`host id range ${spec.idRange} (${base}..${base + SHIFT_SIZE - 1}) overlaps ids of ${claim.what}; remove that grant or move it above ${base + SHIFT_SIZE - 1}`);
+    }
+    return base;
+  }
+
   private limitProblem(spec: SandboxSpec): Error | undefined {
     if (spec.limits.openFiles > this.info.maxOpenFiles) {
       return new Error(`open-files limit ${spec.limits.openFiles} is above this host's maximum of ${this.info.maxOpenFiles}`);
@@ -181,14 +230,17 @@ class OciRuntime implements Runtime {
     const dir = this.bundle(id);
     if (existsSync(dir) || existsSync(path.join(this.engine.root, id))) throw new Error(`sandbox ${id} already exists`);
     const lower = await this.opts.images.resolve(spec.image);
+    const base = this.hostIdBaseFor(spec);
     const undo: Array<() => Promise<unknown>> = [];
     try {
+      this.hostIdBases.set(id, base);
+      undo.push(async () => this.hostIdBases.delete(id));
       await fs.mkdir(dir, { mode: 0o711 });
       undo.push(() => fs.rm(dir, { recursive: true, force: true }));
-      for (const d of ['upper', 'work', 'rootfs']) await fs.mkdir(path.join(dir, d), { mode: 0o755 });
+      for (const d of ['upper', 'work', 'rootfs', 'image']) await fs.mkdir(path.join(dir, d), { mode: 0o755 });
       // The overlay root takes the upper dir's owner: it must be root of the sandbox.
-      await fs.chown(path.join(dir, 'upper'), SHIFT_BASE, SHIFT_BASE);
-      await fs.chown(path.join(dir, 'work'), SHIFT_BASE, SHIFT_BASE);
+      await fs.chown(path.join(dir, 'upper'), base, base);
+      await fs.chown(path.join(dir, 'work'), base, base);
 
       const addr = this.pool.take(id);
       undo.push(async () => this.pool.release(addr));
@@ -204,15 +256,17 @@ class OciRuntime implements Runtime {
         writeEtcFiles(files, spec, addr),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
+          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base })),
           // It holds the sandbox's env, which may hold secrets.
           { mode: 0o600 },
         ),
       ]);
-      for (const file of Object.values(files)) await fs.chown(file, SHIFT_BASE, SHIFT_BASE);
+      for (const file of Object.values(files)) await fs.chown(file, base, base);
 
-      await mountOverlay(lower, path.join(dir, 'upper'), path.join(dir, 'work'), path.join(dir, 'rootfs'));
       undo.push(() => unmountAll(dir));
+      const [upper, work, rootfs] = ['upper', 'work', 'rootfs'].map((d) => path.join(dir, d)) as [string, string, string];
+      if (base === SHIFT_BASE) await mountOverlay(lower, upper, work, rootfs);
+      else await mountIdmappedOverlay(this.ids.helper, { lower, staging: path.join(dir, 'image'), upper, work, target: rootfs, hostBase: base });
       const tMount = performance.now();
 
       const pidFile = path.join(dir, 'init.pid');
@@ -397,6 +451,7 @@ class OciRuntime implements Runtime {
     if (!problems.length) {
       await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
       if (addr) this.pool.release(addr);
+      this.hostIdBases.delete(id);
     }
     if (problems.length) {
       this.log.error({ id, problems }, 'sandbox teardown incomplete');
@@ -407,6 +462,12 @@ class OciRuntime implements Runtime {
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
     const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.opts.stateDir, held)]);
+    if (this.ids.sharedBecause) {
+      problems.push({
+        problem: `every sandbox runs in the same host uid range (${SHIFT_BASE}..${SHIFT_BASE + SHIFT_SIZE - 1}): idmapped mounts do not work here (${this.ids.sharedBecause}), so a process escaping one sandbox would own the others' files and processes`,
+        fix: `use a kernel with idmapped mounts under overlayfs (Linux 5.19 or later) and a filesystem that supports them for ${this.opts.images.cacheDir}, build the helper (make -C adapters/runtime-oci/native), then restart roostd`,
+      });
+    }
     return { problems, leftovers };
   }
 
@@ -448,6 +509,14 @@ async function maxOpenFiles(): Promise<number> {
   if ((effective >> BigInt(CAP_SYS_RESOURCE)) & 1n) return Number(nrOpen.trim());
   const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
   return hard === undefined || hard === 'unlimited' ? Number(nrOpen.trim()) : Number(hard);
+}
+
+/** Host uid of the root of a sandbox made earlier, from its config.json's uid mapping. */
+async function savedHostIdBase(dir: string): Promise<number | undefined> {
+  const config = await fs.readFile(path.join(dir, 'config.json'), 'utf8').catch(() => undefined);
+  if (!config) return undefined;
+  const mappings = (JSON.parse(config) as { linux?: { uidMappings?: { containerID: number; hostID: number }[] } }).linux?.uidMappings;
+  return mappings?.find((m) => m.containerID === 0)?.hostID;
 }
 
 /** The files bind-mounted over the image's /etc ones, so each sandbox has its own. */

@@ -55,7 +55,7 @@ for (const engine of ['crun', 'runc'] as const) {
       await images.ensureDefaultImage();
       runtime = await createOciRuntime({ stateDir, images, logger: silent, engine });
       await runtime.create({
-        id, hostname: 'env', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none',
+        id, hostname: 'env', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', idRange: 0,
         env: { SECRET_NEW: fromSpec },
       });
     });

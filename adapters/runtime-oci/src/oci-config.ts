@@ -49,9 +49,11 @@ interface ConfigOpts {
   mountCgroup: boolean;
   /** Host dir mounted read-only at /.roost/tools (pty, relay, sftp-server). */
   toolsDir: string;
+  /** Host uid/gid of the sandbox's root (its range: SHIFT_SIZE ids from there); default SHIFT_BASE, the shared range. */
+  hostIdBase?: number;
 }
 
-export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
+export function ociConfig(spec: Omit<SandboxSpec, 'idRange'>, o: ConfigOpts): object {
   const mounts: object[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
@@ -88,8 +90,8 @@ export function ociConfig(spec: SandboxSpec, o: ConfigOpts): object {
     hostname: spec.hostname,
     mounts,
     linux: {
-      uidMappings: [{ containerID: 0, hostID: SHIFT_BASE, size: SHIFT_SIZE }],
-      gidMappings: [{ containerID: 0, hostID: SHIFT_BASE, size: SHIFT_SIZE }],
+      uidMappings: [{ containerID: 0, hostID: o.hostIdBase ?? SHIFT_BASE, size: SHIFT_SIZE }],
+      gidMappings: [{ containerID: 0, hostID: o.hostIdBase ?? SHIFT_BASE, size: SHIFT_SIZE }],
       namespaces: ['user', 'pid', 'ipc', 'uts', 'mount', 'network', 'cgroup'].map((type) => ({ type })),
       cgroupsPath: cgroupsPath(spec.id),
       resources: ociResources(spec.limits),

@@ -64,7 +64,7 @@ describe('relay streams against a hostile relay inside a real sandbox', () => {
     const images = createImageStore({ logger: log });
     await images.ensureDefaultImage();
     runtime = await createOciRuntime({ stateDir, images, logger: log });
-    await runtime.create({ id, hostname: 'hostile', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', env: {} });
+    await runtime.create({ id, hostname: 'hostile', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', idRange: 0, env: {} });
   });
   after(async () => {
     await runtime?.destroy(id);

@@ -114,7 +114,7 @@ describe('in-sandbox tools (/.roost/tools) on the OCI driver', () => {
   const create = async (image: string) => {
     const id = `sb_tools${randomBytes(6).toString('hex')}`;
     made.push(id);
-    await runtime.create({ id, hostname: 'tools', image, limits, network: 'none', env: {} });
+    await runtime.create({ id, hostname: 'tools', image, limits, network: 'none', env: {}, idRange: made.length });
     return id;
   };
 

@@ -49,7 +49,7 @@ for (const engine of ['crun', 'runc'] as const) describe(`seccomp profile (${eng
     await images.ensureDefaultImage();
     runtime = await createOciRuntime({ stateDir, images, logger: silent, engine });
     box = `sb_seccomp${randomBytes(6).toString('hex')}`;
-    await runtime.create({ id: box, hostname: 'seccomp', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', env: {} });
+    await runtime.create({ id: box, hostname: 'seccomp', image: 'debian', limits: { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 }, network: 'none', idRange: 0, env: {} });
   });
   after(async () => {
     await runtime?.destroy(box);

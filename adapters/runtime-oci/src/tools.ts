@@ -36,3 +36,7 @@ export function buildToolsCommand(dir: string): string {
   const out = path.resolve(dir) === DEFAULT_TOOLS_DIR ? '' : ` OUT=${path.resolve(dir)}`;
   return `apt-get install -y gcc libc6-dev make patchelf openssh-sftp-server && make -C ${NATIVE_DIR}${out}`;
 }
+
+/** roostd's own helper for idmapped image layers (native/roost-idmap.c): runs on the host as
+ *  root and is never mounted into sandboxes, hence its own dir beside the tools. */
+export const DEFAULT_IDMAP_HELPER = path.join(NATIVE_DIR, 'build', 'host', 'roost-idmap');

@@ -111,4 +111,16 @@ export const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX sandboxes_owner_logged ON sandboxes (owner_id, created_at) WHERE log_bytes > 0`.execute(db);
     },
   },
+  '0008_uid_ranges': {
+    async up(db: Kysely<unknown>) {
+      // Host uid/gid ranges of sandboxes (runtime-oci: 65536 ids each). No foreign key to
+      // sandboxes: warm-pool members hold a range before a record names them.
+      await db.schema
+        .createTable('id_ranges')
+        .addColumn('id_range', 'integer', (c) => c.primaryKey())
+        .addColumn('holder_id', 'text', (c) => c.notNull().unique())
+        .addColumn('allocated_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };

@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { Kysely, Migrator, sql, SqliteDialect, type Generated, type MigrationProvider, type Transaction } from 'kysely';
 import {
   RoostError,
+  type IdRangeAllocation,
   type LogChunk,
   type QuotaLimits,
   type QuotaOverrides,
@@ -71,6 +72,7 @@ interface Tables {
     last_used_at: string | null;
   };
   run_logs: { sandbox_id: string; seq: number; stream: string; data: Uint8Array };
+  id_ranges: { id_range: number; holder_id: string; allocated_at: string };
   kysely_migration: { name: string; timestamp: Generated<string> };
 }
 
@@ -250,6 +252,31 @@ class SqliteStore implements Store {
       await forgetLogBytes(trx, id);
       await trx.deleteFrom('sandboxes').where('id', '=', id).execute();
     });
+  }
+
+  async allocateIdRange(holderId: string): Promise<number> {
+    // One statement, so atomic: the lowest index no one holds (0, or one past a held index
+    // whose successor is free). A holder that has one keeps it (ON CONFLICT). The WHERE true
+    // is SQLite's way to tell an upsert's ON from a join's.
+    await sql`INSERT INTO id_ranges (id_range, holder_id, allocated_at)
+              SELECT MIN(free), ${holderId}, ${new Date().toISOString()} FROM (
+                SELECT 0 AS free WHERE NOT EXISTS (SELECT 1 FROM id_ranges WHERE id_range = 0)
+                UNION ALL
+                SELECT id_range + 1 FROM id_ranges held
+                 WHERE NOT EXISTS (SELECT 1 FROM id_ranges next WHERE next.id_range = held.id_range + 1)
+              ) WHERE true
+              ON CONFLICT (holder_id) DO NOTHING`.execute(this.db);
+    const row = await this.db.selectFrom('id_ranges').select('id_range').where('holder_id', '=', holderId).executeTakeFirstOrThrow();
+    return row.id_range;
+  }
+
+  async releaseIdRange(holderId: string): Promise<void> {
+    await this.db.deleteFrom('id_ranges').where('holder_id', '=', holderId).execute();
+  }
+
+  async listIdRanges(): Promise<IdRangeAllocation[]> {
+    const rows = await this.db.selectFrom('id_ranges').select(['holder_id', 'id_range']).orderBy('id_range').execute();
+    return rows.map((row) => ({ holderId: row.holder_id, idRange: row.id_range }));
   }
 
   async appendLog(sandboxId: string, chunk: LogChunk): Promise<void> {

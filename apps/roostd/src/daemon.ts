@@ -142,7 +142,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   if (limits.openFiles < config.defaults.openFiles) {
     logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
   }
-  const pool = warmPool(config, limits, runtime, logger);
+  const pool = warmPool(config, limits, runtime, store, logger);
   const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
   const sandboxes = new SandboxService({
     ...deps,
@@ -239,7 +239,7 @@ async function ensureAdminTokenFile(auth: AuthService, file: string, logger: Pin
  * The pool as configured, shrunk so that its members' memory limits add up to at most
  * `memoryShare` of the host's memory. Undefined when that leaves no member.
  */
-function warmPool(config: DaemonConfig, limits: SandboxLimits, runtime: Runtime, logger: Logger): WarmPool | undefined {
+function warmPool(config: DaemonConfig, limits: SandboxLimits, runtime: Runtime, store: Store, logger: Logger): WarmPool | undefined {
   const { size, images, memoryShare } = config.pool;
   const memberBytes = limits.memoryMb * 1024 * 1024;
   const budget = Math.floor((memoryShare * totalmem()) / memberBytes);
@@ -249,5 +249,5 @@ function warmPool(config: DaemonConfig, limits: SandboxLimits, runtime: Runtime,
   }
   if (perImage === 0) return undefined;
   logger.info({ images, perImage }, 'warm pool on');
-  return new WarmPool({ runtime, logger, newId, limits, sizes: Object.fromEntries(images.map((image) => [image, perImage])) });
+  return new WarmPool({ runtime, idRanges: store, logger, newId, limits, sizes: Object.fromEntries(images.map((image) => [image, perImage])) });
 }

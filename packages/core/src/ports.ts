@@ -26,6 +26,14 @@ export interface SandboxSpec {
   network: NetworkMode;
   /** Environment every process in the sandbox starts with. */
   env: Record<string, string>;
+  /**
+   * Index of the sandbox's own block of host user and group ids, allocated in the store
+   * (`Store.allocateIdRange`): no two sandboxes hold the same one, so a process that escapes
+   * one sandbox owns none of another's files or processes. The runtime decides which host ids
+   * an index stands for; a runtime that cannot give each sandbox its own block (e.g. the
+   * kernel lacks idmapped mounts) ignores it and says so in `diagnose()`.
+   */
+  idRange: number;
 }
 
 export interface ExecOpts {
@@ -263,6 +271,13 @@ export interface UserUsage {
   logBytes: number;
 }
 
+/** Who holds which host id range (see `SandboxSpec.idRange`). */
+export interface IdRangeAllocation {
+  /** A sandbox id; warm-pool members hold one before any record names them. */
+  holderId: string;
+  idRange: number;
+}
+
 /** State: users, tokens, sandboxes. */
 export interface Store {
   createUser(user: UserRecord): Promise<void>;
@@ -291,6 +306,15 @@ export interface Store {
   listSandboxes(filter: { ownerId?: string }): Promise<SandboxRecord[]>;
   updateSandbox(id: string, patch: SandboxPatch, at: Date): Promise<void>;
   deleteSandbox(id: string): Promise<void>;
+
+  /**
+   * The id range `holderId` holds; when it holds none, the lowest free one, now its own until
+   * released. Kept apart from sandbox records: pool members hold ranges before they have one.
+   */
+  allocateIdRange(holderId: string): Promise<number>;
+  /** Frees the holder's range for reuse (no-op when it holds none). */
+  releaseIdRange(holderId: string): Promise<void>;
+  listIdRanges(): Promise<IdRangeAllocation[]>;
 
   appendLog(sandboxId: string, chunk: LogChunk): Promise<void>;
   /** Chunks with seq > afterSeq, oldest first, at most `limit`. */

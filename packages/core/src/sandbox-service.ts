@@ -159,11 +159,14 @@ export class SandboxService {
       throw error;
     }
     try {
-      await this.startSandbox(record, pooled !== undefined);
+      // A pool member got its range when it was made; this returns that one.
+      const idRange = await store.allocateIdRange(id);
+      await this.startSandbox(record, idRange, pooled !== undefined);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       await store.updateSandbox(id, { status: 'error', statusReason: `could not start: ${message}` }, clock.now());
       logger.error({ sandboxId: id, err: message }, 'sandbox create failed');
+      await this.destroyAndRelease(id).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a failed create failed'));
       if (error instanceof RoostError) throw error;
       if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
       throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${name}: ${message}`);
@@ -184,7 +187,7 @@ export class SandboxService {
   }
 
   /** A pool member only needs its spec applied; if that fails it is replaced by a fresh one. */
-  private async startSandbox(record: SandboxRecord, pooled: boolean): Promise<void> {
+  private async startSandbox(record: SandboxRecord, idRange: number, pooled: boolean): Promise<void> {
     const { runtime, logger } = this.deps;
     const spec = {
       id: record.id,
@@ -193,6 +196,7 @@ export class SandboxService {
       limits: record.limits,
       network: record.network,
       env: record.env,
+      idRange,
     };
     if (pooled) {
       try {
@@ -299,7 +303,7 @@ export class SandboxService {
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
     if (liveStatuses.includes(sandbox.status)) {
-      await this.deps.runtime.destroy(sandbox.id);
+      await this.destroyAndRelease(sandbox.id);
       await this.deps.store.updateSandbox(sandbox.id, { status: 'stopped', statusReason: 'stopped by its owner' }, this.deps.clock.now());
       this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox stopped');
     }
@@ -308,7 +312,7 @@ export class SandboxService {
 
   async remove(ownerId: string, ref: string): Promise<void> {
     const sandbox = await this.get(ownerId, ref);
-    await this.deps.runtime.destroy(sandbox.id);
+    await this.destroyAndRelease(sandbox.id);
     await this.logs.remove(sandbox.id);
     await this.deps.store.deleteSandbox(sandbox.id);
     this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox removed');
@@ -323,10 +327,14 @@ export class SandboxService {
     const { store, runtime, clock, logger } = this.deps;
     const held = new Set(await runtime.list());
     const known = new Set<string>();
+    const kept = new Set<string>();
     for (const sandbox of await store.listSandboxes({})) {
       known.add(sandbox.id);
       if (!liveStatuses.includes(sandbox.status)) continue;
-      if (sandbox.persistent && held.has(sandbox.id)) continue;
+      if (sandbox.persistent && held.has(sandbox.id)) {
+        kept.add(sandbox.id);
+        continue;
+      }
       await runtime.destroy(sandbox.id);
       const reason = sandbox.persistent ? 'its processes ended while the daemon was down' : 'the daemon restarted during the run';
       await store.updateSandbox(sandbox.id, { status: sandbox.persistent ? 'stopped' : 'error', statusReason: reason }, clock.now());
@@ -337,6 +345,17 @@ export class SandboxService {
       await runtime.destroy(id);
       logger.warn({ sandboxId: id }, 'removed a sandbox the store did not know');
     }
+    // Adopted sandboxes keep their id ranges; every other range (of the sandboxes just
+    // removed, of pool members from before the restart, of a create cut short) is free again.
+    for (const { holderId } of await store.listIdRanges()) {
+      if (!kept.has(holderId)) await store.releaseIdRange(holderId);
+    }
+  }
+
+  /** Its range is free for another sandbox only once nothing of it is left on the host. */
+  private async destroyAndRelease(id: string): Promise<void> {
+    await this.deps.runtime.destroy(id);
+    await this.deps.store.releaseIdRange(id);
   }
 
   private async startProcess(sandbox: SandboxRecord, opts: ExecOpts): Promise<ProcessHandle> {
@@ -399,8 +418,7 @@ export class SandboxService {
     // The client gets its exit status without waiting for the teardown (~10 ms of unmount and
     // rm); settle() waits for it, and reconcile() finishes it after a crash.
     if (!sandbox.persistent) {
-      const teardown = runtime
-        .destroy(sandbox.id)
+      const teardown = this.destroyAndRelease(sandbox.id)
         .catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'sandbox teardown failed'))
         .finally(() => this.teardowns.delete(teardown));
       this.teardowns.add(teardown);

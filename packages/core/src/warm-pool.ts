@@ -2,10 +2,12 @@
 // Pure logic over the Runtime port: members are ordinary runtime sandboxes that no store record
 // names yet; a claim takes one synchronously (never two claims for one member), the record is
 // then written under the member's id, and the runtime gives it its real hostname, limits, env.
-import type { Logger, Runtime, SandboxLimits } from './ports.js';
+import type { Logger, Runtime, SandboxLimits, Store } from './ports.js';
 
 export interface WarmPoolOpts {
   runtime: Runtime;
+  /** Members hold a host id range from their creation on; a claim keeps it. */
+  idRanges: Pick<Store, 'allocateIdRange' | 'releaseIdRange'>;
   logger: Logger;
   newId(prefix: string): string;
   /** How many ready sandboxes to keep per image. */
@@ -102,16 +104,19 @@ export class WarmPool {
   }
 
   private async fill(image: string): Promise<void> {
-    const { runtime, logger, newId, limits, sizes } = this.opts;
+    const { runtime, idRanges, logger, newId, limits, sizes } = this.opts;
     const members = this.ready.get(image)!;
     while (!this.closed && members.length < (sizes[image] ?? 0)) {
       const id = newId('sb');
       const t0 = performance.now();
       this.making.add(id);
       try {
-        await runtime.create({ id, hostname: memberHostname, image, limits, network: 'none', env: {} });
+        const idRange = await idRanges.allocateIdRange(id);
+        await runtime.create({ id, hostname: memberHostname, image, limits, network: 'none', env: {}, idRange });
       } catch (error) {
         this.making.delete(id);
+        // The runtime rolled its create back: nothing on the host uses the range.
+        await idRanges.releaseIdRange(id).catch((release: unknown) => logger.error({ sandboxId: id, err: String(release) }, 'warm pool: id range release failed'));
         const failures = (this.failures.get(image) ?? 0) + 1;
         this.failures.set(image, failures);
         logger.error({ image, err: (error as Error).message, failures }, 'warm pool: create failed');
@@ -146,6 +151,7 @@ export class WarmPool {
   private async destroy(id: string): Promise<void> {
     await this.opts.runtime
       .destroy(id)
+      .then(() => this.opts.idRanges.releaseIdRange(id))
       .catch((error: unknown) => this.opts.logger.error({ sandboxId: id, err: String(error) }, 'warm pool: destroy failed'));
   }
 }

@@ -53,7 +53,7 @@ describe('quotas', () => {
   /** A service whose every user has `limits` (over roomy defaults) unless an admin changes them. */
   function build(limits: Partial<QuotaLimits>, opts: { poolSize?: number } = {}) {
     quotas = new Quotas({ store, defaults: { ...roomyQuota, ...limits }, now: () => clock.now() });
-    pool = opts.poolSize ? new WarmPool({ runtime, logger: silent, newId, limits: sandboxLimits, sizes: { debian: opts.poolSize } }) : undefined;
+    pool = opts.poolSize ? new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits: sandboxLimits, sizes: { debian: opts.poolSize } }) : undefined;
     service = new SandboxService({
       store,
       runtime,

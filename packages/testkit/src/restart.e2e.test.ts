@@ -2,12 +2,13 @@
 // their processes untouched; one-shot runs cut short are removed and marked.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
+import { sandboxRootHostUid } from './host-uids.js';
 import { freePort, waitFor } from './wait.js';
 
 const roostdPath = fileURLToPath(new URL('../../../apps/roostd/dist/main.js', import.meta.url));
@@ -51,6 +52,7 @@ describe('roostd restart after kill -9', () => {
     const keeper = await roost.sandboxes.create({ name: 'keeper' });
     await keeper.exec(['bash', '-c', 'nohup sleep 1000 >/dev/null 2>&1 & echo $! > /root/sleeper.pid']).wait();
     const sleeperPid = (await output(keeper.exec(['cat', '/root/sleeper.pid']))).trim();
+    const keeperUid = sandboxRootHostUid(dataDir, keeper.id);
     const run = roost.run({ script: 'echo started; sleep 1000', name: 'cut-short' });
     const runSandbox = await run.sandbox();
     assert.ok(runSandbox);
@@ -66,6 +68,7 @@ describe('roostd restart after kill -9', () => {
     assert.equal(kept.info.status, 'running');
     const alive = await output(kept.exec(['bash', '-c', `kill -0 ${sleeperPid} && echo alive`]));
     assert.equal(alive, 'alive\n', 'the process started before the crash still runs');
+    assert.equal(sandboxRootHostUid(dataDir, kept.id), keeperUid, 'the adopted sandbox keeps its host uid range');
     const cut = await roost.sandboxes.get(runSandbox.id);
     assert.equal(cut.info.status, 'error');
     assert.match(cut.info.statusReason ?? '', /restarted/);
@@ -75,6 +78,10 @@ describe('roostd restart after kill -9', () => {
     // what the runtime holds is the keeper and one pool's worth, also after a clean restart.
     const bundles = () => readdirSync(join(dataDir, 'runtime', 'sandboxes')).filter((name) => name.startsWith('sb_'));
     await waitFor(() => bundles().length === 5, 'the pool refilled to 4 beside the keeper');
+    // Its range stays the keeper's in the store: the refilled members each got another one.
+    await waitFor(() => bundles().every((id) => existsSync(join(dataDir, 'runtime', 'sandboxes', id, 'init.pid'))), 'every member has its init');
+    const uids = bundles().map((id) => sandboxRootHostUid(dataDir, id));
+    assert.equal(new Set(uids).size, 5, `five sandboxes, five host uids: ${uids.join(' ')}`);
     daemon.kill('SIGTERM');
     await new Promise((resolve) => daemon!.on('close', resolve));
     assert.deepEqual(bundles(), [kept.id], 'a clean stop removes the members nobody claimed');

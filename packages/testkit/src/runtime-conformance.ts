@@ -109,6 +109,8 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
     let cleanup: () => Promise<void>;
     let residue: ((id: string) => Promise<string[]>) | undefined;
     const made: string[] = [];
+    /** Each sandbox of the suite gets its own host id range, as the store would give. */
+    let nextIdRange = 0;
 
     const spec = (overrides: Partial<SandboxSpec> = {}): SandboxSpec => ({
       id: `sb_conf${randomBytes(6).toString('hex')}`,
@@ -117,6 +119,7 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       limits: { cpus: 1, memoryMb: 256, pids: 128, openFiles: 4096 },
       network: 'none',
       env: { FROM_SPEC: 'spec-value' },
+      idRange: nextIdRange++,
       ...overrides,
     });
     const create = async (overrides: Partial<SandboxSpec> = {}) => {

@@ -105,7 +105,7 @@ describe('SandboxService', () => {
   it('reconciles after a restart: removes cut-short runs and unknown runtime sandboxes', async () => {
     const kept = await service.create(owner, { name: 'kept' });
     const run = await service.create(owner, { name: 'cut', persistent: false });
-    await runtime.create({ id: 'sb_stray', hostname: 'stray', image: 'debian', limits: { cpus: 1, memoryMb: 64, pids: 64, openFiles: 1024 }, network: 'none', env: {} });
+    await runtime.create({ id: 'sb_stray', hostname: 'stray', image: 'debian', limits: { cpus: 1, memoryMb: 64, pids: 64, openFiles: 1024 }, network: 'none', env: {}, idRange: 99 });
     await service.reconcile();
     assert.deepEqual((await runtime.list()).sort(), [kept.id]);
     const cut = await service.get(owner, run.id);

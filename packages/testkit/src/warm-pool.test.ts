@@ -57,7 +57,7 @@ describe('WarmPool with SandboxService', () => {
     store = await openSqliteStore({ path: ':memory:' });
     await store.createUser({ id: owner, name: 'alice', isAdmin: true, createdAt: new Date() });
     runtime = new CountingRuntime();
-    pool = new WarmPool({ runtime, logger: silent, newId, limits, sizes: { debian: 3 } });
+    pool = new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits, sizes: { debian: 3 } });
     service = new SandboxService({
       store,
       runtime,
@@ -124,7 +124,7 @@ describe('WarmPool with SandboxService', () => {
   });
 
   it('keeps trying after a failed create', async () => {
-    const refill = new WarmPool({ runtime, logger: silent, newId, limits, sizes: { other: 2 } });
+    const refill = new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits, sizes: { other: 2 } });
     runtime.failCreates = 2;
     refill.start();
     await refill.filled();
