@@ -5,6 +5,7 @@ import {
   RoostError,
   type IdRangeAllocation,
   type LogChunk,
+  type QuotaChange,
   type QuotaLimits,
   type QuotaOverrides,
   type UserUsage,
@@ -389,31 +390,34 @@ class SqliteStore implements Store {
   }
 
   async getQuotaOverrides(userId: string): Promise<QuotaOverrides> {
-    const row = await this.db.selectFrom('user_quotas').selectAll().where('user_id', '=', userId).executeTakeFirst();
-    if (!row) return {};
-    const overrides: QuotaOverrides = {};
-    for (const [key, column] of quotaColumns) {
-      const value = row[column];
-      if (value !== null) overrides[key] = value;
-    }
-    return overrides;
+    return quotaOverridesOf(this.db, userId);
   }
 
-  async setQuotaOverrides(userId: string, overrides: QuotaOverrides, at: Date): Promise<void> {
-    if (Object.keys(overrides).length === 0) {
-      await this.db.deleteFrom('user_quotas').where('user_id', '=', userId).execute();
-      return;
-    }
-    const row = {
-      user_id: userId,
-      updated_at: at.toISOString(),
-      ...Object.fromEntries(quotaColumns.map(([key, column]) => [column, overrides[key] ?? null])),
-    } as Tables['user_quotas'];
-    await this.db
-      .insertInto('user_quotas')
-      .values(row)
-      .onConflict((oc) => oc.column('user_id').doUpdateSet(row))
-      .execute();
+  async changeQuotaOverrides(userId: string, change: QuotaChange, at: Date): Promise<QuotaOverrides> {
+    // In one transaction, so two admins changing different limits at once both keep theirs.
+    return this.db.transaction().execute(async (trx) => {
+      const next = await quotaOverridesOf(trx, userId);
+      for (const key of Object.keys(change) as (keyof QuotaLimits)[]) {
+        const value = change[key];
+        if (value === null) delete next[key];
+        else if (value !== undefined) next[key] = value;
+      }
+      if (Object.keys(next).length === 0) {
+        await trx.deleteFrom('user_quotas').where('user_id', '=', userId).execute();
+        return next;
+      }
+      const row = {
+        user_id: userId,
+        updated_at: at.toISOString(),
+        ...Object.fromEntries(quotaColumns.map(([key, column]) => [column, next[key] ?? null])),
+      } as Tables['user_quotas'];
+      await trx
+        .insertInto('user_quotas')
+        .values(row)
+        .onConflict((oc) => oc.column('user_id').doUpdateSet(row))
+        .execute();
+      return next;
+    });
   }
 
   async close(): Promise<void> {
@@ -429,6 +433,16 @@ const quotaColumns = [
   ['timeoutSec', 'timeout_sec'],
   ['logBytes', 'log_bytes'],
 ] as const satisfies readonly (readonly [keyof QuotaLimits, keyof Tables['user_quotas']])[];
+
+async function quotaOverridesOf(db: Kysely<Tables> | Transaction<Tables>, userId: string): Promise<QuotaOverrides> {
+  const row = await db.selectFrom('user_quotas').selectAll().where('user_id', '=', userId).executeTakeFirst();
+  const overrides: QuotaOverrides = {};
+  for (const [key, column] of quotaColumns) {
+    const value = row?.[column];
+    if (value !== undefined && value !== null) overrides[key] = value;
+  }
+  return overrides;
+}
 
 /** Takes a sandbox's logged bytes off its owner's total and sets its own count to 0. */
 async function forgetLogBytes(trx: Transaction<Tables>, sandboxId: string): Promise<void> {

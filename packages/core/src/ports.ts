@@ -261,6 +261,9 @@ export interface QuotaLimits {
 /** What an admin set for one user; absent keys follow the daemon's defaults. */
 export type QuotaOverrides = Partial<QuotaLimits>;
 
+/** A change of overrides: null returns a limit to the daemon's default; absent keys stay. */
+export type QuotaChange = { [K in keyof QuotaLimits]?: QuotaLimits[K] | null };
+
 /** What a user holds now. */
 export interface UserUsage {
   /** Live sandboxes and the sums of their limits. */
@@ -329,8 +332,8 @@ export interface Store {
 
   usageOf(userId: string): Promise<UserUsage>;
   getQuotaOverrides(userId: string): Promise<QuotaOverrides>;
-  /** Replaces the user's overrides; an empty object means the defaults apply. */
-  setQuotaOverrides(userId: string, overrides: QuotaOverrides, at: Date): Promise<void>;
+  /** Applies a change to the user's overrides in one transaction; resolves with the result. */
+  changeQuotaOverrides(userId: string, change: QuotaChange, at: Date): Promise<QuotaOverrides>;
 
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@
 // its own). The store checks a new sandbox against them in the same transaction that inserts
 // it, so parallel creates cannot all pass on the same count.
 import { RoostError } from './errors.js';
-import type { QuotaLimits, QuotaOverrides, Store, UserRecord, UserUsage } from './ports.js';
+import type { QuotaChange, QuotaLimits, QuotaOverrides, Store, UserRecord, UserUsage } from './ports.js';
 
 /** setTimeout holds at most a signed 32-bit count of milliseconds; a longer delay fires at once. */
 export const maxTimerDelayMs = 2 ** 31 - 1;
@@ -26,9 +26,6 @@ export interface QuotaView {
   overrides: QuotaOverrides;
   usage: UserUsage;
 }
-
-/** null resets a limit to the daemon's default; an absent key leaves it as it is. */
-export type QuotaChange = { [K in keyof QuotaLimits]?: QuotaLimits[K] | null };
 
 export interface QuotasDeps {
   store: Store;
@@ -61,14 +58,7 @@ export class Quotas {
     for (const [key, value] of Object.entries(change)) {
       if (key === 'timeoutSec' && typeof value === 'number') assertTimerCanHold(value, 'a timeout quota');
     }
-    const current = await this.deps.store.getQuotaOverrides(user.id);
-    const next: QuotaOverrides = { ...current };
-    for (const key of Object.keys(change) as (keyof QuotaLimits)[]) {
-      const value = change[key];
-      if (value === null) delete next[key];
-      else if (value !== undefined) next[key] = value;
-    }
-    await this.deps.store.setQuotaOverrides(user.id, next, this.deps.now());
+    await this.deps.store.changeQuotaOverrides(user.id, change, this.deps.now());
     return this.view(user);
   }
 

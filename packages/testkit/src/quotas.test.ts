@@ -254,5 +254,12 @@ describe('quotas', () => {
     assert.equal(reset.limits.sandboxes, 1);
     assert.deepEqual((await quotas.view(admin)).usage, { sandboxes: 2, cpus: 2, memoryMb: 1024, pids: 512, logBytes: 0 });
     assert.equal((await quotas.change(admin, 'alice', { memoryMb: null })).limits.memoryMb, 1024);
+    // Changes of different limits at once all stay (each is one transaction).
+    await Promise.all([
+      quotas.change(admin, 'bob', { cpus: 4 }),
+      quotas.change(admin, 'bob', { pids: 400 }),
+      quotas.change(admin, 'bob', { logBytes: 4096 }),
+    ]);
+    assert.deepEqual((await quotas.viewOf(admin, 'bob')).overrides, { cpus: 4, pids: 400, logBytes: 4096 });
   });
 });
