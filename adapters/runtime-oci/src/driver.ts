@@ -10,10 +10,11 @@ import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE } from './constants.js';
+import { openInstance, removeIdleInstance, type Instance } from './instance.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
 import { Egress } from './egress.js';
-import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, ensureBridge, readSavedAddress, resolvConf } from './network.js';
+import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, readSavedAddress, resolvConf } from './network.js';
 import { baseEnv, envList, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
@@ -29,8 +30,13 @@ export interface OciRuntimeOpts {
   engine?: 'auto' | EngineName;
   /** Host dir mounted read-only at /.roost/tools in every sandbox (default: DEFAULT_TOOLS_DIR). */
   toolsDir?: string;
-  /** Egress: whether sandboxes may ask for NAT, and the resolvers their DNS goes to. */
-  network?: { allowNat: boolean; dnsServers: string[] };
+  /** Egress: whether sandboxes may ask for NAT, the resolvers their DNS goes to, and the non-public ranges they may reach anyway. */
+  network?: { allowNat: boolean; dnsServers: string[]; egressAllowCidrs?: string[] };
+  /**
+   * Which roostd on this host (instance.ts): scopes the bridge, subnet, nft table, cgroup parent
+   * and veth names. `name` undefined: what the state dir says, else derived from its path.
+   */
+  instance?: { name?: string; subnet?: string };
 }
 
 /** What every exec in a sandbox gets, kept in the bundle (exec.json) so a restart re-learns it. */
@@ -67,17 +73,24 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   if (missing.length) {
     throw new Error(`the in-sandbox tools are not built (${missing.join(', ')} missing in ${toolsDir}); fix: ${buildToolsCommand(toolsDir)}`);
   }
+  // Before anything is made in the state dir: a sandboxes/ dir there means an older roostd used it.
+  const instance = await openInstance(opts.stateDir, { ...opts.instance, logger: opts.logger });
   await fs.mkdir(path.join(opts.stateDir, 'sandboxes'), { recursive: true, mode: 0o711 });
-  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger);
-  await ensureBridge(opts.logger);
-  const egress = new Egress({ allowNat: opts.network?.allowNat ?? false, dnsServers: opts.network?.dnsServers ?? [], logger: opts.logger });
+  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger, instance.cgroupParent);
+  const egress = new Egress({
+    instance,
+    allowNat: opts.network?.allowNat ?? false,
+    dnsServers: opts.network?.dnsServers ?? [],
+    allowCidrs: opts.network?.egressAllowCidrs ?? [],
+    logger: opts.logger,
+  });
   const info: RuntimeInfo = {
     engine: engine.version,
     maxOpenFiles: await maxOpenFiles(),
     natAllowed: opts.network?.allowNat ?? false,
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
-  const rt = new OciRuntime(info, engine, egress, opts, toolsDir);
+  const rt = new OciRuntime(info, engine, egress, instance, opts, toolsDir);
   await egress.install(await rt.adopt());
   return rt;
 }
@@ -85,7 +98,7 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
 class OciRuntime implements Runtime {
   private readonly log: Logger;
   private readonly sandboxesDir: string;
-  private readonly pool = new AddressPool();
+  private readonly pool: AddressPool;
   /** Sandboxes that accept execs, with what their execs get. */
   private readonly running = new Map<string, ExecProfile>();
   /** One create/destroy at a time per id. */
@@ -96,11 +109,13 @@ class OciRuntime implements Runtime {
     readonly info: RuntimeInfo,
     private readonly engine: Engine,
     private readonly egress: Egress,
+    private readonly instance: Instance,
     private readonly opts: OciRuntimeOpts,
     private readonly toolsDir: string,
   ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
+    this.pool = new AddressPool(instance.subnet);
   }
 
   private bundle(id: string): string {
@@ -201,10 +216,10 @@ class OciRuntime implements Runtime {
       await Promise.all([
         fs.writeFile(path.join(dir, 'address'), addr),
         fs.writeFile(path.join(dir, 'network'), spec.network),
-        writeEtcFiles(files, spec, addr),
+        writeEtcFiles(this.instance, files, spec, addr),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir })),
+          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, cgroupParent: this.instance.cgroupParent })),
         ),
       ]);
       for (const file of Object.values(files)) await fs.chown(file, SHIFT_BASE, SHIFT_BASE);
@@ -214,15 +229,15 @@ class OciRuntime implements Runtime {
       const tMount = performance.now();
 
       const pidFile = path.join(dir, 'init.pid');
-      undo.push(() => removeCgroups(id));
+      undo.push(() => removeCgroups(this.instance.cgroupParent, id));
       undo.push(() => this.engine.run(['delete', '-f', id]));
       const created = await this.engine.runToFile(['create', '--bundle', dir, '--pid-file', pidFile, id], path.join(dir, 'create.log'));
       if (created.code !== 0) throw new Error(`${this.engine.name} create failed: ${created.stderr.trim() || `exit ${created.code}`}`);
       const tCreate = performance.now();
       const pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
 
-      undo.push(() => detachSandbox(id));
-      await attachSandbox(id, pid, addr, nat);
+      undo.push(() => detachSandbox(this.instance, id));
+      await attachSandbox(this.instance, id, pid, addr, nat);
       const tNet = performance.now();
 
       await this.mustEngine(['start', id]);
@@ -263,7 +278,7 @@ class OciRuntime implements Runtime {
     if (!addr) throw new Error(`sandbox ${id} has no saved address`);
     const steps: Promise<unknown>[] = [
       // In place: the files are bind-mounted, a new inode would not show inside.
-      writeEtcFiles(etcFiles(dir), spec, addr),
+      writeEtcFiles(this.instance, etcFiles(dir), spec, addr),
       mustRun('nsenter', [`--uts=/proc/${pid}/ns/uts`, 'hostname', spec.hostname]),
     ];
     const made = (JSON.parse(config) as { linux: { resources: object } }).linux.resources;
@@ -276,7 +291,7 @@ class OciRuntime implements Runtime {
       steps.push(
         this.egress
           .allow(addr)
-          .then(() => addDefaultRoute(pid))
+          .then(() => addDefaultRoute(this.instance, pid))
           .then(() => fs.writeFile(path.join(dir, 'network'), 'nat')),
       );
     }
@@ -372,7 +387,7 @@ class OciRuntime implements Runtime {
         problems.push(`${what}: ${(e as Error).message}`);
       }
     };
-    await step('veth', () => detachSandbox(id));
+    await step('veth', () => detachSandbox(this.instance, id));
     if (existsSync(path.join(this.engine.root, id))) {
       await step('engine delete', async () => {
         const r = await this.engine.run(['delete', '-f', id]);
@@ -380,7 +395,7 @@ class OciRuntime implements Runtime {
       });
     }
     await step('unmount', () => unmountAll(dir));
-    await step('cgroups', () => removeCgroups(id));
+    await step('cgroups', () => removeCgroups(this.instance.cgroupParent, id));
     const addr = await readSavedAddress(path.join(dir, 'address'));
     if (addr && (await this.networkOf(id)) === 'nat') await step('egress', () => this.egress.revoke(addr));
     if (!problems.length) {
@@ -395,12 +410,12 @@ class OciRuntime implements Runtime {
 
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
-    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.opts.stateDir, held)]);
+    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held)]);
     return { problems, leftovers };
   }
 
   oomKillCount(id: string): Promise<number> {
-    return oomKillCount(id);
+    return oomKillCount(this.instance.cgroupParent, id);
   }
 
   async list(): Promise<string[]> {
@@ -417,6 +432,7 @@ class OciRuntime implements Runtime {
     // Sandboxes outlive the daemon on purpose: the next start adopts them.
     await Promise.allSettled([...this.busy.values()]);
     await this.egress.close();
+    if ((await this.list()).length === 0) await removeIdleInstance(this.instance, this.log);
   }
 }
 
@@ -448,10 +464,10 @@ function etcFiles(dir: string) {
   };
 }
 
-async function writeEtcFiles(files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
+async function writeEtcFiles(instance: Instance, files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
   await Promise.all([
     fs.writeFile(files.hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${addr}\t${spec.hostname}\n`),
     fs.writeFile(files.hostnameFile, `${spec.hostname}\n`),
-    fs.writeFile(files.resolvConfFile, resolvConf(spec.network === 'nat')),
+    fs.writeFile(files.resolvConfFile, resolvConf(instance, spec.network === 'nat')),
   ]);
 }

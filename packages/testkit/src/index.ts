@@ -3,3 +3,4 @@ export { runtimeConformance } from './runtime-conformance.js';
 export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';
+export { startFakeOutside, type FakeOutside } from './outside.js';
