@@ -2,7 +2,9 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
+import { NO_EGRESS_RULES } from '@roost/core';
 import type {
+  EgressRules,
   ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
   SandboxSpec,
 } from '@roost/core';
@@ -91,7 +93,9 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
   const rt = new OciRuntime(info, engine, egress, instance, opts, toolsDir);
-  await egress.install(await rt.adopt());
+  const adopted = await rt.adopt();
+  await egress.install(adopted.map((sandbox) => sandbox.addr));
+  for (const { addr, id, rules } of adopted) await egress.setRules(addr, id, rules);
   return rt;
 }
 
@@ -124,10 +128,10 @@ class OciRuntime implements Runtime {
 
   /**
    * Re-learns sandboxes left by a previous process, so they stay listable and reachable.
-   * Returns the addresses of those with NAT, for the firewall.
+   * Returns those with NAT, with their egress rules, for the firewall.
    */
-  async adopt(): Promise<string[]> {
-    const nat: string[] = [];
+  async adopt(): Promise<Array<{ id: string; addr: string; rules: EgressRules }>> {
+    const nat: Array<{ id: string; addr: string; rules: EgressRules }> = [];
     for (const id of await this.list()) {
       const dir = this.bundle(id);
       const addr = await readSavedAddress(path.join(dir, 'address'));
@@ -135,7 +139,7 @@ class OciRuntime implements Runtime {
       const profile = await this.savedExecProfile(dir);
       if (profile && existsSync(path.join(this.engine.root, id))) {
         this.running.set(id, profile);
-        if (addr && (await this.networkOf(id)) === 'nat') nat.push(addr);
+        if (addr && (await this.networkOf(id)) === 'nat') nat.push({ id, addr, rules: await this.savedRules(id) });
       }
     }
     return nat;
@@ -158,6 +162,26 @@ class OciRuntime implements Runtime {
 
   private async networkOf(id: string): Promise<NetworkMode> {
     return (await fs.readFile(path.join(this.bundle(id), 'network'), 'utf8').catch(() => 'none')).trim() as NetworkMode;
+  }
+
+  private async savedRules(id: string): Promise<EgressRules> {
+    const saved = await fs.readFile(path.join(this.bundle(id), 'egress.json'), 'utf8').catch(() => undefined);
+    return saved ? (JSON.parse(saved) as EgressRules) : NO_EGRESS_RULES;
+  }
+
+  /** Keeps the rules in the bundle (a restart re-installs them) and applies them if the sandbox has NAT. */
+  private async applyRules(id: string, addr: string, rules: EgressRules): Promise<void> {
+    await fs.writeFile(path.join(this.bundle(id), 'egress.json'), JSON.stringify(rules));
+    if ((await this.networkOf(id)) === 'nat') await this.egress.setRules(addr, id, rules);
+  }
+
+  setEgressRules(id: string, rules: EgressRules): Promise<void> {
+    return this.serial(id, async () => {
+      if (!this.running.has(id)) throw notRunning(id);
+      const addr = await readSavedAddress(path.join(this.bundle(id), 'address'));
+      if (!addr) throw new Error(`sandbox ${id} has no saved address`);
+      await this.applyRules(id, addr, rules);
+    });
   }
 
   private async saveExecProfile(id: string, spec: SandboxSpec): Promise<void> {
@@ -240,6 +264,10 @@ class OciRuntime implements Runtime {
       await attachSandbox(this.instance, id, pid, addr, nat);
       const tNet = performance.now();
 
+      if (spec.egress && (spec.egress.allow.length || spec.egress.deny.length)) {
+        undo.push(() => this.egress.setRules(addr, id, NO_EGRESS_RULES));
+        await this.applyRules(id, addr, spec.egress);
+      }
       await this.mustEngine(['start', id]);
       await this.saveExecProfile(id, spec);
       const t1 = performance.now();
@@ -287,13 +315,17 @@ class OciRuntime implements Runtime {
       const file = path.join(dir, 'resources.json');
       steps.push(fs.writeFile(file, JSON.stringify(wanted)).then(() => this.mustEngine(['update', '--resources', file, id])));
     }
+    const rules = spec.egress ?? NO_EGRESS_RULES;
     if (spec.network === 'nat' && (await this.networkOf(id)) !== 'nat') {
       steps.push(
         this.egress
           .allow(addr)
           .then(() => addDefaultRoute(this.instance, pid))
-          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat')),
+          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat'))
+          .then(() => this.applyRules(id, addr, rules)),
       );
+    } else {
+      steps.push(this.applyRules(id, addr, rules));
     }
     await Promise.all(steps);
     await this.saveExecProfile(id, spec);
@@ -397,7 +429,10 @@ class OciRuntime implements Runtime {
     await step('unmount', () => unmountAll(dir));
     await step('cgroups', () => removeCgroups(this.instance.cgroupParent, id));
     const addr = await readSavedAddress(path.join(dir, 'address'));
-    if (addr && (await this.networkOf(id)) === 'nat') await step('egress', () => this.egress.revoke(addr));
+    if (addr && (await this.networkOf(id)) === 'nat') {
+      await step('egress rules', () => this.egress.setRules(addr, id, NO_EGRESS_RULES));
+      await step('egress', () => this.egress.revoke(addr));
+    }
     if (!problems.length) {
       await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
       if (addr) this.pool.release(addr);

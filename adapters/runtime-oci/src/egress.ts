@@ -6,12 +6,18 @@
 // bridge gets the gateway address, ip_forward is turned on, masquerading applies, and a DNS
 // forwarder listens on the gateway. Every host-global step is logged; docs/operations.md lists them.
 import { existsSync, promises as fs } from 'node:fs';
-import type { Logger } from '@roost/core';
-import { DnsForwarder, parseUpstreams } from './dns-forwarder.js';
-import { parseCidr, type Instance } from './instance.js';
+import { domainMatches, parseEgressRule, type EgressRules, type Logger } from '@roost/core';
+import { DnsForwarder, parseUpstreams, type DnsPolicy } from './dns-forwarder.js';
+import type { AddressRecord } from './dns-message.js';
+import { parseCidr, vethName, type Instance } from './instance.js';
 import { mustRun, runCmd } from './proc.js';
 
 const SET = 'nat_sandboxes';
+/** Verdict map: a sandbox with egress rules → jump to its own chain. */
+const RULES_MAP = 'sandbox_rules';
+/** How long an address learnt from a DNS answer stays allowed: the answer's TTL, within these. */
+const LEARNT_MIN_S = 30;
+const LEARNT_MAX_S = 86_400;
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
 /**
@@ -47,6 +53,7 @@ table inet ${table} {
   set ${SET} { type ipv4_addr; ${elements(natAddresses)} }
   set non_public { type ipv4_addr; flags interval; ${elements(NON_PUBLIC_V4)} }
   set admin_allowed { type ipv4_addr; flags interval; ${elements(opts.allowCidrs)} }
+  map ${RULES_MAP} { type ipv4_addr : verdict; }
   chain input {
     type filter hook input priority filter - 10; policy accept;
     iifname "${bridge}" ct state established,related accept
@@ -58,7 +65,9 @@ table inet ${table} {
     oifname "${bridge}" ct state established,related accept
     oifname "${bridge}" counter drop
     iifname "${bridge}" ip saddr != @${SET} counter drop
+    iifname "${bridge}" ct state established,related accept
     iifname "${bridge}" ip daddr @non_public ip daddr != @admin_allowed counter drop comment "non-public destination"
+    iifname "${bridge}" ip saddr vmap @${RULES_MAP}
     iifname "${bridge}" meta nfproto ipv4 accept
     iifname "${bridge}" counter drop
   }
@@ -70,9 +79,34 @@ table inet ${table} {
 `;
 }
 
+/** A sandbox's rules as the firewall and the DNS forwarder use them. */
+interface SandboxEgress {
+  /** Its chain; its sets are <chain>_allow, <chain>_deny (CIDRs) and <chain>_dns (learnt addresses). */
+  chain: string;
+  allowCidrs: string[];
+  denyCidrs: string[];
+  allowDomains: string[];
+  denyDomains: string[];
+}
+
+function splitRules(rules: EgressRules): Omit<SandboxEgress, 'chain'> {
+  const split = (list: string[]) => {
+    const parsed = list.map(parseEgressRule);
+    return {
+      cidrs: parsed.flatMap((r) => (r.kind === 'cidr' ? [r.cidr] : [])),
+      domains: parsed.flatMap((r) => (r.kind === 'domain' ? [r.domain] : [])),
+    };
+  };
+  const allow = split(rules.allow);
+  const deny = split(rules.deny);
+  return { allowCidrs: allow.cidrs, allowDomains: allow.domains, denyCidrs: deny.cidrs, denyDomains: deny.domains };
+}
+
 export class Egress {
   private natOn?: Promise<void>;
   private dns?: DnsForwarder;
+  /** Sandboxes with egress rules, by address. */
+  private readonly rules = new Map<string, SandboxEgress>();
 
   constructor(private readonly opts: EgressOpts) {
     for (const cidr of opts.allowCidrs) parseCidr(cidr);
@@ -103,6 +137,67 @@ export class Egress {
     }
     await this.enableNat();
     await mustRun('nft', ['add', 'element', 'inet', this.table, SET, `{ ${addr} }`]);
+  }
+
+  /**
+   * Replaces the egress rules of the NAT sandbox at `addr`, in one nft transaction: its own
+   * chain (deny CIDRs dropped; with an allow-list, only allowed CIDRs and addresses learnt from
+   * allowed names pass) and the map entry that jumps there. Empty rules remove all of it.
+   */
+  async setRules(addr: string, id: string, rules: EgressRules): Promise<void> {
+    const t = `inet ${this.table}`;
+    const existing = this.rules.get(addr);
+    if (rules.allow.length === 0 && rules.deny.length === 0) {
+      if (!existing) return;
+      const { chain } = existing;
+      await mustRun('nft', ['-f', '-'], [
+        `delete element ${t} ${RULES_MAP} { ${addr} }`,
+        `flush chain ${t} ${chain}`,
+        `delete chain ${t} ${chain}`,
+        ...['allow', 'deny', 'dns'].map((s) => `delete set ${t} ${chain}_${s}`),
+      ].join('\n'));
+      this.rules.delete(addr);
+      return;
+    }
+    const chain = `sb_${vethName(this.opts.instance, id).slice(2)}`;
+    const parts = { chain, ...splitRules(rules) };
+    const add = (set: string, list: string[]) => (list.length ? [`add element ${t} ${chain}_${set} { ${list.join(', ')} }`] : []);
+    await mustRun('nft', ['-f', '-'], [
+      `add chain ${t} ${chain}`,
+      `flush chain ${t} ${chain}`,
+      `add set ${t} ${chain}_allow { type ipv4_addr; flags interval; }`,
+      `add set ${t} ${chain}_deny { type ipv4_addr; flags interval; }`,
+      `add set ${t} ${chain}_dns { type ipv4_addr; flags timeout; }`,
+      ...['allow', 'deny', 'dns'].map((s) => `flush set ${t} ${chain}_${s}`),
+      ...add('allow', parts.allowCidrs),
+      ...add('deny', parts.denyCidrs),
+      `add rule ${t} ${chain} ip daddr @${chain}_deny counter drop comment "denied by the sandbox's rules"`,
+      ...(rules.allow.length
+        ? [
+            `add rule ${t} ${chain} ip daddr @${chain}_allow return`,
+            `add rule ${t} ${chain} ip daddr @${chain}_dns return`,
+            `add rule ${t} ${chain} counter drop comment "not in the sandbox's allow-list"`,
+          ]
+        : []),
+      `add element ${t} ${RULES_MAP} { ${addr} : jump ${chain} }`,
+    ].join('\n'));
+    this.rules.set(addr, parts);
+  }
+
+  /** What the DNS forwarder asks about the sandbox at `addr`: undefined when it has no rules. */
+  private dnsPolicy(addr: string): DnsPolicy | undefined {
+    const rules = this.rules.get(addr);
+    if (!rules) return undefined;
+    return {
+      allows: (name) => !rules.denyDomains.some((pattern) => domainMatches(pattern, name)),
+      learned: async (name: string, records: AddressRecord[]) => {
+        if (records.length === 0 || !rules.allowDomains.some((pattern) => domainMatches(pattern, name))) return;
+        // Still the same rules? (They may have changed while the upstream answered.)
+        if (this.rules.get(addr) !== rules) return;
+        const elements = records.map((r) => `${r.address} timeout ${Math.min(LEARNT_MAX_S, Math.max(LEARNT_MIN_S, r.ttlS))}s`);
+        await mustRun('nft', ['add', 'element', 'inet', this.table, `${rules.chain}_dns`, `{ ${elements.join(', ')} }`]);
+      },
+    };
   }
 
   async revoke(addr: string): Promise<void> {
@@ -140,7 +235,7 @@ export class Egress {
       await fs.writeFile(IP_FORWARD, '1\n');
       logger.warn({ change: 'sysctl net.ipv4.ip_forward=1', was: forwarding, undo: `sysctl net.ipv4.ip_forward=${forwarding}` }, 'host-global change: IPv4 forwarding on for NAT sandboxes');
     }
-    const dns = new DnsForwarder(parseUpstreams(this.opts.dnsServers), logger);
+    const dns = new DnsForwarder(parseUpstreams(this.opts.dnsServers), logger, {}, (addr) => this.dnsPolicy(addr));
     await dns.listen(subnet.gateway);
     this.dns = dns;
   }

@@ -84,4 +84,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sandboxes').addColumn('default_user', 'text', (c) => c.notNull().defaultTo('root')).execute();
     },
   },
+  '0007_sandbox_egress_rules': {
+    async up(db: Kysely<unknown>) {
+      // JSON {"allow": [...], "deny": [...]}: CIDRs and domain names, checked by core.
+      await db.schema.alterTable('sandboxes').addColumn('egress_rules', 'text', (c) => c.notNull().defaultTo('{"allow":[],"deny":[]}')).execute();
+    },
+  },
 };

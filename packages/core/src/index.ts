@@ -7,3 +7,4 @@ export * from './sandbox-service.js';
 export * from './auth-service.js';
 export * from './warm-pool.js';
 export * from './ssh-keys.js';
+export * from './egress-rules.js';

@@ -1,6 +1,7 @@
 // The sandbox life cycle: create, exec, run a one-shot script, look, stop, remove. Pure logic
 // over the ports; every I/O goes through the runtime, the store or the clock.
 import type { Duplex } from 'node:stream';
+import { normaliseEgressRules, NO_EGRESS_RULES } from './egress-rules.js';
 import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
@@ -19,6 +20,7 @@ import type {
   SandboxAddress,
   SandboxLimits,
   SandboxListener,
+  SandboxPatch,
   SandboxRecord,
   SandboxStatus,
   Store,
@@ -55,12 +57,20 @@ export interface CreateSandboxOpts {
   network?: NetworkMode;
   sshAgentForwarding?: boolean;
   defaultUser?: string;
+  /** Egress rules (CIDRs, domains) on top of the daemon's; see egress-rules.ts. */
+  allowNet?: string[];
+  denyNet?: string[];
 }
 
 /** What the owner may change on a sandbox after it was made. */
 export interface SandboxSettings {
   sshAgentForwarding?: boolean;
   defaultUser?: string;
+  /** Replace the allow-list / deny-list (after clearNet, when both are given). */
+  allowNet?: string[];
+  denyNet?: string[];
+  /** Drop every egress rule of the sandbox. */
+  clearNet?: boolean;
 }
 
 export interface ExecSandboxOpts {
@@ -115,6 +125,7 @@ export class SandboxService {
     const image = opts.image ?? defaults.image;
     if (opts.name !== undefined) assertValidSandboxName(opts.name);
     this.assertGrantable(opts);
+    const egress = normaliseEgressRules({ allow: opts.allowNet ?? [], deny: opts.denyNet ?? [] });
     // Taken synchronously: no other claim can get the same member.
     const pooled = pool?.claim(image);
     const id = pooled ?? newId('sb');
@@ -137,6 +148,7 @@ export class SandboxService {
       sshAgentForwarding: opts.sshAgentForwarding ?? false,
       defaultUser: opts.defaultUser ?? 'root',
       env: opts.env ?? {},
+      egress,
       exitCode: null,
       statusReason: null,
       createdAt: now,
@@ -183,6 +195,7 @@ export class SandboxService {
       limits: record.limits,
       network: record.network,
       env: record.env,
+      egress: record.egress,
     };
     if (pooled) {
       try {
@@ -278,7 +291,15 @@ export class SandboxService {
 
   async update(ownerId: string, ref: string, settings: SandboxSettings): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
-    await this.deps.store.updateSandbox(sandbox.id, settings, this.deps.clock.now());
+    const { allowNet, denyNet, clearNet, ...rest } = settings;
+    const patch: SandboxPatch = { ...rest };
+    if (allowNet !== undefined || denyNet !== undefined || clearNet) {
+      const base = clearNet ? NO_EGRESS_RULES : sandbox.egress;
+      patch.egress = normaliseEgressRules({ allow: allowNet ?? base.allow, deny: denyNet ?? base.deny });
+      // The runtime first: a sandbox must never run under rules its record does not show.
+      if (liveStatuses.includes(sandbox.status)) await this.deps.runtime.setEgressRules(sandbox.id, patch.egress);
+    }
+    await this.deps.store.updateSandbox(sandbox.id, patch, this.deps.clock.now());
     this.deps.logger.info({ sandboxId: sandbox.id, settings }, 'sandbox settings changed');
     return this.get(ownerId, sandbox.id);
   }

@@ -25,6 +25,12 @@ export interface FakeOutside {
   unanswered: Set<string>;
   /** How many queries the DNS server answered, per name. */
   queries: Map<string, number>;
+  /**
+   * Puts `address` (e.g. 169.254.169.254, a cloud's metadata service) into the outside, routed
+   * there only for traffic from `fromCidr` (a daemon's sandbox subnet) through a policy-routing
+   * rule, so the host's own route to that address stays as it is. Undone by close().
+   */
+  addRoutedAddress(address: string, fromCidr: string): void;
   close(): Promise<void>;
 }
 
@@ -72,7 +78,11 @@ export async function startFakeOutside(opts: { hosts?: number[]; names?: Record<
   const hostSideAddr = `${prefix}.1`;
   let web: ChildProcess | undefined;
   let dns: Socket | undefined;
+  const routeTable = String(1000 + (parseInt(tag, 16) % 30_000));
+  const rules: string[] = [];
   const cleanup = async () => {
+    for (const from of rules.splice(0)) execFileSync('ip', ['rule', 'del', 'from', from, 'lookup', routeTable]);
+    execFileSync('ip', ['route', 'flush', 'table', routeTable], { stdio: 'ignore' });
     web?.kill('SIGKILL');
     dns?.close();
     execFileSync('ip', ['netns', 'del', netns], { stdio: 'ignore' });
@@ -110,7 +120,18 @@ export async function startFakeOutside(opts: { hosts?: number[]; names?: Record<
       }
     }
     const port = dns.address().port;
-    return { netns, hostVeth, hostSideAddr, prefix, address: addresses[0]!, addresses, dnsPort: port, names, unanswered, queries, close: cleanup };
+    const addRoutedAddress = (address: string, fromCidr: string) => {
+      execFileSync('ip', ['-n', netns, 'addr', 'add', `${address}/32`, 'dev', 'lo']);
+      execFileSync('ip', ['route', 'add', `${address}/32`, 'via', addresses[0]!, 'dev', hostVeth, 'table', routeTable]);
+      if (!rules.includes(fromCidr)) {
+        execFileSync('ip', ['rule', 'add', 'from', fromCidr, 'lookup', routeTable]);
+        rules.push(fromCidr);
+      }
+    };
+    return {
+      netns, hostVeth, hostSideAddr, prefix, address: addresses[0]!, addresses, dnsPort: port, names, unanswered, queries, addRoutedAddress,
+      close: cleanup,
+    };
   } catch (error) {
     await cleanup();
     throw error;
