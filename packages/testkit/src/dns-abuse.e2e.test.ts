@@ -99,7 +99,7 @@ describe('DNS forwarder against a hostile sandbox', () => {
     await outside?.close();
   });
 
-  it('keeps roostd up and bounded, and answers a normal lookup afterwards', { timeout: 120_000 }, async () => {
+  it('keeps roostd up and bounded, and answers a normal lookup afterwards', { timeout: 120_000 }, async (t) => {
     const sandbox = await daemon.sdk.sandboxes.create({ name: 'hostile', network: 'nat' });
     // Positive control: the forwarder answers this sandbox.
     const before = await collect(sandbox.exec(['getent', 'hosts', 'outside.test']));
@@ -122,6 +122,7 @@ describe('DNS forwarder against a hostile sandbox', () => {
     const health = await fetch(`${daemon.url}/healthz`);
     assert.equal(health.status, 200);
     const growthMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
+    t.diagnostic(`hostile sandbox: ${attack.stdout.trim().replaceAll('\n', ', ')}; upstream saw ${outside.queries.get('slow.test') ?? 0} flood queries; RSS +${growthMb.toFixed(1)} MB`);
     assert.ok(growthMb < 64, `roostd's RSS grew by ${growthMb.toFixed(1)} MB`);
 
     // Once the flood's queries have timed out, the same sandbox resolves again.

@@ -3,7 +3,7 @@
 // other's sandboxes working (NAT egress, its nft set); each one's doctor sees only its own.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { CommandHandle, SandboxHandle } from '@roost/sdk';
 import { readInstance, type Instance } from '@roost/runtime-oci';
@@ -100,5 +100,23 @@ describe('two roostd instances on one host', () => {
     assert.equal(await egress(adoptedNat), reachesOutside.replace('OUT', outside.address));
     assert.deepEqual((await restarted.sdk.doctor()).leftovers, []);
     assert.deepEqual((await a.daemon.sdk.doctor()).leftovers, []);
+  });
+
+  it('refuses at start, with one clear line, a subnet another instance or a host route uses', async () => {
+    const [a] = sides as [Side, Side];
+    const bridges = () => readdirSync('/sys/class/net').filter((link) => link.startsWith('roost')).sort();
+    const bridgesBefore = bridges();
+    await assert.rejects(
+      startDaemon({ driver: 'oci', config: { network: { subnet: a.instance.subnet.text } } }),
+      new RegExp(`sandbox subnet ${a.instance.subnet.text.replaceAll('.', '\\.')} of roostd instance "i[0-9a-f]{7}" overlaps ${a.instance.subnet.text.replaceAll('.', '\\.')} of bridge ${a.instance.bridge} .*set ROOST_SUBNET`),
+    );
+    await assert.rejects(
+      startDaemon({ driver: 'oci', config: { network: { subnet: `${outside.prefix}.0/24` } } }),
+      /overlaps the host's route ".*dev rto[0-9a-f]+.*": set ROOST_SUBNET/,
+    );
+    await assert.rejects(startDaemon({ driver: 'oci', config: { network: { subnet: '10.213.128.0/20' } } }), /overlaps 10\.213\.0\.0\/16/);
+    // A refused start leaves no bridge behind, and the running instances are untouched.
+    assert.deepEqual(bridges(), bridgesBefore);
+    assert.equal(await egress(a.nat), reachesOutside.replace('OUT', outside.address));
   });
 });

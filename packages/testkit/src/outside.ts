@@ -80,12 +80,23 @@ export async function startFakeOutside(opts: { hosts?: number[]; names?: Record<
   let dns: Socket | undefined;
   const routeTable = String(1000 + (parseInt(tag, 16) % 30_000));
   const rules: string[] = [];
+  let routed = false;
+  // Every step runs even when one fails (a hung test is worse than a failed one); the first failure is thrown.
   const cleanup = async () => {
-    for (const from of rules.splice(0)) execFileSync('ip', ['rule', 'del', 'from', from, 'lookup', routeTable]);
-    execFileSync('ip', ['route', 'flush', 'table', routeTable], { stdio: 'ignore' });
-    web?.kill('SIGKILL');
-    dns?.close();
-    execFileSync('ip', ['netns', 'del', netns], { stdio: 'ignore' });
+    let failure: unknown;
+    const attempt = (step: () => unknown) => {
+      try {
+        step();
+      } catch (error) {
+        failure ??= error;
+      }
+    };
+    for (const from of rules.splice(0)) attempt(() => execFileSync('ip', ['rule', 'del', 'from', from, 'lookup', routeTable]));
+    if (routed) attempt(() => execFileSync('ip', ['route', 'flush', 'table', routeTable]));
+    attempt(() => web?.kill('SIGKILL'));
+    attempt(() => dns?.close());
+    attempt(() => execFileSync('ip', ['netns', 'del', netns], { stdio: 'ignore' }));
+    if (failure) throw failure;
   };
   execFileSync('ip', ['netns', 'add', netns]);
   try {
@@ -123,6 +134,7 @@ export async function startFakeOutside(opts: { hosts?: number[]; names?: Record<
     const addRoutedAddress = (address: string, fromCidr: string) => {
       execFileSync('ip', ['-n', netns, 'addr', 'add', `${address}/32`, 'dev', 'lo']);
       execFileSync('ip', ['route', 'add', `${address}/32`, 'via', addresses[0]!, 'dev', hostVeth, 'table', routeTable]);
+      routed = true;
       if (!rules.includes(fromCidr)) {
         execFileSync('ip', ['rule', 'add', 'from', fromCidr, 'lookup', routeTable]);
         rules.push(fromCidr);
