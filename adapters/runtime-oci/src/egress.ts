@@ -43,7 +43,11 @@ export interface EgressOpts {
   logger: Logger;
 }
 
-/** The whole table, replaced in one nft transaction (no moment without the drop rules). */
+/**
+ * The whole table, replaced in one nft transaction (no moment without the drop rules).
+ * Interval sets are auto-merge: without it nft refuses overlapping ranges ("conflicting
+ * intervals"), e.g. an admin's 10.0.0.0/8 beside 10.1.0.0/16.
+ */
 function tableScript(opts: EgressOpts, natAddresses: string[]): string {
   const { bridge, nftTable: table, subnet } = opts.instance;
   const elements = (list: string[]) => (list.length ? `elements = { ${list.join(', ')} }` : '');
@@ -51,8 +55,8 @@ function tableScript(opts: EgressOpts, natAddresses: string[]): string {
 delete table inet ${table}
 table inet ${table} {
   set ${SET} { type ipv4_addr; ${elements(natAddresses)} }
-  set non_public { type ipv4_addr; flags interval; ${elements(NON_PUBLIC_V4)} }
-  set admin_allowed { type ipv4_addr; flags interval; ${elements(opts.allowCidrs)} }
+  set non_public { type ipv4_addr; flags interval; auto-merge; ${elements(NON_PUBLIC_V4)} }
+  set admin_allowed { type ipv4_addr; flags interval; auto-merge; ${elements(opts.allowCidrs)} }
   map ${RULES_MAP} { type ipv4_addr : verdict; }
   chain input {
     type filter hook input priority filter - 10; policy accept;
@@ -165,8 +169,8 @@ export class Egress {
     await mustRun('nft', ['-f', '-'], [
       `add chain ${t} ${chain}`,
       `flush chain ${t} ${chain}`,
-      `add set ${t} ${chain}_allow { type ipv4_addr; flags interval; }`,
-      `add set ${t} ${chain}_deny { type ipv4_addr; flags interval; }`,
+      `add set ${t} ${chain}_allow { type ipv4_addr; flags interval; auto-merge; }`,
+      `add set ${t} ${chain}_deny { type ipv4_addr; flags interval; auto-merge; }`,
       `add set ${t} ${chain}_dns { type ipv4_addr; flags timeout; }`,
       ...['allow', 'deny', 'dns'].map((s) => `flush set ${t} ${chain}_${s}`),
       ...add('allow', parts.allowCidrs),

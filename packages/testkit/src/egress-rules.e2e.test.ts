@@ -89,9 +89,11 @@ describe('per-sandbox egress rules (--allow-net, --deny-net)', () => {
     ]);
   });
 
-  it('roost new --allow-net takes CIDRs too, and refuses what is not a range or a name', async () => {
+  it('roost new --allow-net takes CIDRs too (overlapping ones included), and refuses what is not a range or a name', async () => {
     const env = { ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
-    const made = await runCli(['new', 'cidr-box', '--network', 'nat', '--allow-net', `${addressB}/32`, '--json'], { env });
+    // Overlapping ranges in one list are fine (nft would refuse them in a plain interval set).
+    const overlapping = ['--deny-net', `${outside.prefix}.128/25`, '--deny-net', `${outside.prefix}.200/32`];
+    const made = await runCli(['new', 'cidr-box', '--network', 'nat', '--allow-net', `${addressB}/32`, ...overlapping, '--json'], { env });
     assert.equal(made.exitCode, 0, made.stderr);
     sandbox = await daemon.sdk.sandboxes.get('cidr-box');
     assert.deepEqual(await reach([addressB, addressA]), [`${addressB} 0 hello from ${addressB}`, `${addressA} 28 `]);
