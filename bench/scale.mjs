@@ -2,7 +2,7 @@
 // beside its target, the host memory each idle sandbox costs (MemAvailable before and after,
 // and the sum of the sandboxes' own cgroup memory), and that an exec still answers promptly.
 import { readFileSync } from 'node:fs';
-import { startDaemon } from '@roost/testkit';
+import { readInstance, startDaemon } from '@roost/testkit';
 
 const count = Number(process.env.ROOST_BENCH_SANDBOXES ?? 200);
 const parallel = 8;
@@ -10,9 +10,9 @@ const parallel = 8;
 const memAvailableKb = () => Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))[1]);
 const rssMb = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
 
-/** The memory the sandbox's cgroup is charged with (v1 or v2), in bytes. */
-function cgroupMemory(id) {
-  for (const file of [`/sys/fs/cgroup/memory/roost/${id}/memory.usage_in_bytes`, `/sys/fs/cgroup/roost/${id}/memory.current`]) {
+/** The memory the sandbox's cgroup (under the daemon's instance parent) is charged with (v1 or v2), in bytes. */
+function cgroupMemory(parent, id) {
+  for (const file of [`/sys/fs/cgroup/memory/${parent}/${id}/memory.usage_in_bytes`, `/sys/fs/cgroup/${parent}/${id}/memory.current`]) {
     try {
       return Number(readFileSync(file, 'utf8').trim());
     } catch {
@@ -44,7 +44,8 @@ try {
   await new Promise((resolve) => setTimeout(resolve, 2000)); // let page cache and slab settle
   const availableAfter = memAvailableKb();
   const rssAfter = rssMb();
-  const cgroupTotal = sandboxes.reduce((sum, sandbox) => sum + cgroupMemory(sandbox.id), 0);
+  const { cgroupParent } = readInstance(`${daemon.dataDir}/runtime`);
+  const cgroupTotal = sandboxes.reduce((sum, sandbox) => sum + cgroupMemory(cgroupParent, sandbox.id), 0);
 
   const execStarted = process.hrtime.bigint();
   const { exitCode } = await sandboxes[sandboxes.length - 1].exec(['true']).wait();

@@ -297,6 +297,8 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     network: sandbox.network,
     sshAgentForwarding: sandbox.sshAgentForwarding,
     defaultUser: sandbox.defaultUser,
+    allowNet: sandbox.egress.allow,
+    denyNet: sandbox.egress.deny,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };

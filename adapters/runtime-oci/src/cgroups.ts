@@ -1,14 +1,16 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { CGROUP_PARENT } from './constants.js';
 
 const ROOT = '/sys/fs/cgroup';
 
-/** The sandbox's cgroup dirs in every hierarchy (v1 controllers, the unified one, or pure v2). */
-export async function cgroupDirs(id: string): Promise<string[]> {
-  const candidates = [path.join(ROOT, CGROUP_PARENT, id)];
+/**
+ * The sandbox's cgroup dirs in every hierarchy (v1 controllers, the unified one, or pure v2),
+ * under `parent`, the instance's cgroup parent.
+ */
+export async function cgroupDirs(parent: string, id: string): Promise<string[]> {
+  const candidates = [path.join(ROOT, parent, id)];
   for (const h of await fs.readdir(ROOT).catch(() => [] as string[])) {
-    candidates.push(path.join(ROOT, h, CGROUP_PARENT, id));
+    candidates.push(path.join(ROOT, h, parent, id));
   }
   return candidates.filter((p) => existsSync(p));
 }
@@ -17,8 +19,8 @@ export async function cgroupDirs(id: string): Promise<string[]> {
  * The engine removes these on delete; this catches what a failed create or a crash left.
  * Processes still inside (their engine state lost) are killed first: they are the sandbox's.
  */
-export async function removeCgroups(id: string): Promise<void> {
-  const dirs = await cgroupDirs(id);
+export async function removeCgroups(parent: string, id: string): Promise<void> {
+  const dirs = await cgroupDirs(parent, id);
   for (const dir of dirs) {
     const procs = await fs.readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '');
     for (const pid of procs.split('\n').map(Number).filter((n) => n > 0)) {
@@ -49,8 +51,8 @@ export async function removeCgroups(id: string): Promise<void> {
  * OOM kills in the sandbox's memory cgroup: `oom_kill` of memory.oom_control (v1) or
  * memory.events (v2). 0 when neither is readable.
  */
-export async function oomKillCount(id: string): Promise<number> {
-  for (const dir of await cgroupDirs(id)) {
+export async function oomKillCount(parent: string, id: string): Promise<number> {
+  for (const dir of await cgroupDirs(parent, id)) {
     for (const file of ['memory.oom_control', 'memory.events']) {
       const text = await fs.readFile(path.join(dir, file), 'utf8').catch(() => undefined);
       const match = text && /^oom_kill (\d+)$/m.exec(text);

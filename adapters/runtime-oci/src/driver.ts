@@ -2,19 +2,21 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
+import { NO_EGRESS_RULES } from '@roost/core';
 import type {
-  ConnectOpts, ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
+  ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
   SandboxSpec,
 } from '@roost/core';
 import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
+import { openInstance, removeIdleInstance, type Instance } from './instance.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
 import { Egress } from './egress.js';
 import { hostIdBase, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
-import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, ensureBridge, readSavedAddress, resolvConf } from './network.js';
+import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, readSavedAddress, resolvConf } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
@@ -30,8 +32,13 @@ export interface OciRuntimeOpts {
   engine?: 'auto' | EngineName;
   /** Host dir mounted read-only at /.roost/tools in every sandbox (default: DEFAULT_TOOLS_DIR). */
   toolsDir?: string;
-  /** Egress: whether sandboxes may ask for NAT, and the resolvers their DNS goes to. */
-  network?: { allowNat: boolean; dnsServers: string[] };
+  /** Egress: whether sandboxes may ask for NAT, the resolvers their DNS goes to, and the non-public ranges they may reach anyway. */
+  network?: { allowNat: boolean; dnsServers: string[]; egressAllowCidrs?: string[] };
+  /**
+   * Which roostd on this host (instance.ts): scopes the bridge, subnet, nft table, cgroup parent
+   * and veth names. `name` undefined: what the state dir says, else derived from its path.
+   */
+  instance?: { name?: string; subnet?: string };
   /**
    * Tells whether idmapped image layers work (undefined) or why not. Default: the real probe,
    * run once at start. Tests inject a refusal to exercise the shared-range fallback.
@@ -82,9 +89,10 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   if (missing.length) {
     throw new Error(`the in-sandbox tools are not built (${missing.join(', ')} missing in ${toolsDir}); fix: ${buildToolsCommand(toolsDir)}`);
   }
+  // Before anything is made in the state dir: a sandboxes/ dir there means an older roostd used it.
+  const instance = await openInstance(opts.stateDir, { ...opts.instance, logger: opts.logger });
   await fs.mkdir(path.join(opts.stateDir, 'sandboxes'), { recursive: true, mode: 0o711 });
-  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger);
-  await ensureBridge(opts.logger);
+  const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger, instance.cgroupParent);
   const ids: IdLayout = {
     helper: DEFAULT_IDMAP_HELPER,
     sharedBecause: await (opts.probeIdmap ?? (() => probeIdmappedOverlay(DEFAULT_IDMAP_HELPER, opts.stateDir)))(),
@@ -96,22 +104,30 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
       'idmapped mounts unavailable: every sandbox shares one host uid range (roost doctor shows this)',
     );
   }
-  const egress = new Egress({ allowNat: opts.network?.allowNat ?? false, dnsServers: opts.network?.dnsServers ?? [], logger: opts.logger });
+  const egress = new Egress({
+    instance,
+    allowNat: opts.network?.allowNat ?? false,
+    dnsServers: opts.network?.dnsServers ?? [],
+    allowCidrs: opts.network?.egressAllowCidrs ?? [],
+    logger: opts.logger,
+  });
   const info: RuntimeInfo = {
     engine: engine.version,
     maxOpenFiles: await maxOpenFiles(),
     natAllowed: opts.network?.allowNat ?? false,
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
-  const rt = new OciRuntime(info, engine, egress, opts, toolsDir, ids);
-  await egress.install(await rt.adopt());
+  const rt = new OciRuntime(info, engine, egress, instance, opts, toolsDir, ids);
+  const adopted = await rt.adopt();
+  await egress.install(adopted.map((sandbox) => sandbox.addr));
+  for (const { addr, id, rules } of adopted) await egress.setRules(addr, id, rules);
   return rt;
 }
 
 class OciRuntime implements Runtime {
   private readonly log: Logger;
   private readonly sandboxesDir: string;
-  private readonly pool = new AddressPool();
+  private readonly pool: AddressPool;
   /** Sandboxes that accept execs, with what their execs get. */
   private readonly running = new Map<string, ExecProfile>();
   /** One create/destroy at a time per id. */
@@ -124,12 +140,14 @@ class OciRuntime implements Runtime {
     readonly info: RuntimeInfo,
     private readonly engine: Engine,
     private readonly egress: Egress,
+    private readonly instance: Instance,
     private readonly opts: OciRuntimeOpts,
     private readonly toolsDir: string,
     private readonly ids: IdLayout,
   ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
+    this.pool = new AddressPool(instance.subnet);
   }
 
   private bundle(id: string): string {
@@ -138,10 +156,10 @@ class OciRuntime implements Runtime {
 
   /**
    * Re-learns sandboxes left by a previous process, so they stay listable and reachable.
-   * Returns the addresses of those with NAT, for the firewall.
+   * Returns those with NAT, with their egress rules, for the firewall.
    */
-  async adopt(): Promise<string[]> {
-    const nat: string[] = [];
+  async adopt(): Promise<Array<{ id: string; addr: string; rules: EgressRules }>> {
+    const nat: Array<{ id: string; addr: string; rules: EgressRules }> = [];
     for (const id of await this.list()) {
       const dir = this.bundle(id);
       const addr = await readSavedAddress(path.join(dir, 'address'));
@@ -151,7 +169,7 @@ class OciRuntime implements Runtime {
       const profile = await this.savedExecProfile(dir);
       if (profile && existsSync(path.join(this.engine.root, id))) {
         this.running.set(id, profile);
-        if (addr && (await this.networkOf(id)) === 'nat') nat.push(addr);
+        if (addr && (await this.networkOf(id)) === 'nat') nat.push({ id, addr, rules: await this.savedRules(id) });
       }
     }
     return nat;
@@ -174,6 +192,26 @@ class OciRuntime implements Runtime {
 
   private async networkOf(id: string): Promise<NetworkMode> {
     return (await fs.readFile(path.join(this.bundle(id), 'network'), 'utf8').catch(() => 'none')).trim() as NetworkMode;
+  }
+
+  private async savedRules(id: string): Promise<EgressRules> {
+    const saved = await fs.readFile(path.join(this.bundle(id), 'egress.json'), 'utf8').catch(() => undefined);
+    return saved ? (JSON.parse(saved) as EgressRules) : NO_EGRESS_RULES;
+  }
+
+  /** Keeps the rules in the bundle (a restart re-installs them) and applies them if the sandbox has NAT. */
+  private async applyRules(id: string, addr: string, rules: EgressRules): Promise<void> {
+    await fs.writeFile(path.join(this.bundle(id), 'egress.json'), JSON.stringify(rules));
+    if ((await this.networkOf(id)) === 'nat') await this.egress.setRules(addr, id, rules);
+  }
+
+  setEgressRules(id: string, rules: EgressRules): Promise<void> {
+    return this.serial(id, async () => {
+      if (!this.running.has(id)) throw notRunning(id);
+      const addr = await readSavedAddress(path.join(this.bundle(id), 'address'));
+      if (!addr) throw new Error(`sandbox ${id} has no saved address`);
+      await this.applyRules(id, addr, rules);
+    });
   }
 
   private async saveExecProfile(id: string, spec: SandboxSpec): Promise<void> {
@@ -253,10 +291,10 @@ class OciRuntime implements Runtime {
       await Promise.all([
         fs.writeFile(path.join(dir, 'address'), addr),
         fs.writeFile(path.join(dir, 'network'), spec.network),
-        writeEtcFiles(files, spec, addr),
+        writeEtcFiles(this.instance, files, spec, addr),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base })),
+          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base, cgroupParent: this.instance.cgroupParent })),
           // It holds the sandbox's env, which may hold secrets.
           { mode: 0o600 },
         ),
@@ -270,17 +308,21 @@ class OciRuntime implements Runtime {
       const tMount = performance.now();
 
       const pidFile = path.join(dir, 'init.pid');
-      undo.push(() => removeCgroups(id));
+      undo.push(() => removeCgroups(this.instance.cgroupParent, id));
       undo.push(() => this.engine.run(['delete', '-f', id]));
       const created = await this.engine.runToFile(['create', '--bundle', dir, '--pid-file', pidFile, id], path.join(dir, 'create.log'));
       if (created.code !== 0) throw new Error(`${this.engine.name} create failed: ${created.stderr.trim() || `exit ${created.code}`}`);
       const tCreate = performance.now();
       const pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
 
-      undo.push(() => detachSandbox(id));
-      await attachSandbox(id, pid, addr, nat);
+      undo.push(() => detachSandbox(this.instance, id));
+      await attachSandbox(this.instance, id, pid, addr, nat);
       const tNet = performance.now();
 
+      if (spec.egress && (spec.egress.allow.length || spec.egress.deny.length)) {
+        undo.push(() => this.egress.setRules(addr, id, NO_EGRESS_RULES));
+        await this.applyRules(id, addr, spec.egress);
+      }
       await this.mustEngine(['start', id]);
       await this.saveExecProfile(id, spec);
       const t1 = performance.now();
@@ -319,7 +361,7 @@ class OciRuntime implements Runtime {
     if (!addr) throw new Error(`sandbox ${id} has no saved address`);
     const steps: Promise<unknown>[] = [
       // In place: the files are bind-mounted, a new inode would not show inside.
-      writeEtcFiles(etcFiles(dir), spec, addr),
+      writeEtcFiles(this.instance, etcFiles(dir), spec, addr),
       mustRun('nsenter', [`--uts=/proc/${pid}/ns/uts`, 'hostname', spec.hostname]),
     ];
     const made = (JSON.parse(config) as { linux: { resources: object } }).linux.resources;
@@ -328,13 +370,17 @@ class OciRuntime implements Runtime {
       const file = path.join(dir, 'resources.json');
       steps.push(fs.writeFile(file, JSON.stringify(wanted)).then(() => this.mustEngine(['update', '--resources', file, id])));
     }
+    const rules = spec.egress ?? NO_EGRESS_RULES;
     if (spec.network === 'nat' && (await this.networkOf(id)) !== 'nat') {
       steps.push(
         this.egress
           .allow(addr)
-          .then(() => addDefaultRoute(pid))
-          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat')),
+          .then(() => addDefaultRoute(this.instance, pid))
+          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat'))
+          .then(() => this.applyRules(id, addr, rules)),
       );
+    } else {
+      steps.push(this.applyRules(id, addr, rules));
     }
     await Promise.all(steps);
     await this.saveExecProfile(id, spec);
@@ -437,7 +483,7 @@ class OciRuntime implements Runtime {
         problems.push(`${what}: ${(e as Error).message}`);
       }
     };
-    await step('veth', () => detachSandbox(id));
+    await step('veth', () => detachSandbox(this.instance, id));
     if (existsSync(path.join(this.engine.root, id))) {
       await step('engine delete', async () => {
         const r = await this.engine.run(['delete', '-f', id]);
@@ -445,9 +491,12 @@ class OciRuntime implements Runtime {
       });
     }
     await step('unmount', () => unmountAll(dir));
-    await step('cgroups', () => removeCgroups(id));
+    await step('cgroups', () => removeCgroups(this.instance.cgroupParent, id));
     const addr = await readSavedAddress(path.join(dir, 'address'));
-    if (addr && (await this.networkOf(id)) === 'nat') await step('egress', () => this.egress.revoke(addr));
+    if (addr && (await this.networkOf(id)) === 'nat') {
+      await step('egress rules', () => this.egress.setRules(addr, id, NO_EGRESS_RULES));
+      await step('egress', () => this.egress.revoke(addr));
+    }
     if (!problems.length) {
       await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
       if (addr) this.pool.release(addr);
@@ -461,7 +510,7 @@ class OciRuntime implements Runtime {
 
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
-    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.opts.stateDir, held)]);
+    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held)]);
     if (this.ids.sharedBecause) {
       problems.push({
         problem: `every sandbox runs in the same host uid range (${SHIFT_BASE}..${SHIFT_BASE + SHIFT_SIZE - 1}): idmapped mounts do not work here (${this.ids.sharedBecause}), so a process escaping one sandbox would own the others' files and processes`,
@@ -472,7 +521,7 @@ class OciRuntime implements Runtime {
   }
 
   oomKillCount(id: string): Promise<number> {
-    return oomKillCount(id);
+    return oomKillCount(this.instance.cgroupParent, id);
   }
 
   async list(): Promise<string[]> {
@@ -489,6 +538,7 @@ class OciRuntime implements Runtime {
     // Sandboxes outlive the daemon on purpose: the next start adopts them.
     await Promise.allSettled([...this.busy.values()]);
     await this.egress.close();
+    if ((await this.list()).length === 0) await removeIdleInstance(this.instance, this.log);
   }
 }
 
@@ -528,10 +578,10 @@ function etcFiles(dir: string) {
   };
 }
 
-async function writeEtcFiles(files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
+async function writeEtcFiles(instance: Instance, files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
   await Promise.all([
     fs.writeFile(files.hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${addr}\t${spec.hostname}\n`),
     fs.writeFile(files.hostnameFile, `${spec.hostname}\n`),
-    fs.writeFile(files.resolvConfFile, resolvConf(spec.network === 'nat')),
+    fs.writeFile(files.resolvConfFile, resolvConf(instance, spec.network === 'nat')),
   ]);
 }

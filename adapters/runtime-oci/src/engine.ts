@@ -42,7 +42,13 @@ function makeEngine(name: EngineName, bin: string, root: string, version: string
  * The probe creates (and deletes) a real container with the same namespaces and cgroup
  * layout as a sandbox, because crun's hybrid-cgroup refusal only shows at create time.
  */
-export async function probeEngine(stateDir: string, want: 'auto' | EngineName, toolsDir: string, log: Logger): Promise<Engine> {
+export async function probeEngine(
+  stateDir: string,
+  want: 'auto' | EngineName,
+  toolsDir: string,
+  log: Logger,
+  cgroupParent?: string,
+): Promise<Engine> {
   const root = path.join(stateDir, 'oci-state');
   await fs.mkdir(root, { recursive: true, mode: 0o700 });
   const tried: string[] = [];
@@ -56,16 +62,16 @@ export async function probeEngine(stateDir: string, want: 'auto' | EngineName, t
     const v = await runCmd(bin, ['--version']);
     const version = `${name} ${/version\s+([^\s]+)/.exec(v.stdout)?.[1] ?? '?'}`;
     const engine = makeEngine(name, bin, root, version);
-    let err = await tryCreate(engine, stateDir, toolsDir);
+    let err = await tryCreate(engine, stateDir, toolsDir, cgroupParent);
     if (err && name === 'crun' && /hybrid mode not supported/.test(err)) {
       // crun refuses a cgroup2 hierarchy that still has controllers. On these hosts that is
       // hugetlb, the one v1 controller nobody mounted; mounting it moves it off cgroup2.
-      if (await mountHugetlb(log)) err = await tryCreate(engine, stateDir, toolsDir);
+      if (await mountHugetlb(log)) err = await tryCreate(engine, stateDir, toolsDir, cgroupParent);
     }
     if (err && /cgroup/.test(err)) {
       // Some engines cannot mount cgroupfs in a userns on a v1 host; sandboxes still work without it.
       engine.mountCgroup = false;
-      const err2 = await tryCreate(engine, stateDir, toolsDir);
+      const err2 = await tryCreate(engine, stateDir, toolsDir, cgroupParent);
       if (!err2) {
         log.warn({ engine: version, error: err }, 'cgroupfs will not be mounted inside sandboxes');
         err = undefined;
@@ -98,7 +104,7 @@ async function mountHugetlb(log: Logger): Promise<boolean> {
 }
 
 /** Returns undefined when a throwaway container could be created, else the engine's error. */
-async function tryCreate(engine: Engine, stateDir: string, toolsDir: string): Promise<string | undefined> {
+async function tryCreate(engine: Engine, stateDir: string, toolsDir: string, cgroupParent?: string): Promise<string | undefined> {
   const id = `roost-probe-${process.pid}`;
   const bundle = path.join(stateDir, id);
   await fs.rm(bundle, { recursive: true, force: true });
@@ -106,7 +112,7 @@ async function tryCreate(engine: Engine, stateDir: string, toolsDir: string): Pr
   await fs.chown(path.join(bundle, 'rootfs'), SHIFT_BASE, SHIFT_BASE);
   const cfg = ociConfig(
     { id, hostname: id, image: '', env: {}, network: 'none', limits: { cpus: 1, memoryMb: 64, pids: 16, openFiles: 1024 } },
-    { mountCgroup: engine.mountCgroup, toolsDir },
+    { mountCgroup: engine.mountCgroup, toolsDir, cgroupParent },
   ) as { mounts: { destination: string }[] };
   // Only what needs no files in the rootfs: proc and tmpfs mounts, cgroupfs, the init and tools binds.
   cfg.mounts = cfg.mounts.filter((m) => ['/proc', '/dev', '/sys', '/sys/fs/cgroup', '/.roost/init', TOOLS_MOUNT].includes(m.destination));

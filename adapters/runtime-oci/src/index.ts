@@ -5,9 +5,12 @@ export {
 } from './images.js';
 export { SHIFT_BASE, BRIDGE } from './constants.js';
 export { findResidue } from './residue.js';
+export { readInstance, DEFAULT_INSTANCE, type Instance } from './instance.js';
+export { NON_PUBLIC_V4 } from './egress.js';
 export type { EngineName } from './engine.js';
 export { DEFAULT_TOOLS_DIR, SANDBOX_TOOLS, TOOLS_MOUNT, missingTools } from './tools.js';
 export {
   encodeRelayFrame, RelayFrameDecoder, RelayProtocolError, RELAY_HEADER_BYTES, RELAY_INITIAL_WINDOW, RELAY_MAX_PAYLOAD,
   type RelayFrame,
 } from './relay-protocol.js';
+export { DEFAULT_DNS_LIMITS, type DnsLimits } from './dns-forwarder.js';

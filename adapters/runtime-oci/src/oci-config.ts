@@ -26,8 +26,9 @@ export function baseEnv(spec: Pick<SandboxSpec, 'hostname' | 'env'>): Record<str
 
 export const envList = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}=${v}`);
 
-export function cgroupsPath(id: string): string {
-  return `/${CGROUP_PARENT}/${id}`;
+/** `parent`: the roostd instance's cgroup parent (see instance.ts). */
+export function cgroupsPath(id: string, parent = CGROUP_PARENT): string {
+  return `/${parent}/${id}`;
 }
 
 /** linux.resources of config.json, also what `update --resources` takes. */
@@ -51,6 +52,8 @@ interface ConfigOpts {
   toolsDir: string;
   /** Host uid/gid of the sandbox's root (its range: SHIFT_SIZE ids from there); default SHIFT_BASE, the shared range. */
   hostIdBase?: number;
+  /** The roostd instance's cgroup parent (default: `roost`, the default instance's). */
+  cgroupParent?: string;
 }
 
 export function ociConfig(spec: Omit<SandboxSpec, 'idRange'>, o: ConfigOpts): object {
@@ -93,7 +96,7 @@ export function ociConfig(spec: Omit<SandboxSpec, 'idRange'>, o: ConfigOpts): ob
       uidMappings: [{ containerID: 0, hostID: o.hostIdBase ?? SHIFT_BASE, size: SHIFT_SIZE }],
       gidMappings: [{ containerID: 0, hostID: o.hostIdBase ?? SHIFT_BASE, size: SHIFT_SIZE }],
       namespaces: ['user', 'pid', 'ipc', 'uts', 'mount', 'network', 'cgroup'].map((type) => ({ type })),
-      cgroupsPath: cgroupsPath(spec.id),
+      cgroupsPath: cgroupsPath(spec.id, o.cgroupParent),
       resources: ociResources(spec.limits),
       // Unprivileged ICMP echo sockets, so ping works without CAP_NET_RAW.
       sysctl: { 'net.ipv4.ping_group_range': '0 65535' },

@@ -111,6 +111,12 @@ export const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX sandboxes_owner_logged ON sandboxes (owner_id, created_at) WHERE log_bytes > 0`.execute(db);
     },
   },
+  '0007_sandbox_egress_rules': {
+    async up(db: Kysely<unknown>) {
+      // JSON {"allow": [...], "deny": [...]}: CIDRs and domain names, checked by core.
+      await db.schema.alterTable('sandboxes').addColumn('egress_rules', 'text', (c) => c.notNull().defaultTo('{"allow":[],"deny":[]}')).execute();
+    },
+  },
   '0008_uid_ranges': {
     async up(db: Kysely<unknown>) {
       // Host uid/gid ranges of sandboxes (runtime-oci: 65536 ids each). No foreign key to

@@ -13,6 +13,7 @@ import {
   type SandboxRecord,
   type NetworkMode,
   type SandboxStatus,
+  type EgressRules,
   type SshKeyRecord,
   type Store,
   type TokenRecord,
@@ -45,6 +46,8 @@ interface Tables {
     ssh_agent_forwarding: number;
     default_user: string;
     env_json: string;
+    /** JSON EgressRules */
+    egress_rules: string;
     exit_code: number | null;
     status_reason: string | null;
     log_bytes: number;
@@ -240,6 +243,7 @@ class SqliteStore implements Store {
         ...(patch.status !== undefined && { status: patch.status }),
         ...(patch.sshAgentForwarding !== undefined && { ssh_agent_forwarding: patch.sshAgentForwarding ? 1 : 0 }),
         ...(patch.defaultUser !== undefined && { default_user: patch.defaultUser }),
+        ...(patch.egress !== undefined && { egress_rules: JSON.stringify(patch.egress) }),
         ...(patch.exitCode !== undefined && { exit_code: patch.exitCode }),
         ...(patch.statusReason !== undefined && { status_reason: patch.statusReason }),
         updated_at: at.toISOString(),
@@ -507,6 +511,7 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     ssh_agent_forwarding: sandbox.sshAgentForwarding ? 1 : 0,
     default_user: sandbox.defaultUser,
     env_json: JSON.stringify(sandbox.env),
+    egress_rules: JSON.stringify(sandbox.egress),
     exit_code: sandbox.exitCode,
     status_reason: sandbox.statusReason,
     log_bytes: 0,
@@ -529,6 +534,7 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     sshAgentForwarding: row.ssh_agent_forwarding === 1,
     defaultUser: row.default_user,
     env: JSON.parse(row.env_json) as Record<string, string>,
+    egress: JSON.parse(row.egress_rules) as EgressRules,
     exitCode: row.exit_code,
     statusReason: row.status_reason,
     logTrimmedBytes: row.log_trimmed_bytes,

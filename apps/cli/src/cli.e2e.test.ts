@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cliPath, runCli, startDaemon, waitFor, type TestDaemon } from '@roost/testkit';
+import { cliPath, readInstance, runCli, startDaemon, waitFor, type TestDaemon } from '@roost/testkit';
 
 describe('roost CLI against a real daemon', () => {
   let daemon: TestDaemon;
@@ -222,14 +222,15 @@ describe('roost CLI against a real daemon', () => {
     const human = await roost(['doctor']);
     assert.match(human.stdout, /host\s+ok/);
     assert.match(human.stdout, /residue\s+none/);
-    // Residue as a crash would leave it: a cgroup of a sandbox nobody holds.
-    const strayCgroup = '/sys/fs/cgroup/pids/roost/sb_stray0doctor0test';
+    // Residue as a crash would leave it: a cgroup of a sandbox nobody holds, under this daemon's own parent.
+    const parent = readInstance(join(daemon.dataDir, 'runtime')).cgroupParent;
+    const strayCgroup = `/sys/fs/cgroup/pids/${parent}/sb_stray0doctor0test`;
     mkdirSync(strayCgroup, { recursive: true });
     try {
       const found = await roost(['doctor']);
       assert.equal(found.exitCode, 1);
       assert.match(found.stdout, /residue\s+1 item/);
-      assert.match(found.stdout, /sb_stray0doctor0test: cgroup \/sys\/fs\/cgroup\/pids\/roost\/sb_stray0doctor0test/);
+      assert.match(found.stdout, new RegExp(`sb_stray0doctor0test: cgroup /sys/fs/cgroup/pids/${parent}/sb_stray0doctor0test`));
     } finally {
       rmdirSync(strayCgroup);
     }

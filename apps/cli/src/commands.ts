@@ -24,6 +24,10 @@ function positiveNumber(flag: string) {
   };
 }
 
+function collectList(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
 function networkMode(value: string): 'none' | 'nat' {
   if (value !== 'none' && value !== 'nat') throw new UsageError(`--network expects none or nat, got "${value}"`);
   return value;
@@ -40,6 +44,8 @@ interface SandboxFlags {
   network?: 'none' | 'nat';
   sshAgent?: boolean;
   user?: string;
+  allowNet?: string[];
+  denyNet?: string[];
 }
 
 function withSandboxFlags(command: Command): Command {
@@ -52,7 +58,9 @@ function withSandboxFlags(command: Command): Command {
     .option('--open-files <n>', 'open-files limit of each process', positiveNumber('--open-files'))
     .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode)
     .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default')
-    .option('--user <name>', 'the user SSH logins run as (default root; box+name picks another)');
+    .option('--user <name>', 'the user SSH logins run as (default root; box+name picks another)')
+    .option('--allow-net <cidr|domain>', 'with --network nat: reach only these (IPv4 range, example.com, *.example.com; repeatable)', collectList)
+    .option('--deny-net <cidr|domain>', 'with --network nat: never reach these (beats --allow-net; repeatable)', collectList);
 }
 
 function sandboxOptions(flags: SandboxFlags) {
@@ -66,6 +74,8 @@ function sandboxOptions(flags: SandboxFlags) {
     network: flags.network,
     sshAgentForwarding: flags.sshAgent,
     defaultUser: flags.user,
+    allowNet: flags.allowNet,
+    denyNet: flags.denyNet,
   };
 }
 
@@ -249,12 +259,29 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       .option('--ssh-agent', 'let SSH sessions forward the client\'s agent into it (ssh -A)')
       .option('--no-ssh-agent', 'stop that (the default)')
       .option('--user <name>', 'the user SSH logins run as unless the SSH user says box+name')
-      .addHelpText('after', '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice'),
-  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string } & JsonOpt) => {
-    if (opts.sshAgent === undefined && opts.user === undefined) throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent or --user');
-    const sandbox = await (await client(cli)).sandboxes.update(ref, { sshAgentForwarding: opts.sshAgent, defaultUser: opts.user });
+      .option('--allow-net <cidr|domain>', 'replace the egress allow-list (repeatable); applies at once', collectList)
+      .option('--deny-net <cidr|domain>', 'replace the egress deny-list (repeatable); applies at once', collectList)
+      .option('--clear-net', 'drop every egress rule (then apply --allow-net/--deny-net, if given)')
+      .addHelpText(
+        'after',
+        '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice\n  roost set dev --allow-net pypi.org --allow-net files.pythonhosted.org\n  roost set dev --clear-net      # every public destination again',
+      ),
+  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string; allowNet?: string[]; denyNet?: string[]; clearNet?: boolean } & JsonOpt) => {
+    if (opts.sshAgent === undefined && opts.user === undefined && !opts.allowNet && !opts.denyNet && !opts.clearNet) {
+      throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent, --user, --allow-net, --deny-net or --clear-net');
+    }
+    const sandbox = await (await client(cli)).sandboxes.update(ref, {
+      sshAgentForwarding: opts.sshAgent,
+      defaultUser: opts.user,
+      allowNet: opts.allowNet,
+      denyNet: opts.denyNet,
+      clearNet: opts.clearNet,
+    });
     if (opts.json) printJson(sandbox);
-    else printLine(`${sandbox.name}: SSH logins as ${sandbox.defaultUser}, agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}.`);
+    else {
+      const net = `egress ${sandbox.allowNet.length ? `only to ${sandbox.allowNet.join(', ')}` : 'to every public destination'}${sandbox.denyNet.length ? `, never to ${sandbox.denyNet.join(', ')}` : ''}`;
+      printLine(`${sandbox.name}: SSH logins as ${sandbox.defaultUser}, agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}, ${net}.`);
+    }
   });
 
   withJson(

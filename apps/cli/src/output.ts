@@ -50,6 +50,8 @@ export function describeSandbox(sandbox: Sandbox): string {
     ['network', sandbox.network === 'nat' ? 'nat (egress with DNS)' : 'none (no way out)'],
     ['ssh user', sandbox.defaultUser],
     ['ssh agent', sandbox.sshAgentForwarding ? 'forwarding allowed (ssh -A)' : 'not forwarded'],
+    ['allow net', sandbox.allowNet.length ? sandbox.allowNet.join(', ') : 'every public destination'],
+    ['deny net', sandbox.denyNet.length ? sandbox.denyNet.join(', ') : 'none'],
     ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
   ];
   if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);

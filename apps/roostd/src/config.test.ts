@@ -10,7 +10,8 @@ const noFile = { ROOST_CONFIG_FILE: undefined };
 describe('loadConfig', () => {
   it('has defaults for network and pool', () => {
     const config = loadConfig({ ...noFile });
-    assert.deepEqual(config.network, { default: 'none', allowNat: true, dnsServers: [] });
+    assert.deepEqual(config.network, { default: 'none', allowNat: true, dnsServers: [], egressAllowCidrs: [] });
+    assert.equal(config.instance, undefined);
     assert.deepEqual(config.pool, { size: 4, images: ['debian'], memoryShare: 0.25 });
   });
 
@@ -19,10 +20,20 @@ describe('loadConfig', () => {
       ROOST_NETWORK: 'nat',
       ROOST_ALLOW_NAT: 'false',
       ROOST_DNS_SERVERS: '10.0.0.2, 10.0.0.3:5353',
+      ROOST_SUBNET: '10.99.0.0/20',
+      ROOST_EGRESS_ALLOW_CIDRS: '192.168.5.0/24, 169.254.169.254/32',
+      ROOST_INSTANCE: 'test1',
       ROOST_POOL_SIZE: '0',
       ROOST_POOL_IMAGES: 'debian,alpine',
     });
-    assert.deepEqual(config.network, { default: 'nat', allowNat: false, dnsServers: ['10.0.0.2', '10.0.0.3:5353'] });
+    assert.deepEqual(config.network, {
+      default: 'nat',
+      allowNat: false,
+      dnsServers: ['10.0.0.2', '10.0.0.3:5353'],
+      subnet: '10.99.0.0/20',
+      egressAllowCidrs: ['192.168.5.0/24', '169.254.169.254/32'],
+    });
+    assert.equal(config.instance, 'test1');
     assert.deepEqual(config.pool, { size: 0, images: ['debian', 'alpine'], memoryShare: 0.25 });
   });
 
@@ -44,10 +55,10 @@ describe('loadConfig', () => {
 
   it('names every bad value in one message', () => {
     assert.throws(
-      () => loadConfig({ ROOST_NETWORK: 'open', ROOST_ALLOW_NAT: 'yes', ROOST_POOL_SIZE: 'many' }),
+      () => loadConfig({ ROOST_NETWORK: 'open', ROOST_ALLOW_NAT: 'yes', ROOST_POOL_SIZE: 'many', ROOST_INSTANCE: 'Not-OK', ROOST_SUBNET: 'ten' }),
       (error: Error) => {
         assert.match(error.message, /^invalid configuration: /);
-        for (const key of ['network.default', 'network.allowNat', 'pool.size']) assert.match(error.message, new RegExp(key.replace('.', '\\.')));
+        for (const key of ['network.default', 'network.allowNat', 'pool.size', 'instance', 'network.subnet']) assert.match(error.message, new RegExp(key.replace('.', '\\.')));
         return true;
       },
     );

@@ -11,8 +11,16 @@ const addrSchema = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'an address is HOST:PORT, e.g. 127.0.0.1:7070');
 
+const ipv4CidrSchema = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}(\/\d{1,2})?$/, 'an IPv4 range is ADDRESS/BITS, e.g. 10.214.0.0/20');
+
 export const configSchema = z.object({
   dataDir: z.string().min(1),
+  /**
+   * Which roostd on this host: scopes its bridge, subnet, nft table, cgroup parent and veths.
+   * Unset: `default` (the names of roostd before instances) for the default data dir, else one
+   * derived from the data dir, kept in it once chosen.
+   */
+  instance: z.string().regex(/^(default|[a-z0-9]{1,8})$/, 'an instance name is "default" or up to 8 lowercase letters and digits').optional(),
   httpAddr: addrSchema,
   sshAddr: addrSchema,
   imageCacheDir: z.string().min(1),
@@ -31,6 +39,10 @@ export const configSchema = z.object({
     allowNat: z.boolean(),
     /** Upstream resolvers of the DNS forwarder NAT sandboxes use (HOST or HOST:PORT); empty: /etc/resolv.conf. */
     dnsServers: z.array(z.string()),
+    /** Sandbox subnet of this instance; unset: 10.213.0.0/16 for the default instance, else a free /20 of 10.214–10.223. */
+    subnet: ipv4CidrSchema.optional(),
+    /** Non-public IPv4 ranges NAT sandboxes may reach anyway (RFC 1918, link-local, … are blocked otherwise). */
+    egressAllowCidrs: z.array(ipv4CidrSchema),
   }),
   ssh: z.object({
     /** How often the gateway pings a client, and how many unanswered pings drop it. */
@@ -86,16 +98,17 @@ export const configSchema = z.object({
 export type DaemonConfig = z.infer<typeof configSchema>;
 
 export const defaultConfigFile = '/etc/roost/roostd.json';
+export const defaultDataDir = '/var/lib/roost';
 
 const defaults: DaemonConfig = {
-  dataDir: '/var/lib/roost',
+  dataDir: defaultDataDir,
   httpAddr: '127.0.0.1:7070',
   sshAddr: '127.0.0.1:2222',
   imageCacheDir: '/var/cache/roost/images',
   runtime: 'auto',
   logLevel: 'info',
   defaults: { cpus: 1, memoryMb: 1024, pids: 1024, openFiles: 65_536 },
-  network: { default: 'none', allowNat: true, dnsServers: [] },
+  network: { default: 'none', allowNat: true, dnsServers: [], egressAllowCidrs: [] },
   // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
@@ -131,6 +144,7 @@ const envKeys = {
   ROOST_IMAGE_CACHE_DIR: 'imageCacheDir',
   ROOST_RUNTIME: 'runtime',
   ROOST_LOG_LEVEL: 'logLevel',
+  ROOST_INSTANCE: 'instance',
 } as const;
 
 const integer = (v: string) => (/^\d+$/.test(v) ? Number(v) : v);
@@ -141,6 +155,8 @@ const nestedEnvKeys = {
   ROOST_NETWORK: ['network', 'default', (v: string) => v],
   ROOST_ALLOW_NAT: ['network', 'allowNat', (v: string) => (v === 'true' ? true : v === 'false' ? false : v)],
   ROOST_DNS_SERVERS: ['network', 'dnsServers', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+  ROOST_SUBNET: ['network', 'subnet', (v: string) => v],
+  ROOST_EGRESS_ALLOW_CIDRS: ['network', 'egressAllowCidrs', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_POOL_SIZE: ['pool', 'size', integer],
   ROOST_POOL_IMAGES: ['pool', 'images', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_QUOTA_SANDBOXES: ['quota', 'sandboxes', integer],

@@ -22,7 +22,7 @@ import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
-import { splitAddr, type DaemonConfig } from './config.js';
+import { defaultDataDir, splitAddr, type DaemonConfig } from './config.js';
 import { version } from './version.js';
 
 export interface BuildDaemonOpts {
@@ -130,7 +130,12 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
         images: createImageStore({ cacheDir: config.imageCacheDir, logger }),
         logger,
         engine: config.runtime,
-        network: { allowNat: config.network.allowNat, dnsServers: config.network.dnsServers },
+        network: { allowNat: config.network.allowNat, dnsServers: config.network.dnsServers, egressAllowCidrs: config.network.egressAllowCidrs },
+        instance: {
+          // The default data dir is the default instance, whose names are those of roostd before instances.
+          name: config.instance ?? (config.dataDir === defaultDataDir ? 'default' : undefined),
+          subnet: config.network.subnet,
+        },
       }));
   } catch (error) {
     await store.close();

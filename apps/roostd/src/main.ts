@@ -20,6 +20,9 @@ Runs in the foreground until Ctrl-C (SIGINT) or SIGTERM. Configuration, each ove
   ROOST_NETWORK           none | nat: a sandbox's network when it does not ask (default none)
   ROOST_ALLOW_NAT         true | false: whether sandboxes may have egress at all (default true)
   ROOST_DNS_SERVERS       upstream resolvers for NAT sandboxes, HOST[:PORT],… (default: /etc/resolv.conf)
+  ROOST_EGRESS_ALLOW_CIDRS non-public IPv4 ranges NAT sandboxes may reach anyway, comma-separated (default none)
+  ROOST_INSTANCE          which roostd on this host: scopes bridge, subnet, nft table, cgroups (default: from the data dir)
+  ROOST_SUBNET            this instance's sandbox subnet (default 10.213.0.0/16 for the default instance, else a free /20)
   ROOST_POOL_SIZE         ready sandboxes kept per pooled image, 0 = off (default 4)
   ROOST_POOL_IMAGES       images with a warm pool, comma-separated (default debian)
 

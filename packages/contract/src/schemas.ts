@@ -19,6 +19,9 @@ const timeoutSecSchema = z
   .number()
   .positive()
   .max(maxTimeoutSec, `at most ${maxTimeoutSec} s (about 24.8 days): the longest a timer can wait`);
+const netRulesSchema = z
+  .array(z.string().min(1).max(253))
+  .max(64);
 
 const unixUserSchema = z
   .string()
@@ -36,6 +39,10 @@ const sandboxOptions = {
   network: networkModeSchema.optional().describe('Default: the daemon\'s default (none unless configured)'),
   sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A); default false'),
   defaultUser: unixUserSchema.optional().describe('The user SSH logins run as unless the SSH user says box+name; default root'),
+  allowNet: netRulesSchema
+    .optional()
+    .describe('Egress allow-list (with network nat): IPv4 ranges (203.0.113.0/24) and domain names (example.com, *.example.com); absent: every public destination'),
+  denyNet: netRulesSchema.optional().describe('Egress deny-list: IPv4 ranges and domain names; beats the allow-list; denied names get NXDOMAIN'),
 };
 
 export const sandboxSchema = z
@@ -58,6 +65,8 @@ export const sandboxSchema = z
     network: networkModeSchema,
     sshAgentForwarding: z.boolean(),
     defaultUser: z.string().describe('The user SSH logins run as unless the SSH user says box+name'),
+    allowNet: z.array(z.string()).describe('Egress allow-list (empty: every public destination)'),
+    denyNet: z.array(z.string()).describe('Egress deny-list'),
     createdAt: z.string().describe('ISO 8601'),
     updatedAt: z.string().describe('ISO 8601'),
   })
@@ -203,6 +212,9 @@ export const updateSandboxRequestSchema = z
   .object({
     sshAgentForwarding: z.boolean().optional().describe('Let SSH sessions forward the client\'s agent into it (ssh -A)'),
     defaultUser: unixUserSchema.optional().describe('The user SSH logins run as unless the SSH user says box+name'),
+    allowNet: netRulesSchema.optional().describe('Replaces the egress allow-list; takes effect at once on a running sandbox'),
+    denyNet: netRulesSchema.optional().describe('Replaces the egress deny-list; takes effect at once on a running sandbox'),
+    clearNet: z.boolean().optional().describe('Drop every egress rule first (allowNet/denyNet, if given, then apply)'),
   })
   .meta({ id: 'UpdateSandboxRequest' });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;

@@ -8,3 +8,4 @@ export * from './auth-service.js';
 export * from './warm-pool.js';
 export * from './ssh-keys.js';
 export * from './quotas.js';
+export * from './egress-rules.js';

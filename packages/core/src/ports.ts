@@ -1,6 +1,7 @@
 // The ports: the small interfaces core needs from the outside world. Each has a fake in
 // @roost/testkit and a conformance suite that the fake and every real adapter pass.
 import type { Duplex, Readable, Writable } from 'node:stream';
+import type { EgressRules } from './egress-rules.js';
 
 /** Resource limits of one sandbox. */
 export interface SandboxLimits {
@@ -34,6 +35,8 @@ export interface SandboxSpec {
    * kernel lacks idmapped mounts) ignores it and says so in `diagnose()`.
    */
   idRange: number;
+  /** Per-sandbox egress rules (egress-rules.ts); apply with network 'nat'. Absent: none. */
+  egress?: EgressRules;
 }
 
 export interface ExecOpts {
@@ -168,6 +171,8 @@ export interface Runtime {
   /** Listens inside the sandbox's network. Rejects with code LISTEN_FAILED and the reason
    *  (e.g. "listen tcp 127.0.0.1 port 22: Address already in use"). */
   listen(id: string, opts: ListenOpts): Promise<SandboxListener>;
+  /** Replaces a running sandbox's egress rules; new connections see them at once. */
+  setEgressRules(id: string, rules: EgressRules): Promise<void>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
   destroy(id: string): Promise<void>;
   /** Host prerequisites that are missing and residue of sandboxes it no longer holds. */
@@ -196,6 +201,8 @@ export interface SandboxRecord {
   /** The user SSH logins run as when the SSH user name does not say (box+name). */
   defaultUser: string;
   env: Record<string, string>;
+  /** Per-sandbox egress rules on top of the daemon's; empty lists: none. */
+  egress: EgressRules;
   /** Exit code of the script of a one-shot run, once it ended. */
   exitCode: number | null;
   /** Why the sandbox is in its status, for humans (e.g. "timed out after 5 s"). */
@@ -241,6 +248,7 @@ export interface SandboxPatch {
   status?: SandboxStatus;
   sshAgentForwarding?: boolean;
   defaultUser?: string;
+  egress?: EgressRules;
   exitCode?: number | null;
   statusReason?: string | null;
 }

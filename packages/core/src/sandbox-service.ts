@@ -1,6 +1,7 @@
 // The sandbox life cycle: create, exec, run a one-shot script, look, stop, remove. Pure logic
 // over the ports; every I/O goes through the runtime, the store or the clock.
 import type { Duplex } from 'node:stream';
+import { normaliseEgressRules, NO_EGRESS_RULES } from './egress-rules.js';
 import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
@@ -22,6 +23,7 @@ import type {
   ConnectOpts,
   SandboxLimits,
   SandboxListener,
+  SandboxPatch,
   SandboxRecord,
   SandboxStatus,
   Store,
@@ -60,12 +62,20 @@ export interface CreateSandboxOpts {
   network?: NetworkMode;
   sshAgentForwarding?: boolean;
   defaultUser?: string;
+  /** Egress rules (CIDRs, domains) on top of the daemon's; see egress-rules.ts. */
+  allowNet?: string[];
+  denyNet?: string[];
 }
 
 /** What the owner may change on a sandbox after it was made. */
 export interface SandboxSettings {
   sshAgentForwarding?: boolean;
   defaultUser?: string;
+  /** Replace the allow-list / deny-list (after clearNet, when both are given). */
+  allowNet?: string[];
+  denyNet?: string[];
+  /** Drop every egress rule of the sandbox. */
+  clearNet?: boolean;
 }
 
 export interface ExecSandboxOpts {
@@ -122,6 +132,7 @@ export class SandboxService {
     const image = opts.image ?? defaults.image;
     if (opts.name !== undefined) assertValidSandboxName(opts.name);
     this.assertGrantable(opts);
+    const egress = normaliseEgressRules({ allow: opts.allowNet ?? [], deny: opts.denyNet ?? [] });
     // Taken synchronously: no other claim can get the same member. A claim the quota then
     // refuses goes back to the pool untouched.
     const pooled = pool?.claim(image);
@@ -145,6 +156,7 @@ export class SandboxService {
       sshAgentForwarding: opts.sshAgentForwarding ?? false,
       defaultUser: opts.defaultUser ?? 'root',
       env: opts.env ?? {},
+      egress,
       exitCode: null,
       statusReason: null,
       logTrimmedBytes: 0,
@@ -197,6 +209,7 @@ export class SandboxService {
       network: record.network,
       env: record.env,
       idRange,
+      egress: record.egress,
     };
     if (pooled) {
       try {
@@ -295,7 +308,15 @@ export class SandboxService {
 
   async update(ownerId: string, ref: string, settings: SandboxSettings): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
-    await this.deps.store.updateSandbox(sandbox.id, settings, this.deps.clock.now());
+    const { allowNet, denyNet, clearNet, ...rest } = settings;
+    const patch: SandboxPatch = { ...rest };
+    if (allowNet !== undefined || denyNet !== undefined || clearNet) {
+      const base = clearNet ? NO_EGRESS_RULES : sandbox.egress;
+      patch.egress = normaliseEgressRules({ allow: allowNet ?? base.allow, deny: denyNet ?? base.deny });
+      // The runtime first: a sandbox must never run under rules its record does not show.
+      if (liveStatuses.includes(sandbox.status)) await this.deps.runtime.setEgressRules(sandbox.id, patch.egress);
+    }
+    await this.deps.store.updateSandbox(sandbox.id, patch, this.deps.clock.now());
     this.deps.logger.info({ sandboxId: sandbox.id, settings }, 'sandbox settings changed');
     return this.get(ownerId, sandbox.id);
   }

@@ -256,6 +256,7 @@ export class Sandboxes {
   /**
    * Changes a sandbox's settings.
    * @example await roost.sandboxes.update('dev', { sshAgentForwarding: true });
+   * @example await roost.sandboxes.update('dev', { allowNet: ['pypi.org', '203.0.113.0/24'], denyNet: ['evil.example'] });
    */
   update(ref: string, settings: UpdateSandboxRequest, opts: CallOpts = {}): Promise<Sandbox> {
     return this.roost.request<Sandbox>('PATCH', sandboxPath(ref), settings, opts);

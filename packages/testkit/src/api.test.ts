@@ -89,6 +89,25 @@ describe('HTTP API', () => {
     assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'VALIDATION_FAILED');
   });
 
+  it('keeps egress rules: normalised on create, replaced and cleared with PATCH, bad ones refused with nothing stored', async () => {
+    const sandbox = await daemon.sdk.sandboxes.create({ name: 'rules', allowNet: ['Example.COM.', '203.0.113.7'], denyNet: ['*.bad.example'] });
+    assert.deepEqual([sandbox.info.allowNet, sandbox.info.denyNet], [['example.com', '203.0.113.7/32'], ['*.bad.example']]);
+    const replaced = await daemon.sdk.sandboxes.update('rules', { allowNet: ['198.51.100.0/24'] });
+    assert.deepEqual([replaced.allowNet, replaced.denyNet], [['198.51.100.0/24'], ['*.bad.example']]);
+    for (const bad of ['10.0.0.1/8', 'not a name', '1.2.3.4/33', '-x.example', '300.1.1.1']) {
+      await assert.rejects(daemon.sdk.sandboxes.update('rules', { allowNet: [bad] }), (error: RoostApiError) => {
+        assert.equal(error.status, 400);
+        assert.equal(error.code, 'VALIDATION_FAILED');
+        assert.match(error.message, /egress rule/);
+        return true;
+      });
+    }
+    assert.deepEqual((await daemon.sdk.sandboxes.get('rules')).info.allowNet, ['198.51.100.0/24']);
+    const cleared = await daemon.sdk.sandboxes.update('rules', { clearNet: true });
+    assert.deepEqual([cleared.allowNet, cleared.denyNet], [[], []]);
+    await daemon.sdk.sandboxes.remove('rules');
+  });
+
   it('keeps tokens hashed: the admin token appears nowhere in the database file', async () => {
     const { readFile } = await import('node:fs/promises');
     const { join } = await import('node:path');

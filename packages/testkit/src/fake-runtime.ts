@@ -9,7 +9,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import type {
-  ConnectOpts, ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
+  ConnectOpts, EgressRules, ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
 
 interface FakeSandbox {
@@ -37,6 +37,14 @@ export class FakeRuntime implements Runtime {
     const sandbox = this.sandboxes.get(spec.id);
     if (!sandbox) throw Object.assign(new Error(`sandbox ${spec.id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     sandbox.env = { ...spec.env, HOSTNAME: spec.hostname };
+  }
+
+  /** The fake has no network to enforce them on: it keeps them, so tests can see what core asked. */
+  readonly egressRules = new Map<string, EgressRules>();
+
+  async setEgressRules(id: string, rules: EgressRules): Promise<void> {
+    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    this.egressRules.set(id, rules);
   }
 
   async exec(id: string, opts: ExecOpts): Promise<ProcessHandle> {

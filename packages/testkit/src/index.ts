@@ -5,3 +5,6 @@ export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';
 export { waitFor, freePort } from './wait.js';
 export { ManualClock } from './manual-clock.js';
+export { startFakeOutside, type FakeOutside } from './outside.js';
+/** Which roostd instance (bridge, subnet, nft table, cgroup parent) a test daemon's runtime dir belongs to. */
+export { readInstance, type Instance } from '@roost/runtime-oci';

@@ -1,6 +1,7 @@
 // Starts a real roostd in this process on a free port with a temp data dir, for tests.
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDaemon, loadConfig, type ConfigOverrides, type Daemon } from '@roost/roostd';
@@ -12,6 +13,8 @@ export interface StartDaemonOpts {
   driver: 'oci' | 'fake';
   /** Settings on top of the test defaults (which turn the warm pool off). */
   config?: ConfigOverrides;
+  /** Start on the data dir of an earlier test daemon (after its `stop()`): it adopts that one's sandboxes. */
+  dataDir?: string;
 }
 
 export interface TestDaemon {
@@ -28,13 +31,16 @@ export interface TestDaemon {
   createUserToken(name: string): Promise<string>;
   /** The daemon itself (its warm pool, config). */
   daemon: Daemon;
+  /** Removes every sandbox, stops the daemon and deletes its data dir. */
   close(): Promise<void>;
+  /** Stops the daemon like Ctrl-C: its sandboxes keep running; `startDaemon({ dataDir })` adopts them. */
+  stop(): Promise<void>;
 }
 
 export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'roost-test-'));
+  const dataDir = opts.dataDir ? dirname(opts.dataDir) : await mkdtemp(join(tmpdir(), 'roost-test-'));
   const logFile = join(dataDir, 'roostd.log');
-  const logStream = createWriteStream(logFile);
+  const logStream = createWriteStream(logFile, { flags: 'a' });
   const config = loadConfig(
     {},
     {
@@ -54,7 +60,8 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     });
   } catch (error) {
     logStream.end();
-    await rm(dataDir, { recursive: true, force: true });
+    // An adopted data dir holds running sandboxes: never rm -r through their mounted roots.
+    if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
   const { httpUrl, sshPort } = await daemon.listen();
@@ -69,6 +76,10 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     logFile,
     daemon,
     createUserToken: (name) => daemon.createUserWithToken(name),
+    async stop() {
+      await daemon.close();
+      await new Promise((resolve) => logStream.end(resolve));
+    },
     async close() {
       try {
         // A test's sandboxes, every user's, must not outlive it (the real daemon keeps them
