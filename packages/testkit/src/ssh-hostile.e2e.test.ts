@@ -247,6 +247,28 @@ describe('SSH gateway against hostile clients', () => {
     await healthy();
   });
 
+  it('survives a session whose agent set-up fails while no process is ever asked for', async () => {
+    await daemon.sdk.sandboxes.update('hostile', { sshAgentForwarding: true });
+    try {
+      // paramiko sends the agent request alone; as a user the image lacks, its set-up fails
+      // with no exec waiting on it (once an unhandled rejection that ended roostd).
+      const result = await runProcess('/usr/bin/python3', ['-c', [
+        'import paramiko, time',
+        'client = paramiko.SSHClient()',
+        'client.set_missing_host_key_policy(paramiko.AutoAddPolicy())',
+        `client.connect("127.0.0.1", port=${daemon.sshPort}, username="hostile+nosuchuser", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+        'chan = client.get_transport().open_session()',
+        'print("agent request accepted:", chan.request_forward_agent(lambda c: None), flush=True)',
+        'time.sleep(1)',
+        'client.close()',
+      ].join('\n')]);
+      assert.match(result.stdout, /agent request accepted: True/, result.stderr);
+      await healthy();
+    } finally {
+      await daemon.sdk.sandboxes.update('hostile', { sshAgentForwarding: false });
+    }
+  });
+
   it('survives garbage after the handshake, and resets in the middle of a forward, a remote forward and a stream of output', async () => {
     // Garbage where encrypted packets belong.
     const garbage = await client();
