@@ -204,7 +204,7 @@ export class SshSession {
         });
       },
     });
-    this.listeners.push(listener);
+    await this.keep(listener);
     this.env.SSH_AUTH_SOCK = `${dir}/agent.sock`;
   }
 
@@ -233,17 +233,34 @@ export class SshSession {
       logger.warn({ sandboxId: login.sandbox.id }, 'X11 forwarding: no free display between :10 and :99');
       return;
     }
-    this.listeners.push(listener);
+    await this.keep(listener);
     const dir = await this.privateDir('x11');
     await this.exec(['/bin/sh', '-c', 'umask 077; cat > "$0"', `${dir}/Xauthority`], xauthorityEntry(display, protocol, cookie));
     this.env.DISPLAY = `localhost:${display}.${screen}`;
     this.env.XAUTHORITY = `${dir}/Xauthority`;
   }
 
+  /**
+   * Keeps a listener for close() to end; one that comes after the session closed (a client
+   * that asks for agent forwarding and leaves at once) is closed here, or each such session
+   * would leave a relay running in the sandbox.
+   */
+  private async keep(listener: SandboxListener): Promise<void> {
+    if (this.closed) {
+      await listener.close();
+      throw new Error('the session closed while its forwarding was set up');
+    }
+    this.listeners.push(listener);
+  }
+
   /** A fresh 0700 directory under /tmp inside the sandbox, for this session's sockets. */
   private async privateDir(kind: string): Promise<string> {
     const dir = `/tmp/roost-${kind}-${randomBytes(6).toString('hex')}`;
     await this.exec(['mkdir', '-m', '700', dir]);
+    if (this.closed) {
+      await this.exec(['rm', '-rf', dir]);
+      throw new Error('the session closed while its forwarding was set up');
+    }
     this.dirs.push(dir);
     return dir;
   }
