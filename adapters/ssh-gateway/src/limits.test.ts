@@ -14,23 +14,30 @@ describe('FailureLimiter', () => {
     limiter.fail('10.0.0.1');
     assert.equal(limiter.blocked('10.0.0.1'), true);
     assert.equal(limiter.blocked('10.0.0.2'), false);
-    // Half a window later the last window's failures still weigh half: 3 × 0.5 < 3.
-    now += 1500;
-    assert.equal(limiter.blocked('10.0.0.1'), false);
+    // A whole window later they still count (the ring holds a window and the bucket filling)…
     now += 1000;
+    assert.equal(limiter.blocked('10.0.0.1'), true);
+    // …and one bucket (a tenth of the window) after that they are gone.
+    now += 100;
     assert.equal(limiter.blocked('10.0.0.1'), false);
   });
 
-  it('counts failures spread over a window boundary (no reset at the edge to exploit)', () => {
+  it('counts every failure within a window, also across any boundary (no edge to burst across)', () => {
     let now = 0;
     const limiter = new FailureLimiter({ maxFailures: 10, windowMs: 1000, now: () => now });
-    now = 900;
+    now = 950;
     for (let i = 0; i < 9; i++) limiter.fail('a');
     now = 1050;
-    // 9 × 0.95 of the last window + 1 now ≥ 9.5: one more tips it over 10.
-    limiter.fail('a');
+    assert.equal(limiter.blocked('a'), false);
     limiter.fail('a');
     assert.equal(limiter.blocked('a'), true);
+    // Failures spread evenly over a window add up too.
+    const spread = new FailureLimiter({ maxFailures: 10, windowMs: 1000, now: () => now });
+    for (let i = 0; i < 10; i++) {
+      now += 99;
+      spread.fail('b');
+    }
+    assert.equal(spread.blocked('b'), true);
   });
 
   it('keeps one counter per source however many failures it has (O(1) per failure)', () => {

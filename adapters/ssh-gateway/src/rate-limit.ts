@@ -1,9 +1,10 @@
-// Failed SSH logins per source: a sliding-window counter (this window's count plus the last
-// window's, weighted by how much of it still overlaps), so each failure costs O(1) time and
-// each source O(1) memory, however many attempts it makes. Past `maxFailures` the source is
-// refused outright until its failures age out. The map of sources is bounded: it is kept in
-// order of last failure, the oldest quiet entries are swept on every failure, and when it is
-// full the least recently failing source is forgotten.
+// Failed SSH logins per source, counted in a ring of a few time buckets per source (a tenth of
+// the window each): each failure costs O(1) time and each source O(1) memory, however many
+// attempts it makes. The ring covers the whole window plus the current bucket, so failures in
+// any span of one window are all counted (never fewer: no window edge to burst across). Past
+// `maxFailures` the source is refused outright until its failures age out. The map of sources
+// is bounded: it is kept in order of last failure, the oldest quiet entries are swept on every
+// failure, and when it is full the least recently failing source is forgotten.
 
 export interface FailureLimiterOpts {
   maxFailures: number;
@@ -13,39 +14,44 @@ export interface FailureLimiterOpts {
   now?: () => number;
 }
 
+/** Buckets per window; the ring holds one more, the bucket now filling. */
+const bucketsPerWindow = 10;
+
 interface Counter {
-  /** Start of the current fixed window (a multiple of windowMs). */
-  windowStart: number;
-  current: number;
-  previous: number;
+  /** Failures per bucket, at index (bucket number % ring length). */
+  counts: Uint32Array;
+  /** The bucket number (time / bucket length) of the last update. */
+  lastBucket: number;
 }
 
 export class FailureLimiter {
   private readonly counters = new Map<string, Counter>();
   private readonly now: () => number;
   private readonly maxSources: number;
+  private readonly bucketMs: number;
 
   constructor(private readonly opts: FailureLimiterOpts) {
     this.now = opts.now ?? Date.now;
     this.maxSources = opts.maxSources ?? 10_000;
+    this.bucketMs = Math.max(1, opts.windowMs / bucketsPerWindow);
   }
 
   /** Whether `source` has failed too often lately. */
   blocked(source: string): boolean {
     const counter = this.counters.get(sourceKey(source));
-    return counter !== undefined && this.estimate(counter, this.now()) >= this.opts.maxFailures;
+    return counter !== undefined && this.total(counter, this.bucketOf(this.now())) >= this.opts.maxFailures;
   }
 
   fail(source: string): void {
     const key = sourceKey(source);
-    const now = this.now();
-    const counter = this.counters.get(key) ?? { windowStart: this.windowOf(now), current: 0, previous: 0 };
-    this.roll(counter, now);
-    counter.current++;
+    const bucket = this.bucketOf(this.now());
+    const counter = this.counters.get(key) ?? { counts: new Uint32Array(bucketsPerWindow + 1), lastBucket: bucket };
+    this.advance(counter, bucket);
+    counter.counts[bucket % counter.counts.length]!++;
     // Re-inserted, so the map's order is the order of last failure: its head is the stalest.
     this.counters.delete(key);
     this.counters.set(key, counter);
-    this.sweep(now);
+    this.sweep(bucket);
   }
 
   /** How many sources are remembered (for tests and metrics). */
@@ -53,32 +59,31 @@ export class FailureLimiter {
     return this.counters.size;
   }
 
-  private windowOf(at: number): number {
-    return at - (at % this.opts.windowMs);
+  private bucketOf(at: number): number {
+    return Math.floor(at / this.bucketMs);
   }
 
-  private roll(counter: Counter, now: number): void {
-    const windowStart = this.windowOf(now);
-    if (windowStart === counter.windowStart) return;
-    counter.previous = windowStart - counter.windowStart === this.opts.windowMs ? counter.current : 0;
-    counter.current = 0;
-    counter.windowStart = windowStart;
+  /** Empties the buckets that passed since the last update. */
+  private advance(counter: Counter, bucket: number): void {
+    const ring = counter.counts.length;
+    if (bucket - counter.lastBucket >= ring) counter.counts.fill(0);
+    else for (let b = counter.lastBucket + 1; b <= bucket; b++) counter.counts[b % ring] = 0;
+    counter.lastBucket = Math.max(counter.lastBucket, bucket);
   }
 
-  private estimate(counter: Counter, now: number): number {
-    const windowStart = this.windowOf(now);
-    const age = windowStart - counter.windowStart;
-    if (age >= 2 * this.opts.windowMs) return 0;
-    const [previous, current] = age === 0 ? [counter.previous, counter.current] : [counter.current, 0];
-    const overlap = 1 - (now - windowStart) / this.opts.windowMs;
-    return current + previous * overlap;
+  /** Failures within the ring as of `bucket`, without changing the counter. */
+  private total(counter: Counter, bucket: number): number {
+    const ring = counter.counts.length;
+    let sum = 0;
+    for (let b = Math.max(bucket - ring + 1, counter.lastBucket - ring + 1); b <= counter.lastBucket; b++) sum += counter.counts[((b % ring) + ring) % ring]!;
+    return sum;
   }
 
   /** Drops at most two stale sources from the head, and the head itself when over the bound. */
-  private sweep(now: number): void {
+  private sweep(bucket: number): void {
     for (let i = 0; i < 2; i++) {
       const head = this.counters.entries().next().value as [string, Counter] | undefined;
-      if (!head || this.estimate(head[1], now) > 0) break;
+      if (!head || this.total(head[1], bucket) > 0) break;
       this.counters.delete(head[0]);
     }
     while (this.counters.size > this.maxSources) {

@@ -98,7 +98,7 @@ export class SshSession {
       if (this.agentRequested || this.started) return answer(reject);
       this.agentRequested = true;
       answer(accept);
-      this.preparing.push(this.forwardAgent());
+      this.prepare(this.forwardAgent());
     });
     session.on('x11', (accept, reject, info) => {
       if (this.x11Requested || this.started) return answer(reject);
@@ -106,7 +106,7 @@ export class SshSession {
       answer(accept);
       // ssh2 hands the cookie over as the hex text the client sent, in a Buffer.
       const cookie = typeof info.cookie === 'string' ? info.cookie : Buffer.from(info.cookie as Uint8Array).toString('latin1');
-      this.preparing.push(this.forwardX11(info.protocol, cookie, info.screen));
+      this.prepare(this.forwardX11(info.protocol, cookie, info.screen));
     });
     const start = (accept: () => ServerChannel, reject: (() => void) | undefined, command: string[], opts: { terminal?: boolean } = {}) => {
       if (this.started) return answer(reject);
@@ -132,6 +132,16 @@ export class SshSession {
     session.on('close', () => {
       this.close().catch((error: Error) => deps.logger.debug({ sandboxId: deps.login.sandbox.id, err: error.message }, 'SSH session clean-up failed'));
     });
+  }
+
+  /**
+   * Keeps a set-up for the process to wait on. Handled at once: a set-up that fails before a
+   * process is asked for (or when none ever is) must not be an unhandled rejection, which
+   * would end roostd; run() still sees the failure through Promise.all.
+   */
+  private prepare(setUp: Promise<void>): void {
+    setUp.catch((error: Error) => this.deps.logger.debug({ sandboxId: this.deps.login.sandbox.id, err: error.message }, 'SSH session set-up failed'));
+    this.preparing.push(setUp);
   }
 
   /** Runs `command` in the sandbox with the channel as its stdio; the exit status goes back. */
@@ -194,7 +204,7 @@ export class SshSession {
         });
       },
     });
-    this.listeners.push(listener);
+    await this.keep(listener);
     this.env.SSH_AUTH_SOCK = `${dir}/agent.sock`;
   }
 
@@ -223,17 +233,34 @@ export class SshSession {
       logger.warn({ sandboxId: login.sandbox.id }, 'X11 forwarding: no free display between :10 and :99');
       return;
     }
-    this.listeners.push(listener);
+    await this.keep(listener);
     const dir = await this.privateDir('x11');
     await this.exec(['/bin/sh', '-c', 'umask 077; cat > "$0"', `${dir}/Xauthority`], xauthorityEntry(display, protocol, cookie));
     this.env.DISPLAY = `localhost:${display}.${screen}`;
     this.env.XAUTHORITY = `${dir}/Xauthority`;
   }
 
+  /**
+   * Keeps a listener for close() to end; one that comes after the session closed (a client
+   * that asks for agent forwarding and leaves at once) is closed here, or each such session
+   * would leave a relay running in the sandbox.
+   */
+  private async keep(listener: SandboxListener): Promise<void> {
+    if (this.closed) {
+      await listener.close();
+      throw new Error('the session closed while its forwarding was set up');
+    }
+    this.listeners.push(listener);
+  }
+
   /** A fresh 0700 directory under /tmp inside the sandbox, for this session's sockets. */
   private async privateDir(kind: string): Promise<string> {
     const dir = `/tmp/roost-${kind}-${randomBytes(6).toString('hex')}`;
     await this.exec(['mkdir', '-m', '700', dir]);
+    if (this.closed) {
+      await this.exec(['rm', '-rf', dir]);
+      throw new Error('the session closed while its forwarding was set up');
+    }
     this.dirs.push(dir);
     return dir;
   }

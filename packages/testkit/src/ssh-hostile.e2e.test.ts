@@ -247,6 +247,44 @@ describe('SSH gateway against hostile clients', () => {
     await healthy();
   });
 
+  it('survives a session whose agent set-up fails while no process is ever asked for, and leaves nothing of sessions that close during it', async () => {
+    await daemon.sdk.sandboxes.update('hostile', { sshAgentForwarding: true });
+    try {
+      // paramiko sends the agent request alone; as a user the image lacks, its set-up fails
+      // with no exec waiting on it (once an unhandled rejection that ended roostd).
+      const result = await runProcess('/usr/bin/python3', ['-c', [
+        'import paramiko, time',
+        'client = paramiko.SSHClient()',
+        'client.set_missing_host_key_policy(paramiko.AutoAddPolicy())',
+        `client.connect("127.0.0.1", port=${daemon.sshPort}, username="hostile+nosuchuser", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+        'chan = client.get_transport().open_session()',
+        'print("agent request accepted:", chan.request_forward_agent(lambda c: None), flush=True)',
+        'time.sleep(1)',
+        'client.close()',
+      ].join('\n')]);
+      assert.match(result.stdout, /agent request accepted: True/, result.stderr);
+      await healthy();
+      // Sessions that ask for the agent and close at once, before its socket is set up: the
+      // socket's relay, made after the session ended, must not stay behind in the sandbox.
+      const hasty = await runProcess('/usr/bin/python3', ['-c', [
+        'import paramiko',
+        'client = paramiko.SSHClient()',
+        'client.set_missing_host_key_policy(paramiko.AutoAddPolicy())',
+        `client.connect("127.0.0.1", port=${daemon.sshPort}, username="hostile", key_filename="${key}", look_for_keys=False, allow_agent=False)`,
+        'for _ in range(5):',
+        '    chan = client.get_transport().open_session(); chan.request_forward_agent(lambda c: None); chan.close()',
+        'print("done", flush=True)',
+        'chan = client.get_transport().open_session(); chan.exec_command("sleep 2"); chan.recv_exit_status()',
+        'client.close()',
+      ].join('\n')]);
+      assert.equal(hasty.stdout, 'done\n', hasty.stderr);
+      await waitFor('no agent relay left', async () => (await roostRelays()) === '0');
+      assert.equal((await ssh('hostile', ['ls -d /tmp/roost-agent-* 2>/dev/null | wc -l'])).stdout, '0\n');
+    } finally {
+      await daemon.sdk.sandboxes.update('hostile', { sshAgentForwarding: false });
+    }
+  });
+
   it('survives garbage after the handshake, and resets in the middle of a forward, a remote forward and a stream of output', async () => {
     // Garbage where encrypted packets belong.
     const garbage = await client();
