@@ -285,7 +285,8 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     for (let i = 0; i < 5; i++) {
       const t0 = Date.now();
       assert.equal((await healthz()).status, 200);
-      assert.ok(Date.now() - t0 < 1000, 'healthz answers during the slowloris');
+      // Generous for a loaded 2-core box; it takes a few ms when the box is idle.
+      assert.ok(Date.now() - t0 < 2000, 'healthz answers during the slowloris');
       await sleepWhile(300);
     }
     const answers = await Promise.all(slow);
@@ -294,7 +295,7 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
       assert.equal(answer.status, 408, `slow client got ${answer.status} ${answer.error ?? ''}`);
       assert.equal(answer.json?.error.code, 'REQUEST_TIMEOUT');
     }
-    assert.ok(elapsed < limits.requestTimeoutMs + 3000, `cut after ${elapsed} ms`);
+    assert.ok(elapsed < limits.requestTimeoutMs + 5000, `cut after ${elapsed} ms`);
   });
 
   it('caps idle connections per source and in total, cuts them at the headers deadline, and serves other sources meanwhile', async () => {
