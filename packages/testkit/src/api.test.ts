@@ -118,6 +118,20 @@ describe('HTTP API', () => {
     assert.ok(!log.includes(daemon.adminToken), 'the token never reaches the log');
   });
 
+  it('logs -f streams a live script\'s output as it comes, until the script ends', async () => {
+    const run = daemon.sdk.run({ script: 'echo first; sleep 1; echo second', persistent: true });
+    const runOutput = run.output();
+    const first = await runOutput.next();
+    assert.equal(new TextDecoder().decode(first.value?.data), 'first\n');
+    const sandbox = (await daemon.sdk.sandboxes.list()).find((s) => s.persistent && s.status === 'running' && s.name !== 'private-box');
+    assert.ok(sandbox, 'the run is live');
+    let followed = '';
+    for await (const chunk of daemon.sdk.logs(sandbox.id, { follow: true }).output()) followed += new TextDecoder().decode(chunk.data);
+    assert.equal(followed, 'first\nsecond\n', 'the follower saw what came after it joined, and stopped at the end');
+    for await (const _ of runOutput);
+    await daemon.sdk.sandboxes.remove(sandbox.id);
+  });
+
   it('answers unknown sandboxes with SANDBOX_NOT_FOUND and a hint', async () => {
     await assert.rejects(daemon.sdk.sandboxes.get('nope'), (error: RoostApiError) => {
       assert.equal(error.status, 404);

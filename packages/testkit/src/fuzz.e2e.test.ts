@@ -285,7 +285,8 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     for (let i = 0; i < 5; i++) {
       const t0 = Date.now();
       assert.equal((await healthz()).status, 200);
-      assert.ok(Date.now() - t0 < 1000, 'healthz answers during the slowloris');
+      // Generous for a loaded 2-core box; it takes a few ms when the box is idle.
+      assert.ok(Date.now() - t0 < 2000, 'healthz answers during the slowloris');
       await sleepWhile(300);
     }
     const answers = await Promise.all(slow);
@@ -294,7 +295,7 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
       assert.equal(answer.status, 408, `slow client got ${answer.status} ${answer.error ?? ''}`);
       assert.equal(answer.json?.error.code, 'REQUEST_TIMEOUT');
     }
-    assert.ok(elapsed < limits.requestTimeoutMs + 3000, `cut after ${elapsed} ms`);
+    assert.ok(elapsed < limits.requestTimeoutMs + 5000, `cut after ${elapsed} ms`);
   });
 
   it('caps idle connections per source and in total, cuts them at the headers deadline, and serves other sources meanwhile', async () => {
@@ -362,7 +363,7 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     assert.ok(sent > 0);
   });
 
-  it('is still up afterwards, logged no internal error, and its fds and RSS are back near where they started', async () => {
+  it('is still up afterwards, logged no internal error nor the token, and its fds and memory are back near where they started', async () => {
     assert.equal((await healthz()).status, 200);
     await waitFor(() => openFds() <= baseline.fds + 2, 20_000, () => `open fds back to ${baseline.fds} (now ${openFds()})`);
     for (const marker of markers) assert.equal(processesWith(marker), 0);
@@ -375,9 +376,12 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     // malloc holds on to after thousands of connections (20–45 MiB measured), so its bound is looser.
     assert.ok(now.heapUsedBytes - baseline.heapUsedBytes < 16 * 1024 * 1024, 'JS heap back near its start');
     assert.ok(now.rssKb - baseline.rssKb < 64 * 1024, `RSS grew ${now.rssKb - baseline.rssKb} KiB`);
-    const log = readFileSync(daemon.logFile, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { level: number; msg: string });
+    const logText = readFileSync(daemon.logFile, 'utf8');
+    const log = logText.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { level: number; msg: string });
     const errors = log.filter((line) => line.level >= 50);
     assert.deepEqual(errors.map((line) => line.msg), [], 'no internal error was logged');
+    // Thousands of requests carried the token, many of them malformed: it never reached the log.
+    assert.ok(!logText.includes(token), 'the token is not in the log');
   });
 
   function jsonPost(body: string): string {
