@@ -348,14 +348,10 @@ export class SandboxService {
     const { store, runtime, clock, logger } = this.deps;
     const held = new Set(await runtime.list());
     const known = new Set<string>();
-    const kept = new Set<string>();
     for (const sandbox of await store.listSandboxes({})) {
       known.add(sandbox.id);
       if (!liveStatuses.includes(sandbox.status)) continue;
-      if (sandbox.persistent && held.has(sandbox.id)) {
-        kept.add(sandbox.id);
-        continue;
-      }
+      if (sandbox.persistent && held.has(sandbox.id)) continue;
       await runtime.destroy(sandbox.id);
       const reason = sandbox.persistent ? 'its processes ended while the daemon was down' : 'the daemon restarted during the run';
       await store.updateSandbox(sandbox.id, { status: sandbox.persistent ? 'stopped' : 'error', statusReason: reason }, clock.now());
@@ -366,10 +362,12 @@ export class SandboxService {
       await runtime.destroy(id);
       logger.warn({ sandboxId: id }, 'removed a sandbox the store did not know');
     }
-    // Adopted sandboxes keep their id ranges; every other range (of the sandboxes just
-    // removed, of pool members from before the restart, of a create cut short) is free again.
+    // Adopted sandboxes keep their id ranges, and so does anything the runtime could not
+    // remove (its files are still owned by its range); every other range (of the sandboxes
+    // just removed, of pool members from before the restart, of a create cut short) is free.
+    const stillHeld = new Set(await runtime.list());
     for (const { holderId } of await store.listIdRanges()) {
-      if (!kept.has(holderId)) await store.releaseIdRange(holderId);
+      if (!stillHeld.has(holderId)) await store.releaseIdRange(holderId);
     }
   }
 
