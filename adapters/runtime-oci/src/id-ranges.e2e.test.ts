@@ -40,6 +40,17 @@ async function hostUids(pid: number): Promise<number[]> {
   return /^Uid:\s+(.*)$/m.exec(status)![1]!.trim().split(/\s+/).map(Number);
 }
 
+/** The host pid of a process with exactly this argv, from /proc. */
+async function hostPidOf(argv: string[]): Promise<number | undefined> {
+  const wanted = `${argv.join('\0')}\0`;
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline === wanted) return Number(entry);
+  }
+  return undefined;
+}
+
 /** Runs a host command as `uid` (gid the same, no supplementary groups), as an escaped process would. */
 function asHostUid(uid: number, args: string[]): { code: number; stderr: string } {
   const r = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', ...args], { encoding: 'utf8' });
@@ -147,9 +158,8 @@ suite('host id ranges on the OCI driver', false, ({ runtime, create, timeCreates
     try {
       let pid: number | undefined;
       for (let i = 0; i < 100 && pid === undefined; i++) {
-        const found = spawnSync('pgrep', ['-f', `^sleep ${marker}$`], { encoding: 'utf8' }).stdout.trim();
-        if (found) pid = Number(found.split('\n')[0]);
-        else await new Promise((resolve) => setImmediate(resolve));
+        pid = await hostPidOf(['sleep', marker]);
+        if (pid === undefined) await new Promise((resolve) => setImmediate(resolve));
       }
       assert.ok(pid, 'the exec\'d sleep shows on the host');
       assert.deepEqual(await hostUids(pid), [baseA, baseA, baseA, baseA]);
