@@ -7,13 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import type { CommandHandle } from '@roost/sdk';
 import { DEFAULT_DNS_LIMITS } from '@roost/runtime-oci';
 import { startFakeOutside, type FakeOutside } from './outside.js';
+import { collectOutput } from './test-deps.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
-
-async function collect(handle: CommandHandle) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of handle.output()) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exitCode: (await handle.wait()).exitCode };
-}
 
 const hostile = String.raw`
 import socket, struct, time
@@ -102,12 +97,12 @@ describe('DNS forwarder against a hostile sandbox', () => {
   it('keeps roostd up and bounded, and answers a normal lookup afterwards', { timeout: 120_000 }, async (t) => {
     const sandbox = await daemon.sdk.sandboxes.create({ name: 'hostile', network: 'nat' });
     // Positive control: the forwarder answers this sandbox.
-    const before = await collect(sandbox.exec(['getent', 'hosts', 'outside.test']));
+    const before = await collectOutput(sandbox.exec(['getent', 'hosts', 'outside.test']));
     assert.match(before.stdout, new RegExp(`^${outside.address.replaceAll('.', '\\.')}\\s+outside\\.test\\n$`));
     global.gc?.();
     const rssBefore = process.memoryUsage().rss;
 
-    const attack = await collect(sandbox.exec(['python3', '-c', hostile]));
+    const attack = await collectOutput(sandbox.exec(['python3', '-c', hostile]));
     assert.equal(attack.stderr, '');
     const report = Object.fromEntries(attack.stdout.trim().split('\n').map((line) => [line.split(' ')[0], line.split(' ').slice(1).join(' ')]));
     assert.ok(Number(report['tcp-opened']) >= DEFAULT_DNS_LIMITS.tcpConnectionsPerSandbox, attack.stdout);
@@ -128,7 +123,7 @@ describe('DNS forwarder against a hostile sandbox', () => {
     // Once the flood's queries have timed out, the same sandbox resolves again.
     let lookup = '';
     for (let i = 0; i < 40; i++) {
-      lookup = (await collect(sandbox.exec(['getent', 'hosts', 'outside.test']))).stdout;
+      lookup = (await collectOutput(sandbox.exec(['getent', 'hosts', 'outside.test']))).stdout;
       if (lookup) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }

@@ -8,13 +8,8 @@ import type { CommandHandle, SandboxHandle } from '@roost/sdk';
 import { readInstance } from '@roost/runtime-oci';
 import { runCli } from './cli.js';
 import { startFakeOutside, type FakeOutside } from './outside.js';
+import { collectOutput } from './test-deps.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
-
-async function collect(handle: CommandHandle) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of handle.output()) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exitCode: (await handle.wait()).exitCode };
-}
 
 const metadata = '169.254.169.254';
 
@@ -28,7 +23,7 @@ describe('per-sandbox egress rules (--allow-net, --deny-net)', () => {
   /** One line per target: "<target> <curl exit code> <body>"; 28 is a timeout (dropped packets), 6 no such name. */
   async function reach(targets: string[]): Promise<string[]> {
     const script = targets.map((t) => `body=$(curl -sS --max-time 2 http://${t}:8080/ 2>/dev/null); echo "${t} $? $body"`).join('\n');
-    const result = await collect(sandbox.exec(['bash', '-c', script]));
+    const result = await collectOutput(sandbox.exec(['bash', '-c', script]));
     return result.stdout.replace(/\n$/, '').split('\n');
   }
 
@@ -72,7 +67,7 @@ describe('per-sandbox egress rules (--allow-net, --deny-net)', () => {
 
   it('deny beats allow: a denied name gets NXDOMAIN, the other allowed one works', async () => {
     await daemon.sdk.sandboxes.update('ruled', { allowNet: ['a.test', '*.test'], denyNet: ['a.test'] });
-    const lookup = await collect(sandbox.exec(['bash', '-c', 'getent hosts a.test; echo "getent=$?"']));
+    const lookup = await collectOutput(sandbox.exec(['bash', '-c', 'getent hosts a.test; echo "getent=$?"']));
     assert.equal(lookup.stdout, 'getent=2\n');
     assert.deepEqual(await reach(['b.test', addressA]), [`b.test 0 hello from ${addressB}`, `${addressA} 28 `]);
   });

@@ -12,13 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import type { CommandHandle } from '@roost/sdk';
 import { readInstance } from '@roost/runtime-oci';
 import { startFakeOutside, type FakeOutside } from './outside.js';
+import { collectOutput } from './test-deps.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
-
-async function collect(handle: CommandHandle) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of handle.output()) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exitCode: (await handle.wait()).exitCode };
-}
 
 /** Runs every step, even when one fails, and throws the first failure at the end. */
 async function cleanUp(steps: Array<() => unknown>): Promise<void> {
@@ -85,7 +80,7 @@ describe('egress (--network nat) end to end', () => {
   it('a NAT sandbox resolves names and reaches the outside; the API says nat', async () => {
     const sandbox = await daemon.sdk.sandboxes.create({ name: 'with-nat', network: 'nat' });
     assert.equal(sandbox.info.network, 'nat');
-    const result = await collect(sandbox.exec(['bash', '-c', 'getent hosts outside.test; curl -sS --max-time 5 http://outside.test:8080/']));
+    const result = await collectOutput(sandbox.exec(['bash', '-c', 'getent hosts outside.test; curl -sS --max-time 5 http://outside.test:8080/']));
     assert.equal(result.stderr, '');
     const address = outside.address.replaceAll('.', '\\.');
     assert.match(result.stdout, new RegExp(`^${address}\\s+outside\\.test\\nhello from ${address}\\n$`));
@@ -94,7 +89,7 @@ describe('egress (--network nat) end to end', () => {
 
   it('a sandbox without NAT has no way out and no resolver', async () => {
     const handle = daemon.sdk.run({ script: `curl -sS --max-time 3 http://${outside.address}:8080/; echo "curl=$?"; getent hosts outside.test; echo "getent=$?"` });
-    const result = await collect(handle);
+    const result = await collectOutput(handle);
     assert.match(result.stdout, /curl=(7|28)\n/);
     assert.match(result.stdout, /getent=2\n/);
     assert.doesNotMatch(result.stdout, /hello from/);
@@ -103,9 +98,9 @@ describe('egress (--network nat) end to end', () => {
   it('a NAT sandbox still reaches neither the host nor another sandbox', async () => {
     const other = await daemon.sdk.sandboxes.create({ name: 'other-box' });
     const listener = other.exec(['python3', '-c', 'import socket,time\ns=socket.socket(); s.bind(("0.0.0.0", 9000)); s.listen(); time.sleep(60)']);
-    const ip = (await collect(other.exec(['hostname', '-i']))).stdout.trim();
+    const ip = (await collectOutput(other.exec(['hostname', '-i']))).stdout.trim();
     const nat = await daemon.sdk.sandboxes.create({ name: 'nat-probe', network: 'nat' });
-    const gateway = /nameserver (\S+)/.exec((await collect(nat.exec(['cat', '/etc/resolv.conf']))).stdout)![1]!;
+    const gateway = /nameserver (\S+)/.exec((await collectOutput(nat.exec(['cat', '/etc/resolv.conf']))).stdout)![1]!;
     const targets = [`${outside.hostSideAddr}:${hostServicePort}`, `${gateway}:${hostServicePort}`, `127.0.0.1:${hostServicePort}`, `${ip}:9000`];
     const probe = targets
       .map((target) => {
@@ -113,7 +108,7 @@ describe('egress (--network nat) end to end', () => {
         return `if timeout 2 bash -c 'exec 3<>/dev/tcp/${host}/${port}' 2>/dev/null; then echo "${target} open"; else echo "${target} closed"; fi`;
       })
       .join('\n');
-    const result = await collect(nat.exec(['bash', '-c', probe]));
+    const result = await collectOutput(nat.exec(['bash', '-c', probe]));
     assert.equal(result.stdout, targets.map((target) => `${target} closed\n`).join(''));
     listener.kill();
     await listener.wait().catch(() => {});
@@ -130,9 +125,9 @@ describe('egress (--network nat) end to end', () => {
 
     const sandbox = await daemon.sdk.sandboxes.create({ name: 'nat-ranges', network: 'nat' });
     const fetch = (address: string) => `curl -sS --max-time 3 http://${address}:8080/ 2>/dev/null; echo "${address} curl=$?"`;
-    const allowed = await collect(sandbox.exec(['bash', '-c', [outside.address, linkLocalAllowed].map(fetch).join('\n')]));
+    const allowed = await collectOutput(sandbox.exec(['bash', '-c', [outside.address, linkLocalAllowed].map(fetch).join('\n')]));
     assert.equal(allowed.stdout, `hello from ${outside.address}\n${outside.address} curl=0\nhello from ${linkLocalAllowed}\n${linkLocalAllowed} curl=0\n`);
-    const refused = await collect(sandbox.exec(['bash', '-c', [outsideNotAllowed, metadataAddr].map(fetch).join('\n')]));
+    const refused = await collectOutput(sandbox.exec(['bash', '-c', [outsideNotAllowed, metadataAddr].map(fetch).join('\n')]));
     // 28: the packets were dropped (a timeout), not a missing curl (127) or a refused port (7).
     assert.equal(refused.stdout, `${outsideNotAllowed} curl=28\n${metadataAddr} curl=28\n`);
     const table = readInstance(`${daemon.dataDir}/runtime`).nftTable;

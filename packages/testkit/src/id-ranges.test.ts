@@ -10,17 +10,10 @@ import { Quotas, SandboxService, WarmPool, type Logger, type SandboxSpec, type S
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { silentLogger, wallClock } from './test-deps.js';
 import { roomyQuota } from './quota-fixtures.js';
 
-const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 const limits = { cpus: 1, memoryMb: 256, pids: 64, openFiles: 1024 };
-const clock = {
-  now: () => new Date(),
-  setTimeout: (fn: () => void, ms: number) => {
-    const timer = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
 
 /** Remembers the range each sandbox was made with; can be told to fail creates. */
 class RangeRecordingRuntime extends FakeRuntime {
@@ -49,7 +42,7 @@ describe('host id ranges', () => {
     store = await openSqliteStore({ path: join(dir, 'roost.db') });
     await store.createUser({ id: owner, name: 'alice', isAdmin: true, createdAt: new Date() });
     runtime = new RangeRecordingRuntime();
-    service = new SandboxService({ store, runtime, clock, logger: silent, newId, quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
+    service = new SandboxService({ store, runtime, clock: wallClock, logger: silentLogger, newId, quotas: new Quotas({ store, defaults: roomyQuota, now: () => wallClock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
   });
   afterEach(async () => {
     for (const id of await runtime.list()) await runtime.destroy(id);
@@ -107,8 +100,8 @@ describe('host id ranges', () => {
   });
 
   it('warm-pool members hold ranges from their creation; a claim keeps the member\'s; close frees the rest', async () => {
-    const pool = new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits, sizes: { debian: 2 } });
-    const pooled = new SandboxService({ store, runtime, clock, logger: silent, newId, pool, quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
+    const pool = new WarmPool({ runtime, idRanges: store, logger: silentLogger, newId, limits, sizes: { debian: 2 } });
+    const pooled = new SandboxService({ store, runtime, clock: wallClock, logger: silentLogger, newId, pool, quotas: new Quotas({ store, defaults: roomyQuota, now: () => wallClock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
     pool.start();
     await pool.filled();
     const members = pool.members();
@@ -136,7 +129,7 @@ describe('host id ranges', () => {
 
     store = await openSqliteStore({ path: join(dir, 'roost.db') });
     assert.deepEqual(await held(), { [keeper.id]: 0, [cut.id]: 1, sb_oldpoolmember: 2, sb_neverstarted: 3 });
-    service = new SandboxService({ store, runtime, clock, logger: silent, newId, quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
+    service = new SandboxService({ store, runtime, clock: wallClock, logger: silentLogger, newId, quotas: new Quotas({ store, defaults: roomyQuota, now: () => wallClock.now() }), defaults: { image: 'debian', limits, network: 'none' } });
     await service.reconcile();
     assert.deepEqual(await held(), { [keeper.id]: 0 });
     const next = await service.create(owner, { name: 'next' });

@@ -8,3 +8,4 @@ export { ManualClock } from './manual-clock.js';
 export { startFakeOutside, type FakeOutside } from './outside.js';
 /** Which roostd instance (bridge, subnet, nft table, cgroup parent) a test daemon's runtime dir belongs to. */
 export { readInstance, type Instance } from '@roost/runtime-oci';
+export { silentLogger, wallClock, collectOutput } from './test-deps.js';

@@ -18,10 +18,10 @@ import {
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { silentLogger } from './test-deps.js';
 import { ManualClock } from './manual-clock.js';
 import { roomyQuota } from './quota-fixtures.js';
 
-const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 const sandboxLimits = { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 };
 
 async function drain(session: ExecSession) {
@@ -53,12 +53,12 @@ describe('quotas', () => {
   /** A service whose every user has `limits` (over roomy defaults) unless an admin changes them. */
   function build(limits: Partial<QuotaLimits>, opts: { poolSize?: number } = {}) {
     quotas = new Quotas({ store, defaults: { ...roomyQuota, ...limits }, now: () => clock.now() });
-    pool = opts.poolSize ? new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits: sandboxLimits, sizes: { debian: opts.poolSize } }) : undefined;
+    pool = opts.poolSize ? new WarmPool({ runtime, idRanges: store, logger: silentLogger, newId, limits: sandboxLimits, sizes: { debian: opts.poolSize } }) : undefined;
     service = new SandboxService({
       store,
       runtime,
       clock,
-      logger: silent,
+      logger: silentLogger,
       newId,
       pool,
       quotas,

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import type { Logger } from '@roost/core';
 import { createImageStore, createOciRuntime, findResidue } from '@roost/runtime-oci';
 import { FakeRuntime } from './fake-runtime.js';
+import { silentLogger } from './test-deps.js';
 import { runtimeConformance } from './runtime-conformance.js';
 
-const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 
 runtimeConformance({
   name: 'FakeRuntime',
@@ -22,9 +22,9 @@ runtimeConformance({
   realTerminal: true,
   newRuntime: async () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'roost-oci-'));
-    const images = createImageStore({ logger: silent });
+    const images = createImageStore({ logger: silentLogger });
     await images.ensureDefaultImage();
-    const runtime = await createOciRuntime({ stateDir, images, logger: silent });
+    const runtime = await createOciRuntime({ stateDir, images, logger: silentLogger });
     return {
       runtime,
       image: 'debian',

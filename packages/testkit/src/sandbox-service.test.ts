@@ -5,10 +5,10 @@ import { Quotas, RoostError, SandboxService, type Logger, type Store } from '@ro
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { silentLogger } from './test-deps.js';
 import { ManualClock } from './manual-clock.js';
 import { roomyQuota } from './quota-fixtures.js';
 
-const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 
 async function drain(session: { output: AsyncIterable<{ stream: string; data: Uint8Array }> }) {
   const out = { stdout: '', stderr: '' };
@@ -33,7 +33,7 @@ describe('SandboxService', () => {
       store,
       runtime,
       clock,
-      logger: silent,
+      logger: silentLogger,
       newId,
       defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
       quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }),
@@ -118,7 +118,7 @@ describe('SandboxService', () => {
       store,
       runtime: new FakeRuntime({ maxOpenFiles: 20_000, natAllowed: false }),
       clock,
-      logger: silent,
+      logger: silentLogger,
       newId,
       defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
       quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }),

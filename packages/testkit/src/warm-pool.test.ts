@@ -7,25 +7,12 @@ import { newId } from '@roost/roostd';
 import type { CommandHandle } from '@roost/sdk';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
+import { silentLogger, wallClock, collectOutput } from './test-deps.js';
 import { roomyQuota } from './quota-fixtures.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
 /** A run's whole output and exit code. */
-async function collect(handle: CommandHandle) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of handle.output()) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exitCode: (await handle.wait()).exitCode };
-}
-
-const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
 const limits = { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 };
-const systemClock = {
-  now: () => new Date(),
-  setTimeout: (fn: () => void, ms: number) => {
-    const timer = setTimeout(fn, ms);
-    return { cancel: () => clearTimeout(timer) };
-  },
-};
 
 /** Counts what the pool asks of the runtime. */
 class CountingRuntime extends FakeRuntime {
@@ -57,12 +44,12 @@ describe('WarmPool with SandboxService', () => {
     store = await openSqliteStore({ path: ':memory:' });
     await store.createUser({ id: owner, name: 'alice', isAdmin: true, createdAt: new Date() });
     runtime = new CountingRuntime();
-    pool = new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits, sizes: { debian: 3 } });
+    pool = new WarmPool({ runtime, idRanges: store, logger: silentLogger, newId, limits, sizes: { debian: 3 } });
     service = new SandboxService({
       store,
       runtime,
-      clock: systemClock,
-      logger: silent,
+      clock: wallClock,
+      logger: silentLogger,
       newId,
       pool,
       defaults: { image: 'debian', limits, network: 'none' },
@@ -124,7 +111,7 @@ describe('WarmPool with SandboxService', () => {
   });
 
   it('keeps trying after a failed create', async () => {
-    const refill = new WarmPool({ runtime, idRanges: store, logger: silent, newId, limits, sizes: { other: 2 } });
+    const refill = new WarmPool({ runtime, idRanges: store, logger: silentLogger, newId, limits, sizes: { other: 2 } });
     runtime.failCreates = 2;
     refill.start();
     await refill.filled();
@@ -151,7 +138,7 @@ describe('warm pool on the real driver', () => {
     const runs = await Promise.all(
       Array.from({ length: 50 }, async (_, i) => {
         const handle = daemon.sdk.run({ script: `echo run-$N; hostname; echo err-$N >&2`, env: { N: String(i) }, name: `par-${i}` });
-        const output = await collect(handle);
+        const output = await collectOutput(handle);
         return { i, ...output, sandbox: await handle.sandbox() };
       }),
     );
@@ -175,7 +162,7 @@ describe('warm pool on the real driver', () => {
       name: 'claimed-one',
       memoryMb: 300,
     });
-    const output = await collect(handle);
+    const output = await collectOutput(handle);
     assert.equal(output.stdout, `claimed-one\n1\n${300 * 1024 * 1024}\n`);
   });
 });
