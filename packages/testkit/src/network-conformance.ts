@@ -28,7 +28,8 @@ export interface NetworkUnderTest {
 
 export interface NetworkConformanceOpts {
   name: string;
-  newNetwork(): Promise<NetworkUnderTest>;
+  /** A network on its own host state; `natAllowed` false: one that refuses NAT (default: allows it). */
+  newNetwork(opts?: { natAllowed?: boolean }): Promise<NetworkUnderTest>;
   /** Check isolation between attached sandboxes and host residue (real networks only). */
   isolation: boolean;
 }
@@ -137,6 +138,27 @@ export function networkConformance(opts: NetworkConformanceOpts): void {
       if (opts.isolation) assert.ok((await net.diagnose(new Set())).some((l) => l.sandboxId === a));
       await net.detach(a);
       assert.deepEqual((await net.diagnose(new Set())).filter((l) => l.sandboxId === a), []);
+    });
+
+    it('refuses NAT where it is not allowed, at attach and at setEgress', async () => {
+      const closed = await opts.newNetwork({ natAllowed: false });
+      try {
+        const n = closed.network;
+        assert.equal(n.natAllowed, false);
+        const [a, b] = [newId(), newId()];
+        await assert.rejects(n.attach({ id: a, netnsPath: await closed.newNetns(), mode: 'nat' }), { code: 'NETWORK_NOT_ALLOWED' });
+        assert.deepEqual(await n.list(), []);
+        // Positive control: the same network attaches a sandbox without NAT.
+        const atB = await n.attach({ id: b, netnsPath: await closed.newNetns(), mode: 'none' });
+        await assert.rejects(n.setEgress(b, { mode: 'nat', rules: NO_RULES }), { code: 'NETWORK_NOT_ALLOWED' });
+        assert.equal((await n.list())[0]?.mode, 'none');
+        await n.detach(b);
+        assert.deepEqual(await closed.residue(a, '0.0.0.0'), []);
+        assert.deepEqual(await closed.residue(b, atB.address), []);
+        await n.close();
+      } finally {
+        await closed.cleanup();
+      }
     });
 
     it('two attached sandboxes cannot reach each other', { skip: !opts.isolation }, async () => {

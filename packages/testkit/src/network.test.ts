@@ -11,19 +11,21 @@ import { networkConformance, type ProbeResult } from './network-conformance.js';
 import { runProcess } from './process.js';
 
 const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+/** Names of the netns this process made: unique across the networks it opens. */
+let netnsSeq = 0;
 
 networkConformance({
   name: 'FakeNetwork',
   isolation: false,
-  newNetwork: async () => {
+  newNetwork: async (opts = {}) => {
     let seq = 0;
-    let current = new FakeNetwork();
+    let current = new FakeNetwork(opts);
     return {
       network: current,
       newNetns: async () => `/fake/netns/${++seq}`,
       reopen: async (old: Network) => {
         await old.close();
-        current = new FakeNetwork();
+        current = new FakeNetwork(opts);
         return current;
       },
       residue: async (id: string) => current.residue(id),
@@ -56,15 +58,15 @@ server.listen(Number(process.argv[1]), '0.0.0.0', () => console.log('listening')
 networkConformance({
   name: 'OciNetwork',
   isolation: true,
-  newNetwork: async () => {
+  newNetwork: async ({ natAllowed = true } = {}) => {
     const stateDir = await mkdtemp(join(tmpdir(), 'roost-net-'));
     const namespaces: string[] = [];
     const instance = await openInstance(stateDir, { logger: silent });
-    const opts: EgressOpts = { instance, allowNat: true, dnsServers: [], allowCidrs: [], logger: silent };
+    const opts: EgressOpts = { instance, allowNat: natAllowed, dnsServers: [], allowCidrs: [], logger: silent };
     return {
       network: new OciNetwork(opts),
       newNetns: async () => {
-        const name = `roost-nt${process.pid}-${namespaces.length}`;
+        const name = `roost-nt${process.pid}-${++netnsSeq}`;
         await must('ip', ['netns', 'add', name]);
         namespaces.push(name);
         return `/run/netns/${name}`;
