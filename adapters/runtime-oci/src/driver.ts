@@ -4,8 +4,8 @@ import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import { NO_EGRESS_RULES } from '@roost/core';
 import type {
-  ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis, RuntimeInfo, SandboxAddress, SandboxListener,
-  SandboxSpec,
+  AttachedSandbox, ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, Network, NetworkAttachment, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis,
+  RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
 import { checkHostPrerequisites } from './prereqs.js';
 import { findOrphans } from './residue.js';
@@ -14,9 +14,8 @@ import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 import { openInstance, removeIdleInstance, type Instance } from './instance.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
-import { Egress } from './egress.js';
 import { hostIdBase, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
-import { AddressPool, addDefaultRoute, attachSandbox, detachSandbox, readSavedAddress, resolvConf } from './network.js';
+import { OciNetwork, readSavedAddress } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
 import { mountOverlay, unmountAll } from './overlay.js';
@@ -44,6 +43,11 @@ export interface OciRuntimeOpts {
    * run once at start. Tests inject a refusal to exercise the shared-range fallback.
    */
   probeIdmap?: () => Promise<string | undefined>;
+  /**
+   * The Network port the sandboxes are attached with. Default: an OciNetwork on the instance's
+   * bridge with the `network` settings above.
+   */
+  makeNetwork?: (instance: Instance) => Network;
 }
 
 /** How sandboxes' host ids are laid out on this host, decided once at start. */
@@ -104,7 +108,7 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
       'idmapped mounts unavailable: every sandbox shares one host uid range (roost doctor shows this)',
     );
   }
-  const egress = new Egress({
+  const network = opts.makeNetwork?.(instance) ?? new OciNetwork({
     instance,
     allowNat: opts.network?.allowNat ?? false,
     dnsServers: opts.network?.dnsServers ?? [],
@@ -114,20 +118,17 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   const info: RuntimeInfo = {
     engine: engine.version,
     maxOpenFiles: await maxOpenFiles(),
-    natAllowed: opts.network?.allowNat ?? false,
+    natAllowed: network.natAllowed,
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
-  const rt = new OciRuntime(info, engine, egress, instance, opts, toolsDir, ids);
-  const adopted = await rt.adopt();
-  await egress.install(adopted.map((sandbox) => sandbox.addr));
-  for (const { addr, id, rules } of adopted) await egress.setRules(addr, id, rules);
+  const rt = new OciRuntime(info, engine, network, instance, opts, toolsDir, ids);
+  await network.adopt(await rt.adopt());
   return rt;
 }
 
 class OciRuntime implements Runtime {
   private readonly log: Logger;
   private readonly sandboxesDir: string;
-  private readonly pool: AddressPool;
   /** Sandboxes that accept execs, with what their execs get. */
   private readonly running = new Map<string, ExecProfile>();
   /** One create/destroy at a time per id. */
@@ -139,7 +140,7 @@ class OciRuntime implements Runtime {
   constructor(
     readonly info: RuntimeInfo,
     private readonly engine: Engine,
-    private readonly egress: Egress,
+    private readonly network: Network,
     private readonly instance: Instance,
     private readonly opts: OciRuntimeOpts,
     private readonly toolsDir: string,
@@ -147,7 +148,6 @@ class OciRuntime implements Runtime {
   ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
-    this.pool = new AddressPool(instance.subnet);
   }
 
   private bundle(id: string): string {
@@ -156,23 +156,26 @@ class OciRuntime implements Runtime {
 
   /**
    * Re-learns sandboxes left by a previous process, so they stay listable and reachable.
-   * Returns those with NAT, with their egress rules, for the firewall.
+   * Returns their network attachments (address, mode, rules; netns only when running), for the Network.
    */
-  async adopt(): Promise<Array<{ id: string; addr: string; rules: EgressRules }>> {
-    const nat: Array<{ id: string; addr: string; rules: EgressRules }> = [];
+  async adopt(): Promise<AttachedSandbox[]> {
+    const attached: AttachedSandbox[] = [];
     for (const id of await this.list()) {
       const dir = this.bundle(id);
-      const addr = await readSavedAddress(path.join(dir, 'address'));
-      if (addr) this.pool.reserve(addr);
+      const address = await readSavedAddress(path.join(dir, 'address'));
       const base = await savedHostIdBase(dir);
       if (base !== undefined) this.hostIdBases.set(id, base);
       const profile = await this.savedExecProfile(dir);
-      if (profile && existsSync(path.join(this.engine.root, id))) {
-        this.running.set(id, profile);
-        if (addr && (await this.networkOf(id)) === 'nat') nat.push({ id, addr, rules: await this.savedRules(id) });
-      }
+      const running = profile !== undefined && existsSync(path.join(this.engine.root, id));
+      if (running) this.running.set(id, profile);
+      if (!address) continue;
+      const pid = running ? (await fs.readFile(path.join(dir, 'init.pid'), 'utf8').catch(() => '')).trim() : '';
+      attached.push({
+        id, address, mode: await this.networkOf(id), egress: await this.savedRules(id),
+        ...(pid ? { netnsPath: `/proc/${pid}/ns/net` } : {}),
+      });
     }
-    return nat;
+    return attached;
   }
 
   /**
@@ -199,18 +202,21 @@ class OciRuntime implements Runtime {
     return saved ? (JSON.parse(saved) as EgressRules) : NO_EGRESS_RULES;
   }
 
-  /** Keeps the rules in the bundle (a restart re-installs them) and applies them if the sandbox has NAT. */
-  private async applyRules(id: string, addr: string, rules: EgressRules): Promise<void> {
-    await fs.writeFile(path.join(this.bundle(id), 'egress.json'), JSON.stringify(rules));
-    if ((await this.networkOf(id)) === 'nat') await this.egress.setRules(addr, id, rules);
+  /**
+   * Keeps the mode and rules in the bundle (a restart hands them to the Network's adopt) and
+   * gives them to the Network.
+   */
+  private async applyEgress(id: string, change: { mode?: NetworkMode; rules: EgressRules }): Promise<NetworkAttachment> {
+    await fs.writeFile(path.join(this.bundle(id), 'egress.json'), JSON.stringify(change.rules));
+    const attachment = await this.network.setEgress(id, change);
+    if (change.mode === 'nat') await fs.writeFile(path.join(this.bundle(id), 'network'), change.mode);
+    return attachment;
   }
 
   setEgressRules(id: string, rules: EgressRules): Promise<void> {
     return this.serial(id, async () => {
       if (!this.running.has(id)) throw notRunning(id);
-      const addr = await readSavedAddress(path.join(this.bundle(id), 'address'));
-      if (!addr) throw new Error(`sandbox ${id} has no saved address`);
-      await this.applyRules(id, addr, rules);
+      await this.applyEgress(id, { rules });
     });
   }
 
@@ -280,18 +286,16 @@ class OciRuntime implements Runtime {
       await fs.chown(path.join(dir, 'upper'), base, base);
       await fs.chown(path.join(dir, 'work'), base, base);
 
-      const addr = this.pool.take(id);
-      undo.push(async () => this.pool.release(addr));
-      const nat = spec.network === 'nat';
-      if (nat) {
-        undo.push(() => this.egress.revoke(addr));
-        await this.egress.allow(addr);
+      if (spec.network === 'nat' && !this.network.natAllowed) {
+        throw Object.assign(new Error('egress (--network nat) is turned off on this daemon'), { code: 'NETWORK_NOT_ALLOWED' });
       }
       const files = etcFiles(dir);
+      // The files must exist for the engine's bind mounts; they get their content once the
+      // Network has given the address, before the sandbox starts.
       await Promise.all([
-        fs.writeFile(path.join(dir, 'address'), addr),
         fs.writeFile(path.join(dir, 'network'), spec.network),
-        writeEtcFiles(this.instance, files, spec, addr),
+        fs.writeFile(path.join(dir, 'egress.json'), JSON.stringify(spec.egress ?? NO_EGRESS_RULES)),
+        ...Object.values(files).map((file) => fs.writeFile(file, '')),
         fs.writeFile(
           path.join(dir, 'config.json'),
           JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base, cgroupParent: this.instance.cgroupParent })),
@@ -315,20 +319,17 @@ class OciRuntime implements Runtime {
       const tCreate = performance.now();
       const pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
 
-      undo.push(() => detachSandbox(this.instance, id));
-      await attachSandbox(this.instance, id, pid, addr, nat);
+      undo.push(() => this.network.detach(id));
+      const attachment = await this.network.attach({ id, netnsPath: `/proc/${pid}/ns/net`, mode: spec.network, egress: spec.egress });
+      await Promise.all([fs.writeFile(path.join(dir, 'address'), attachment.address), writeEtcFiles(files, spec, attachment)]);
       const tNet = performance.now();
 
-      if (spec.egress && (spec.egress.allow.length || spec.egress.deny.length)) {
-        undo.push(() => this.egress.setRules(addr, id, NO_EGRESS_RULES));
-        await this.applyRules(id, addr, spec.egress);
-      }
       await this.mustEngine(['start', id]);
       await this.saveExecProfile(id, spec);
       const t1 = performance.now();
       this.log.debug(
         {
-          id, addr, ms: +(t1 - t0).toFixed(1), mountMs: +(tMount - t0).toFixed(1),
+          id, addr: attachment.address, ms: +(t1 - t0).toFixed(1), mountMs: +(tMount - t0).toFixed(1),
           createMs: +(tCreate - tMount).toFixed(1), netMs: +(tNet - tCreate).toFixed(1), startMs: +(t1 - tNet).toFixed(1),
         },
         'sandbox created',
@@ -352,16 +353,15 @@ class OciRuntime implements Runtime {
     const dir = this.bundle(id);
     if (!this.running.has(id)) throw notRunning(id);
     const t0 = performance.now();
-    const [pidText, addr, config] = await Promise.all([
+    const [pidText, config] = await Promise.all([
       fs.readFile(path.join(dir, 'init.pid'), 'utf8'),
-      readSavedAddress(path.join(dir, 'address')),
       fs.readFile(path.join(dir, 'config.json'), 'utf8'),
     ]);
     const pid = Number(pidText.trim());
-    if (!addr) throw new Error(`sandbox ${id} has no saved address`);
     const steps: Promise<unknown>[] = [
-      // In place: the files are bind-mounted, a new inode would not show inside.
-      writeEtcFiles(this.instance, etcFiles(dir), spec, addr),
+      this.applyEgress(id, { ...(spec.network === 'nat' ? { mode: 'nat' as const } : {}), rules: spec.egress ?? NO_EGRESS_RULES })
+        // In place: the files are bind-mounted, a new inode would not show inside.
+        .then((attachment) => writeEtcFiles(etcFiles(dir), spec, attachment)),
       mustRun('nsenter', [`--uts=/proc/${pid}/ns/uts`, 'hostname', spec.hostname]),
     ];
     const made = (JSON.parse(config) as { linux: { resources: object } }).linux.resources;
@@ -369,18 +369,6 @@ class OciRuntime implements Runtime {
     if (JSON.stringify(made) !== JSON.stringify(wanted)) {
       const file = path.join(dir, 'resources.json');
       steps.push(fs.writeFile(file, JSON.stringify(wanted)).then(() => this.mustEngine(['update', '--resources', file, id])));
-    }
-    const rules = spec.egress ?? NO_EGRESS_RULES;
-    if (spec.network === 'nat' && (await this.networkOf(id)) !== 'nat') {
-      steps.push(
-        this.egress
-          .allow(addr)
-          .then(() => addDefaultRoute(this.instance, pid))
-          .then(() => fs.writeFile(path.join(dir, 'network'), 'nat'))
-          .then(() => this.applyRules(id, addr, rules)),
-      );
-    } else {
-      steps.push(this.applyRules(id, addr, rules));
     }
     await Promise.all(steps);
     await this.saveExecProfile(id, spec);
@@ -483,7 +471,7 @@ class OciRuntime implements Runtime {
         problems.push(`${what}: ${(e as Error).message}`);
       }
     };
-    await step('veth', () => detachSandbox(this.instance, id));
+    await step('network', () => this.network.detach(id));
     if (existsSync(path.join(this.engine.root, id))) {
       await step('engine delete', async () => {
         const r = await this.engine.run(['delete', '-f', id]);
@@ -492,14 +480,8 @@ class OciRuntime implements Runtime {
     }
     await step('unmount', () => unmountAll(dir));
     await step('cgroups', () => removeCgroups(this.instance.cgroupParent, id));
-    const addr = await readSavedAddress(path.join(dir, 'address'));
-    if (addr && (await this.networkOf(id)) === 'nat') {
-      await step('egress rules', () => this.egress.setRules(addr, id, NO_EGRESS_RULES));
-      await step('egress', () => this.egress.revoke(addr));
-    }
     if (!problems.length) {
       await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
-      if (addr) this.pool.release(addr);
       this.hostIdBases.delete(id);
     }
     if (problems.length) {
@@ -510,7 +492,8 @@ class OciRuntime implements Runtime {
 
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
-    const [problems, leftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held)]);
+    const [problems, leftovers, netLeftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held)]);
+    leftovers.push(...netLeftovers);
     if (this.ids.sharedBecause) {
       problems.push({
         problem: `every sandbox runs in the same host uid range (${SHIFT_BASE}..${SHIFT_BASE + SHIFT_SIZE - 1}): idmapped mounts do not work here (${this.ids.sharedBecause}), so a process escaping one sandbox would own the others' files and processes`,
@@ -537,7 +520,7 @@ class OciRuntime implements Runtime {
   async close(): Promise<void> {
     // Sandboxes outlive the daemon on purpose: the next start adopts them.
     await Promise.allSettled([...this.busy.values()]);
-    await this.egress.close();
+    await this.network.close();
     if ((await this.list()).length === 0) await removeIdleInstance(this.instance, this.log);
   }
 }
@@ -578,10 +561,10 @@ function etcFiles(dir: string) {
   };
 }
 
-async function writeEtcFiles(instance: Instance, files: ReturnType<typeof etcFiles>, spec: SandboxSpec, addr: string): Promise<void> {
+async function writeEtcFiles(files: ReturnType<typeof etcFiles>, spec: SandboxSpec, attachment: NetworkAttachment): Promise<void> {
   await Promise.all([
-    fs.writeFile(files.hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${addr}\t${spec.hostname}\n`),
+    fs.writeFile(files.hostsFile, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${attachment.address}\t${spec.hostname}\n`),
     fs.writeFile(files.hostnameFile, `${spec.hostname}\n`),
-    fs.writeFile(files.resolvConfFile, resolvConf(instance, spec.network === 'nat')),
+    fs.writeFile(files.resolvConfFile, attachment.resolvConf),
   ]);
 }

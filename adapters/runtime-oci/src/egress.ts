@@ -12,7 +12,9 @@ import type { AddressRecord } from './dns-message.js';
 import { parseCidr, vethName, type Instance } from './instance.js';
 import { mustRun, runCmd } from './proc.js';
 
-const SET = 'nat_sandboxes';
+/** Addresses of the NAT sandboxes: only these may leave through the bridge. */
+export const NAT_SET = 'nat_sandboxes';
+const SET = NAT_SET;
 /** Verdict map: a sandbox with egress rules → jump to its own chain. */
 const RULES_MAP = 'sandbox_rules';
 /** How long an address learnt from a DNS answer stays allowed: the answer's TTL, within these. */
@@ -81,6 +83,11 @@ table inet ${table} {
   }
 }
 `;
+}
+
+/** The nft chain of a sandbox's own egress rules; its sets are <chain>_allow, <chain>_deny and <chain>_dns. */
+export function rulesChain(instance: Instance, id: string): string {
+  return `sb_${vethName(instance, id).slice(2)}`;
 }
 
 /** A sandbox's rules as the firewall and the DNS forwarder use them. */
@@ -163,7 +170,7 @@ export class Egress {
       this.rules.delete(addr);
       return;
     }
-    const chain = `sb_${vethName(this.opts.instance, id).slice(2)}`;
+    const chain = rulesChain(this.opts.instance, id);
     const parts = { chain, ...splitRules(rules) };
     const add = (set: string, list: string[]) => (list.length ? [`add element ${t} ${chain}_${set} { ${list.join(', ')} }`] : []);
     await mustRun('nft', ['-f', '-'], [

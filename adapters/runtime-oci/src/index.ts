@@ -14,3 +14,6 @@ export {
   type RelayFrame,
 } from './relay-protocol.js';
 export { DEFAULT_DNS_LIMITS, type DnsLimits } from './dns-forwarder.js';
+export { OciNetwork, findNetworkResidue, firewallRules } from './network.js';
+export { openInstance, removeIdleInstance } from './instance.js';
+export type { EgressOpts } from './egress.js';

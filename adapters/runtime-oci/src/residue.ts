@@ -23,7 +23,7 @@ export async function findResidue(stateDir: string, id: string, instance: Instan
 
 /**
  * Residue of this instance's sandboxes that `held` does not contain: cgroups under its own
- * cgroup parent, host veths with its own alias prefix, and bundle dirs with their mounts.
+ * cgroup parent and bundle dirs with their mounts (veths are the Network's `diagnose`).
  * Another roostd on the same host has its own parent, prefix and state dir, so its sandboxes
  * never show up here.
  */
@@ -35,11 +35,6 @@ export async function findOrphans(instance: Instance, held: Set<string>): Promis
     for (const entry of await fs.readdir(parent, { withFileTypes: true }).catch(() => [])) {
       if (entry.isDirectory() && !held.has(entry.name)) leftovers.push({ sandboxId: entry.name, what: `cgroup ${path.join(parent, entry.name)}` });
     }
-  }
-  for (const link of await fs.readdir('/sys/class/net').catch(() => [] as string[])) {
-    const alias = (await fs.readFile(`/sys/class/net/${link}/ifalias`, 'utf8').catch(() => '')).trim();
-    const id = alias.startsWith(instance.vethAliasPrefix) ? alias.slice(instance.vethAliasPrefix.length) : undefined;
-    if (id && !held.has(id)) leftovers.push({ sandboxId: id, what: `veth ${link}` });
   }
   const sandboxesDir = path.join(instance.stateDir, 'sandboxes');
   for (const id of await fs.readdir(sandboxesDir).catch(() => [] as string[])) {

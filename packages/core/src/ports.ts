@@ -185,6 +185,62 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/** What a Network needs to attach one sandbox. */
+export interface NetworkSandbox {
+  id: string;
+  /** The sandbox's network namespace, as a path (`/proc/<init pid>/ns/net`, `/run/netns/<name>`). */
+  netnsPath: string;
+  mode: NetworkMode;
+  /** Applied with mode 'nat' (and kept for when a 'none' sandbox gets NAT). Absent: none. */
+  egress?: EgressRules;
+}
+
+/** What an attached sandbox got: its address and what its /etc/resolv.conf should say. */
+export interface NetworkAttachment {
+  address: string;
+  /** The address its DNS and default route (with NAT) go to. */
+  gateway: string;
+  resolvConf: string;
+}
+
+/** An attached sandbox as the Network holds it: what a restarted daemon passes to `adopt`. */
+export interface AttachedSandbox {
+  id: string;
+  address: string;
+  mode: NetworkMode;
+  egress: EgressRules;
+  /** Absent: the sandbox is not running (its address stays reserved, nothing else is installed). */
+  netnsPath?: string;
+}
+
+/**
+ * A sandbox's place on the host's network: an address of the daemon's subnet, isolation from
+ * other sandboxes and from the host, egress (NAT, DNS, per-sandbox rules) when asked for.
+ * Reaching a port inside a sandbox is the Runtime's `connect` (a relay in the sandbox's netns,
+ * since a port bound to 127.0.0.1 there is reachable from nowhere else).
+ */
+export interface Network {
+  /** Whether sandboxes may have mode 'nat' here. */
+  readonly natAllowed: boolean;
+  /** Gives the sandbox an address and connects its netns. Rejects (and undoes its part) on any failure. */
+  attach(sandbox: NetworkSandbox): Promise<NetworkAttachment>;
+  /**
+   * Replaces an attached sandbox's egress rules and, with mode 'nat', gives a 'none' sandbox
+   * NAT (a mode never narrows: a NAT sandbox stays one). New connections see the change at once.
+   */
+  setEgress(id: string, change: { mode?: NetworkMode; rules: EgressRules }): Promise<NetworkAttachment>;
+  /** Removes everything attach and setEgress made for the sandbox and frees its address. Idempotent. */
+  detach(id: string): Promise<void>;
+  /** Re-learns sandboxes a previous daemon attached (from the runtime's saved state); call once, before any attach. */
+  adopt(sandboxes: AttachedSandbox[]): Promise<void>;
+  /** Sandboxes attached (or adopted) now. */
+  list(): Promise<AttachedSandbox[]>;
+  /** What the network holds on the host for sandboxes other than `held` (e.g. veths). */
+  diagnose(held: Set<string>): Promise<Leftover[]>;
+  /** Releases what the network itself holds (the DNS forwarder), not the sandboxes' attachments. */
+  close(): Promise<void>;
+}
+
 export type SandboxStatus = 'pending' | 'running' | 'sleeping' | 'completed' | 'error' | 'stopped';
 
 export interface SandboxRecord {

@@ -9,3 +9,5 @@ export { startFakeOutside, type FakeOutside } from './outside.js';
 /** Which roostd instance (bridge, subnet, nft table, cgroup parent) a test daemon's runtime dir belongs to. */
 export { readInstance, type Instance } from '@roost/runtime-oci';
 export { silentLogger, wallClock, collectOutput } from './test-deps.js';
+export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest, type ProbeResult } from './network-conformance.js';
+export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
