@@ -232,6 +232,20 @@ async function pickRegion(name: string, bridge: string, stateDir: string, curren
   return free;
 }
 
+/** How long an instance waits for a rival that picked its region at the same moment to move. */
+const RIVAL_MOVE_MS = 2_000;
+
+/** Whether the instance of `rivalBridge` relabels it with another region within RIVAL_MOVE_MS. */
+async function movedAway(rivalBridge: string, region: number): Promise<boolean> {
+  const deadline = Date.now() + RIVAL_MOVE_MS;
+  for (;;) {
+    const rival = (await claimedBridges()).find((c) => c.bridge === rivalBridge);
+    if (rival?.idRegion !== region) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function sandboxesExist(stateDir: string): boolean {
   for (const dir of ['sandboxes', 'oci-state']) {
     if (readdirSafe(path.join(stateDir, dir)).some((e) => !e.startsWith('roost-probe-'))) return true;
@@ -302,9 +316,18 @@ export async function openInstance(stateDir: string, opts: InstanceOpts): Promis
     await claimBridge(bridge, name, subnetText, region, stateDir, opts.logger);
     // Two daemons that picked at the same moment may have picked the same range or region: the
     // instance whose name sorts first keeps it, the other picks again.
-    const rivals = (await claimedBridges()).filter((c) => c.bridge !== bridge && c.name < name);
-    const subnetTaken = autoPicked && rivals.some((c) => overlaps(c.subnet, parseCidr(subnetText!)));
-    const regionTaken = region !== undefined && rivals.some((c) => c.idRegion === region);
+    const others = (await claimedBridges()).filter((c) => c.bridge !== bridge);
+    const subnetTaken = autoPicked && others.some((c) => c.name < name && overlaps(c.subnet, parseCidr(subnetText!)));
+    let regionTaken = false;
+    for (const rival of others.filter((c) => region !== undefined && c.idRegion === region)) {
+      // A rival that read the aliases before this one labelled its bridge saw no clash and keeps
+      // the region whatever the names: sharing host ids is what regions prevent, so this one
+      // keeps it only once the rival has moved.
+      if (rival.name < name || !(await movedAway(rival.bridge, region!))) {
+        regionTaken = true;
+        break;
+      }
+    }
     if (!subnetTaken && !regionTaken) break;
     if (subnetTaken) {
       skipped.add((parseCidr(subnetText).first - AUTO_SUBNET_BASE) / 2 ** (32 - AUTO_SUBNET_BITS));
