@@ -14,7 +14,7 @@ import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 import { openInstance, removeIdleInstance, type Instance } from './instance.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
-import { hostIdBase, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
+import { hostIdBaseIn, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
 import { OciNetwork, readSavedAddress } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
@@ -99,7 +99,7 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   const engine = await probeEngine(opts.stateDir, opts.engine ?? 'auto', toolsDir, opts.logger, instance.cgroupParent);
   const ids: IdLayout = {
     helper: DEFAULT_IDMAP_HELPER,
-    sharedBecause: await (opts.probeIdmap ?? (() => probeIdmappedOverlay(DEFAULT_IDMAP_HELPER, opts.stateDir)))(),
+    sharedBecause: await (opts.probeIdmap ?? (() => probeIdmappedOverlay(DEFAULT_IDMAP_HELPER, opts.stateDir, hostIdBaseIn(instance.idRegion, 0))))(),
     claims: await hostIdClaims(),
   };
   if (ids.sharedBecause) {
@@ -244,13 +244,13 @@ class OciRuntime implements Runtime {
   }
 
   /**
-   * Host uid/gid of the new sandbox's root: its own range's, or SHIFT_BASE for all when the
-   * kernel gave no idmapped mounts. Refuses a range another held sandbox has (the store should
+   * Host uid/gid of the new sandbox's root: its own range's (in the instance's region), or
+   * SHIFT_BASE for all when the kernel gave no idmapped mounts. Refuses a range another held sandbox has (the store should
    * never hand out one twice) or one that would own a host account's ids.
    */
   private hostIdBaseFor(spec: SandboxSpec): number {
     if (this.ids.sharedBecause) return SHIFT_BASE;
-    const base = hostIdBase(spec.idRange);
+    const base = hostIdBaseIn(this.instance.idRegion, spec.idRange);
     for (const [other, otherBase] of this.hostIdBases) {
       if (otherBase === base) throw new Error(`host id range ${spec.idRange} is in use by sandbox ${other}`);
     }

@@ -14,13 +14,15 @@ import { after, before, describe, it } from 'node:test';
 import type { Logger, Runtime, SandboxSpec } from '@roost/core';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 import { createOciRuntime } from './driver.js';
-import { hostIdBase } from './id-ranges.js';
+import { hostIdBase, INSTANCE_REGION_SIZE } from './id-ranges.js';
 import { createImageStore } from './images.js';
+import { readInstance } from './instance.js';
 import { findResidue } from './residue.js';
 
 const limits = { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 };
-// Far from the low ranges a roostd on this host hands out first.
-const FIRST_RANGE = 4000 + Math.floor(Math.random() * 1000);
+// The test's runtime (a fresh state dir) is an instance of its own, with its own region of host
+// id ranges: no other roostd on this host maps any of its indexes.
+const FIRST_RANGE = 100;
 
 async function readAll(stream: Readable): Promise<string> {
   let text = '';
@@ -137,10 +139,14 @@ suite('host id ranges on the OCI driver', false, ({ runtime, create, timeCreates
   let b: string;
   const upper = (id: string, file = '') => path.join(stateDir(), 'sandboxes', id, 'upper', file);
   const initPid = async (id: string) => Number((await fs.readFile(path.join(stateDir(), 'sandboxes', id, 'init.pid'), 'utf8')).trim());
-  const baseA = hostIdBase(FIRST_RANGE);
-  const baseB = hostIdBase(FIRST_RANGE + 1);
+  let baseA: number;
+  let baseB: number;
 
   before(async () => {
+    const { idRegion } = readInstance(stateDir());
+    assert.notEqual(idRegion.number, undefined, 'a fresh state dir is not the default instance');
+    baseA = hostIdBase(idRegion.first + FIRST_RANGE);
+    baseB = hostIdBase(idRegion.first + FIRST_RANGE + 1);
     a = await create(FIRST_RANGE);
     b = await create(FIRST_RANGE + 1);
   });
@@ -258,6 +264,10 @@ suite('host id ranges on the OCI driver', false, ({ runtime, create, timeCreates
 
   it('refuses a range that another held sandbox has', async () => {
     await assert.rejects(create(FIRST_RANGE), /host id range \d+ is in use by sandbox sb_idr/);
+  });
+
+  it("refuses an index past the instance's region: it would be another instance's ids", async () => {
+    await assert.rejects(create(INSTANCE_REGION_SIZE), { code: 'TOO_MANY_SANDBOXES', message: /holds 512 sandboxes/ });
   });
 
   it('figures: the mount step and the whole create, p50 of 15 (in the test output)', async (t) => {

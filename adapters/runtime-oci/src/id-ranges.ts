@@ -3,6 +3,7 @@
 // its own base+k (native/roost-idmap.c). See docs/runtime-oci.md, "Host id ranges".
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { RoostError } from '@roost/core';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
 import { unmountAll } from './overlay.js';
 import { runCmd } from './proc.js';
@@ -22,6 +23,54 @@ export function hostIdBase(idRange: number): number {
     throw new Error(`host id range ${idRange} is out of bounds (0..${MAX_ID_RANGES - 1})`);
   }
   return ID_RANGES_BASE + idRange * SHIFT_SIZE;
+}
+
+// Regions: several roostd on one host each allocate indexes 0, 1, … in their own store, so each
+// instance maps its store's index k into a region of indexes no other instance holds.
+
+/** Indexes 0..16383 belong to the `default` instance: the ids every sandbox had before regions. */
+export const DEFAULT_REGION_SIZE = 16_384;
+/** Indexes per other instance (a test daemon, a second roostd): region r starts at 16384 + r × 512. */
+export const INSTANCE_REGION_SIZE = 512;
+/** Regions for instances other than `default` on one host (31). */
+export const INSTANCE_REGIONS = Math.floor((MAX_ID_RANGES - DEFAULT_REGION_SIZE) / INSTANCE_REGION_SIZE);
+
+/** The indexes an instance maps its sandboxes to: `first`..`first + size - 1`. */
+export interface IdRegion {
+  /** Region number of a non-default instance; undefined for `default`. */
+  number?: number;
+  first: number;
+  size: number;
+}
+
+/** Region `number` of a non-default instance, or the default instance's (undefined). */
+export function idRegion(number?: number): IdRegion {
+  if (number === undefined) return { first: 0, size: DEFAULT_REGION_SIZE };
+  if (!Number.isInteger(number) || number < 0 || number >= INSTANCE_REGIONS) {
+    throw new Error(`host id region ${number} is out of bounds (0..${INSTANCE_REGIONS - 1})`);
+  }
+  return { number, first: DEFAULT_REGION_SIZE + number * INSTANCE_REGION_SIZE, size: INSTANCE_REGION_SIZE };
+}
+
+/** The lowest region not in `taken`, or undefined when every one is. */
+export function lowestFreeRegion(taken: ReadonlySet<number>): number | undefined {
+  for (let r = 0; r < INSTANCE_REGIONS; r++) if (!taken.has(r)) return r;
+  return undefined;
+}
+
+/**
+ * Host uid/gid of root in the sandbox holding the store's index `idRange` in `region`. An index
+ * past the region is refused: it would be another instance's (or past 2^31).
+ */
+export function hostIdBaseIn(region: IdRegion, idRange: number): number {
+  if (Number.isInteger(idRange) && idRange >= region.size) {
+    throw new RoostError(
+      'TOO_MANY_SANDBOXES',
+      `this roostd holds ${region.size} sandboxes and warm-pool members already, as many as its host id region gives (${region.size} ranges of ${SHIFT_SIZE} ids)`,
+    );
+  }
+  if (!Number.isInteger(idRange) || idRange < 0) throw new Error(`host id range ${idRange} is out of bounds (0..${region.size - 1})`);
+  return hostIdBase(region.first + idRange);
 }
 
 /** Host ids some account of the host owns, at or above ID_RANGES_BASE. */
@@ -90,10 +139,11 @@ const PROBE_DIR_PREFIX = 'idmap-probe-';
 /**
  * Whether idmapped image layers work here, tried once at start-up the way sandboxes use them:
  * an overlay over an idmapped dir whose file must show the mapped owner, and a write through
- * it (a copy-up of that file) that must land in the upper dir with that owner. Returns why
- * not, or undefined when they work.
+ * it (a copy-up of that file) that must land in the upper dir with that owner. `hostBase` is
+ * the instance's first range, so the probe never uses another instance's ids. Returns why not,
+ * or undefined when they work.
  */
-export async function probeIdmappedOverlay(helper: string, scratchDir: string): Promise<string | undefined> {
+export async function probeIdmappedOverlay(helper: string, scratchDir: string, hostBase: number): Promise<string | undefined> {
   if (!existsSync(helper)) return `the helper ${helper} is not built (make -C adapters/runtime-oci/native)`;
   let dir: string;
   try {
@@ -108,7 +158,6 @@ export async function probeIdmappedOverlay(helper: string, scratchDir: string): 
     return `cannot prepare the probe in ${scratchDir}: ${(error as Error).message}`;
   }
   const d = (name: string) => path.join(dir, name);
-  const hostBase = hostIdBase(0);
   try {
     for (const name of ['lower', 'staging', 'upper', 'work', 'rootfs']) await fs.mkdir(d(name));
     await fs.writeFile(d('lower/file'), 'probe');

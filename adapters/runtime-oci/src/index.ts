@@ -5,6 +5,7 @@ export {
 } from './images.js';
 export { SHIFT_BASE, BRIDGE } from './constants.js';
 export { findResidue } from './residue.js';
+export { hostIdBase, DEFAULT_REGION_SIZE, INSTANCE_REGION_SIZE, type IdRegion } from './id-ranges.js';
 export { readInstance, DEFAULT_INSTANCE, type Instance } from './instance.js';
 export { NON_PUBLIC_V4 } from './egress.js';
 export type { EngineName } from './engine.js';

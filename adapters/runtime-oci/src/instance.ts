@@ -5,11 +5,13 @@
 // The instance is fixed the first time a state dir is used and kept in `<stateDir>/instance.json`.
 // `default` keeps the names every roostd used before instances existed (bridge roost0,
 // 10.213.0.0/16, nft table `inet roost`, cgroup parent `roost`), so an upgraded host adopts its
-// running sandboxes. Any other instance gets `roost-<name>` names and its own subnet.
+// running sandboxes. Any other instance gets `roost-<name>` names, its own subnet and its own
+// region of host id ranges (id-ranges.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '@roost/core';
+import { idRegion, INSTANCE_REGIONS, lowestFreeRegion, type IdRegion } from './id-ranges.js';
 import { runCmd } from './proc.js';
 
 export const DEFAULT_INSTANCE = 'default';
@@ -80,14 +82,18 @@ export interface Instance {
   /** A host veth's alias is this plus the sandbox id; doctor finds its own veths by it. */
   vethAliasPrefix: string;
   subnet: Subnet;
+  /** Which host id ranges its sandboxes get: `default` 0..16383, others a region of 512. */
+  idRegion: IdRegion;
 }
 
 interface SavedInstance {
   name: string;
   subnet: string;
+  /** Region number; absent for `default`. */
+  idRegion?: number;
 }
 
-function namesOf(name: string, stateDir: string, subnet: Subnet): Instance {
+function namesOf(name: string, stateDir: string, subnet: Subnet, region?: number): Instance {
   const scoped = name === DEFAULT_INSTANCE ? 'roost' : `roost-${name}`;
   return {
     name,
@@ -97,6 +103,7 @@ function namesOf(name: string, stateDir: string, subnet: Subnet): Instance {
     cgroupParent: scoped,
     vethAliasPrefix: name === DEFAULT_INSTANCE ? 'roost:' : `roost@${name}:`,
     subnet,
+    idRegion: idRegion(region),
   };
 }
 
@@ -113,7 +120,7 @@ function instanceFile(stateDir: string): string {
 /** The instance a state dir belongs to, for tests and tools that look at a state dir (no checks). */
 export function readInstance(stateDir: string): Instance {
   const saved = JSON.parse(readFileSync(instanceFile(stateDir), 'utf8')) as SavedInstance;
-  return namesOf(saved.name, stateDir, subnetOf(saved.subnet));
+  return namesOf(saved.name, stateDir, subnetOf(saved.subnet), saved.idRegion);
 }
 
 /** A name for a fresh state dir: stable for that dir, distinct between dirs. */
@@ -134,17 +141,20 @@ interface ClaimedBridge {
   name: string;
   stateDir: string;
   subnet: Cidr;
+  /** Its host id region; undefined for `default` (and for a roostd from before regions). */
+  idRegion?: number;
 }
 
-/** Bridges of every roostd on this host, from their aliases (`roost-net <name> <subnet> <stateDir>`). */
+/** Bridges of every roostd on this host, from their aliases (`roost-net <name> <subnet> [ids:<region>] <stateDir>`). */
 async function claimedBridges(): Promise<ClaimedBridge[]> {
   const claimed: ClaimedBridge[] = [];
   for (const link of await fs.readdir('/sys/class/net').catch(() => [] as string[])) {
     const alias = (await fs.readFile(`/sys/class/net/${link}/ifalias`, 'utf8').catch(() => '')).trim();
-    const match = new RegExp(`^${BRIDGE_ALIAS_PREFIX} (\\S+) (\\S+) (.+)$`).exec(alias);
+    // The state dir is absolute, so it never looks like the region's `ids:<n>`.
+    const match = new RegExp(`^${BRIDGE_ALIAS_PREFIX} (\\S+) (\\S+) (?:ids:(\\d+) )?(.+)$`).exec(alias);
     if (!match) continue;
     try {
-      claimed.push({ bridge: link, name: match[1]!, subnet: parseCidr(match[2]!), stateDir: match[3]! });
+      claimed.push({ bridge: link, name: match[1]!, subnet: parseCidr(match[2]!), idRegion: match[3] === undefined ? undefined : Number(match[3]), stateDir: match[4]! });
     } catch {
       // not ours after all
     }
@@ -199,6 +209,41 @@ async function pickSubnet(name: string, bridge: string, skip: Set<number>): Prom
     if (!(await subnetConflict(parseCidr(text), name, bridge))) return text;
   }
   throw new Error('no free sandbox subnet left in 10.214.0.0–10.223.255.255; set ROOST_SUBNET');
+}
+
+/**
+ * The host id region of a non-default instance: `current` (kept across restarts) while no other
+ * live instance holds it, else the lowest free one. Instances are found by their bridges' aliases.
+ * One with sandboxes cannot move: their files are owned by ids of its region.
+ */
+async function pickRegion(name: string, bridge: string, stateDir: string, current: number | undefined, skipped: ReadonlySet<number>): Promise<number> {
+  const holders = new Map<number, ClaimedBridge>();
+  for (const c of await claimedBridges()) if (c.bridge !== bridge && c.idRegion !== undefined) holders.set(c.idRegion, c);
+  const taken = new Set([...skipped, ...holders.keys()]);
+  if (current !== undefined && !taken.has(current)) return current;
+  if (current !== undefined && sandboxesExist(stateDir)) {
+    const holder = holders.get(current);
+    throw new Error(
+      `host id region ${current} of roostd instance "${name}" is held by ${holder ? `instance "${holder.name}" (state dir ${holder.stateDir})` : 'an instance that started at the same moment'}, and this one's sandboxes use it: stop that roostd, start this one, then start that one again (it moves to a free region if it holds no sandbox)`,
+    );
+  }
+  const free = lowestFreeRegion(taken);
+  if (free === undefined) throw new Error(`no free host id region left for roostd instance "${name}" (${INSTANCE_REGIONS} per host): stop a roostd instance no longer needed`);
+  return free;
+}
+
+/** How long an instance waits for a rival that picked its region at the same moment to move. */
+const RIVAL_MOVE_MS = 2_000;
+
+/** Whether the instance of `rivalBridge` relabels it with another region within RIVAL_MOVE_MS. */
+async function movedAway(rivalBridge: string, region: number): Promise<boolean> {
+  const deadline = Date.now() + RIVAL_MOVE_MS;
+  for (;;) {
+    const rival = (await claimedBridges()).find((c) => c.bridge === rivalBridge);
+    if (rival?.idRegion !== region) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 function sandboxesExist(stateDir: string): boolean {
@@ -259,24 +304,43 @@ export async function openInstance(stateDir: string, opts: InstanceOpts): Promis
   }
   const autoPicked = subnetText === undefined;
   const skipped = new Set<number>();
+  let region = name === DEFAULT_INSTANCE ? undefined : saved?.idRegion;
+  const skippedRegions = new Set<number>();
   for (;;) {
     subnetText ??= await pickSubnet(name, bridge, skipped);
     const conflict = await subnetConflict(parseCidr(subnetText), name, bridge);
     if (conflict) {
       throw new Error(`sandbox subnet ${subnetText} of roostd instance "${name}" ${conflict}: set ROOST_SUBNET (config network.subnet) to a free range`);
     }
-    await claimBridge(bridge, name, subnetText, stateDir, opts.logger);
-    if (!autoPicked) break;
-    // Two daemons that picked at the same moment may have picked the same range: the instance
-    // whose name sorts first keeps it, the other picks again.
-    const rival = (await claimedBridges()).find((c) => c.bridge !== bridge && overlaps(c.subnet, parseCidr(subnetText!)));
-    if (!rival || name < rival.name) break;
-    skipped.add((parseCidr(subnetText).first - AUTO_SUBNET_BASE) / 2 ** (32 - AUTO_SUBNET_BITS));
-    subnetText = undefined;
+    if (name !== DEFAULT_INSTANCE) region = await pickRegion(name, bridge, stateDir, region, skippedRegions);
+    await claimBridge(bridge, name, subnetText, region, stateDir, opts.logger);
+    // Two daemons that picked at the same moment may have picked the same range or region: the
+    // instance whose name sorts first keeps it, the other picks again.
+    const others = (await claimedBridges()).filter((c) => c.bridge !== bridge);
+    const subnetTaken = autoPicked && others.some((c) => c.name < name && overlaps(c.subnet, parseCidr(subnetText!)));
+    let regionTaken = false;
+    for (const rival of others.filter((c) => region !== undefined && c.idRegion === region)) {
+      // A rival that read the aliases before this one labelled its bridge saw no clash and keeps
+      // the region whatever the names: sharing host ids is what regions prevent, so this one
+      // keeps it only once the rival has moved.
+      if (rival.name < name || !(await movedAway(rival.bridge, region!))) {
+        regionTaken = true;
+        break;
+      }
+    }
+    if (!subnetTaken && !regionTaken) break;
+    if (subnetTaken) {
+      skipped.add((parseCidr(subnetText).first - AUTO_SUBNET_BASE) / 2 ** (32 - AUTO_SUBNET_BITS));
+      subnetText = undefined;
+    }
+    if (regionTaken) skippedRegions.add(region!);
   }
-  const instance = namesOf(name, stateDir, subnetOf(subnetText));
-  await fs.writeFile(file, JSON.stringify({ name, subnet: subnetText } satisfies SavedInstance));
-  opts.logger.info({ instance: name, bridge, subnet: subnetText, nftTable: instance.nftTable, cgroupParent: instance.cgroupParent }, 'roostd instance');
+  const instance = namesOf(name, stateDir, subnetOf(subnetText), region);
+  await fs.writeFile(file, JSON.stringify({ name, subnet: subnetText, idRegion: region } satisfies SavedInstance));
+  opts.logger.info(
+    { instance: name, bridge, subnet: subnetText, nftTable: instance.nftTable, cgroupParent: instance.cgroupParent, idRegion: region ?? DEFAULT_INSTANCE },
+    'roostd instance',
+  );
   return instance;
 }
 
@@ -285,7 +349,7 @@ export async function openInstance(stateDir: string, opts: InstanceOpts): Promis
  * route to any host service; addrgenmode none also keeps IPv6 link-local addresses off it,
  * which would otherwise make host services listening on [::] reachable over fe80::.
  */
-async function claimBridge(bridge: string, name: string, subnet: string, stateDir: string, log: Logger): Promise<void> {
+async function claimBridge(bridge: string, name: string, subnet: string, region: number | undefined, stateDir: string, log: Logger): Promise<void> {
   if (!existsSync(`/sys/class/net/${bridge}`)) {
     const r = await runCmd('ip', ['-batch', '-'], [
       `link add ${bridge} type bridge`,
@@ -300,7 +364,7 @@ async function claimBridge(bridge: string, name: string, subnet: string, stateDi
       `host-global change: created bridge ${bridge} for sandbox networking`,
     );
   }
-  const alias = `${BRIDGE_ALIAS_PREFIX} ${name} ${subnet} ${path.resolve(stateDir)}`;
+  const alias = `${BRIDGE_ALIAS_PREFIX} ${name} ${subnet}${region === undefined ? '' : ` ids:${region}`} ${path.resolve(stateDir)}`;
   const current = (await fs.readFile(`/sys/class/net/${bridge}/ifalias`, 'utf8').catch(() => '')).trim();
   if (current !== alias) {
     const r = await runCmd('ip', ['link', 'set', 'dev', bridge, 'alias', alias]);

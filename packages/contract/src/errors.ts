@@ -48,6 +48,12 @@ export const errorCodes = {
   USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },
   SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
   IMAGE_NOT_FOUND: { status: 404, hint: 'Build the default image with `npm start` (or `roost image list` to see what is there).' },
+  // 409, not 5xx: the daemon works, this host's share of uids for its sandboxes is used up until
+  // some are removed; not QUOTA_EXCEEDED, which a user can fix with their own sandboxes.
+  TOO_MANY_SANDBOXES: {
+    status: 409,
+    hint: 'This roostd runs as many sandboxes as its share of host uids allows: remove ones you no longer need (`roost rm`), or ask an admin (docs/operations.md, "Host id regions").',
+  },
   RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },
   INTERNAL: { status: 500, hint: 'This is a bug in Roost: see the daemon log (the request id is in the message).' },
 } as const satisfies Record<string, ErrorSpec>;

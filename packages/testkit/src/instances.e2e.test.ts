@@ -1,12 +1,15 @@
 // Two roostd on one host (two data dirs, real OCI driver) never touch each other: each has its
-// own bridge, subnet, nft table, cgroup parent and veths; stopping and starting one leaves the
-// other's sandboxes working (NAT egress, its nft set); each one's doctor sees only its own.
+// own bridge, subnet, nft table, cgroup parent, veths and region of host uids; stopping and
+// starting one leaves the other's sandboxes working (NAT egress, its nft set) and keeps its
+// region; each one's doctor sees only its own.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CommandHandle, SandboxHandle } from '@roost/sdk';
-import { readInstance, type Instance } from '@roost/runtime-oci';
+import { hostIdBase, readInstance, type Instance } from '@roost/runtime-oci';
+import { sandboxRootHostUid } from './host-uids.js';
 import { startFakeOutside, type FakeOutside } from './outside.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
 
@@ -100,6 +103,37 @@ describe('two roostd instances on one host', () => {
     assert.equal(await egress(adoptedNat), reachesOutside.replace('OUT', outside.address));
     assert.deepEqual((await restarted.sdk.doctor()).leftovers, []);
     assert.deepEqual((await a.daemon.sdk.doctor()).leftovers, []);
+  });
+
+  it("runs each instance's sandboxes as host uids of its own region, kept across the restart", async () => {
+    const [a, b] = sides as [Side, Side];
+    assert.notEqual(a.instance.idRegion.number, undefined, 'a test daemon is not the default instance');
+    assert.notEqual(b.instance.idRegion.number, undefined);
+    assert.notEqual(a.instance.idRegion.number, b.instance.idRegion.number, 'two instances started at once got different regions');
+    // The first sandbox of each daemon (made before B's restart, adopted by the new B).
+    const firstUids = sides.map((side) => sandboxRootHostUid(side.daemon.dataDir, side.nat.id));
+    assert.notEqual(firstUids[0], firstUids[1], "each daemon's first sandbox runs as a different host uid");
+    const seen = new Map<number, string>();
+    for (const side of sides) {
+      const { idRegion } = side.instance;
+      assert.deepEqual(readInstance(`${side.daemon.dataDir}/runtime`).idRegion, idRegion, 'the instance keeps its region (B was restarted)');
+      const regionIds = { first: hostIdBase(idRegion.first), end: hostIdBase(idRegion.first + idRegion.size - 1) + 65_536 };
+      const fresh = await side.daemon.sdk.sandboxes.create({ name: 'uid-box' });
+      // Handles through this side's daemon now (B's first ones spoke to the B before its restart).
+      const held = await Promise.all(['nat-box', 'plain-box'].map((name) => side.daemon.sdk.sandboxes.get(name)));
+      for (const sandbox of [...held, fresh]) {
+        const uid = sandboxRootHostUid(side.daemon.dataDir, sandbox.id);
+        assert.ok(uid >= regionIds.first && uid < regionIds.end, `${side.instance.name}'s sandbox runs as ${uid}, outside its region ${regionIds.first}..${regionIds.end - 1}`);
+        assert.equal((uid - regionIds.first) % 65_536, 0, 'root is the first id of a range');
+        assert.equal(seen.get(uid), undefined, `host uid ${uid} is used by two sandboxes`);
+        seen.set(uid, sandbox.id);
+        // What root in the sandbox writes is owned on the host by that uid (in its upper dir).
+        const wrote = await collect(sandbox.exec(['bash', '-c', 'echo mine > /root/owner-probe && id -u']));
+        assert.deepEqual(wrote, { stdout: '0\n', stderr: '', exitCode: 0 });
+        assert.equal(statSync(join(side.daemon.dataDir, 'runtime', 'sandboxes', sandbox.id, 'upper', 'root', 'owner-probe')).uid, uid);
+      }
+      await fresh.remove();
+    }
   });
 
   it('refuses at start, with one clear line, a subnet another instance or a host route uses', async () => {
