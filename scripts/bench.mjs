@@ -1,9 +1,11 @@
 // `npm run bench`: set up what is missing, then run the benchmarks and print their figures.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot, setup, step } from './setup.mjs';
+import { ensureDebianPackages, repoRoot, setup, step } from './setup.mjs';
 
 await setup({ why: 'npm run bench (it starts real sandboxes)' });
+// The anchors the figures are compared with, measured in the same run (never started as services).
+await ensureDebianPackages([{ name: 'openssh-server', present: '/usr/sbin/sshd' }]);
 let failed = false;
 for (const [name, file] of [
   ['foundation: speed', 'foundation.mjs'],

@@ -2,7 +2,7 @@
 // Debian packages, npm packages, the in-sandbox tools, the TypeScript build, the default image.
 // Used by `npm start` and `npm test`; plain Node with no dependencies, since it runs before `npm install`.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -87,13 +87,23 @@ export function ensureRoot(why) {
   if (process.getuid?.() !== 0) fail(`${why} needs root (namespaces, mounts, cgroups). Run it as root, e.g. sudo npm start.`);
 }
 
-export async function ensureDebianPackages() {
-  const missing = debianPackages.filter((pkg) => !existsSync(pkg.present)).map((pkg) => pkg.name);
+export async function ensureDebianPackages(packages = debianPackages) {
+  const missing = packages.filter((pkg) => !existsSync(pkg.present)).map((pkg) => pkg.name);
   if (missing.length === 0) return;
   step(`installing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  await runWithProgress('apt-get update', 'apt-get', ['update'], { env });
-  await runWithProgress('apt-get install', 'apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env });
+  // A package with a service (openssh-server, nginx) must not start it: without systemd its
+  // postinst would run the init script and leave a daemon on a host port. policy-rc.d exit 101
+  // is Debian's "do not start services" switch; ours is removed again right after.
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
+  if (ownPolicy) writeFileSync(policy, '#!/bin/sh\n# written by Roost setup while installing packages\nexit 101\n', { mode: 0o755 });
+  try {
+    await runWithProgress('apt-get update', 'apt-get', ['update'], { env });
+    await runWithProgress('apt-get install', 'apt-get', ['install', '-y', '--no-install-recommends', ...missing], { env });
+  } finally {
+    if (ownPolicy) rmSync(policy, { force: true });
+  }
 }
 
 function newestMtime(path) {
