@@ -1,5 +1,6 @@
 // What the SSH user name says: `box` (the sandbox, as its default user: root unless set) or
 // `box+alice` (as alice inside). Sandbox names are DNS labels, so "+" can never be part of one.
+import { unixUserPattern } from '@roost/contract/names';
 
 export interface SshTarget {
   sandbox: string;
@@ -7,13 +8,11 @@ export interface SshTarget {
   unixUser?: string;
 }
 
-const unixUserRe = /^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i;
-
 export function parseSshUsername(username: string): SshTarget | undefined {
   const plus = username.indexOf('+');
   const sandbox = plus === -1 ? username : username.slice(0, plus);
   if (!sandbox) return undefined;
   if (plus === -1) return { sandbox };
   const unixUser = username.slice(plus + 1);
-  return unixUserRe.test(unixUser) ? { sandbox, unixUser } : undefined;
+  return unixUserPattern.test(unixUser) ? { sandbox, unixUser } : undefined;
 }

@@ -7,17 +7,14 @@ import { constants } from 'node:fs';
 import { lstat, open, stat } from 'node:fs/promises';
 import { isAbsolute, join, normalize } from 'node:path';
 import type { Health } from '@roost/contract';
+import { sandboxNamePattern, unixUserPattern } from '@roost/contract/names';
 import { UsageError } from './output.js';
 
 /** The server sent something a real roostd never sends; the CLI refuses to use it. */
 export class UntrustedServerError extends Error {}
 
-/** Sandbox names are DNS labels (the rule core enforces on create). */
-const sandboxNamePattern = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Sandbox ids as core makes them. */
 const sandboxIdPattern = /^sb_[a-z0-9]{1,64}$/;
-/** A user of the sandbox's /etc/passwd, as the gateway accepts it after "+". */
-const unixUserPattern = /^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i;
 const ipv4Pattern = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const ipv6Pattern = /^(?=.*:)[0-9a-fA-F:.]{2,45}$/;
 const dnsNamePattern = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;

@@ -1,6 +1,7 @@
 // Every request and response body of the HTTP API. The server validates with these, the
 // OpenAPI document is generated from these, the SDK's types are inferred from these.
 import { z } from 'zod';
+import { unixUserPattern } from './names.js';
 
 export const sandboxStatusSchema = z.enum(['pending', 'running', 'sleeping', 'completed', 'error', 'stopped']);
 
@@ -25,7 +26,7 @@ const netRulesSchema = z
 
 const unixUserSchema = z
   .string()
-  .regex(/^[a-z_][a-z0-9_.-]{0,31}$|^\d{1,10}$/i, 'a user name of the image (letters, digits, _ . -) or a uid');
+  .regex(unixUserPattern, 'a user name of the image (letters, digits, _ . -) or a uid');
 
 /** Options a sandbox is made with, shared by create and run. */
 const sandboxOptions = {
