@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { Quotas, SandboxService, WarmPool, type Logger, type SandboxSpec, type Store } from '@roost/core';
+import { Quotas, SandboxService, WarmPool, type SandboxSpec, type Store } from '@roost/core';
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';

@@ -11,3 +11,4 @@ export { readInstance, type Instance } from '@roost/runtime-oci';
 export { silentLogger, wallClock, collectOutput } from './test-deps.js';
 export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest, type ProbeResult } from './network-conformance.js';
 export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
+export { drainOutput } from './test-deps.js';

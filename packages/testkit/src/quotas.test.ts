@@ -9,7 +9,6 @@ import {
   SandboxService,
   WarmPool,
   type ExecSession,
-  type Logger,
   type QuotaLimits,
   type RoostError,
   type Store,
@@ -18,16 +17,14 @@ import {
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
-import { silentLogger } from './test-deps.js';
+import { drainOutput, silentLogger } from './test-deps.js';
 import { ManualClock } from './manual-clock.js';
 import { roomyQuota } from './quota-fixtures.js';
 
 const sandboxLimits = { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 };
 
 async function drain(session: ExecSession) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of session.output) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exit: await session.done };
+  return { ...(await drainOutput(session.output)), exit: await session.done };
 }
 
 /** Asserts a QUOTA_EXCEEDED whose message matches. */

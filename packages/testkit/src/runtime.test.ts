@@ -2,7 +2,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from '@roost/core';
 import { createImageStore, createOciRuntime, findResidue } from '@roost/runtime-oci';
 import { FakeRuntime } from './fake-runtime.js';
 import { silentLogger } from './test-deps.js';

@@ -1,20 +1,16 @@
 // Core logic against fakes: the FakeRuntime, an in-memory SQLite store and a manual clock.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { Quotas, RoostError, SandboxService, type Logger, type Store } from '@roost/core';
+import { Quotas, RoostError, SandboxService, type ExecSession, type Store } from '@roost/core';
 import { newId } from '@roost/roostd';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { FakeRuntime } from './fake-runtime.js';
-import { silentLogger } from './test-deps.js';
+import { drainOutput, silentLogger } from './test-deps.js';
 import { ManualClock } from './manual-clock.js';
 import { roomyQuota } from './quota-fixtures.js';
 
 
-async function drain(session: { output: AsyncIterable<{ stream: string; data: Uint8Array }> }) {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of session.output) out[chunk.stream as 'stdout' | 'stderr'] += Buffer.from(chunk.data).toString();
-  return out;
-}
+const drain = (session: ExecSession) => drainOutput(session.output);
 
 describe('SandboxService', () => {
   let store: Store;

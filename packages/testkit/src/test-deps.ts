@@ -14,9 +14,14 @@ export const wallClock: Clock = {
   },
 };
 
+/** stdout and stderr of a stream of output chunks (SDK or core), as text, once it ended. */
+export async function drainOutput(output: AsyncIterable<{ stream: 'stdout' | 'stderr'; data: Uint8Array }>): Promise<{ stdout: string; stderr: string }> {
+  const out = { stdout: '', stderr: '' };
+  for await (const chunk of output) out[chunk.stream] += Buffer.from(chunk.data).toString();
+  return out;
+}
+
 /** A command's stdout and stderr as text, and its exit code, once it ended. */
 export async function collectOutput(handle: CommandHandle): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
-  const out = { stdout: '', stderr: '' };
-  for await (const chunk of handle.output()) out[chunk.stream] += Buffer.from(chunk.data).toString();
-  return { ...out, exitCode: (await handle.wait()).exitCode };
+  return { ...(await drainOutput(handle.output())), exitCode: (await handle.wait()).exitCode };
 }

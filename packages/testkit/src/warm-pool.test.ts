@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { Quotas, SandboxService, WarmPool, type Logger, type SandboxSpec, type Store } from '@roost/core';
+import { Quotas, SandboxService, WarmPool, type SandboxSpec, type Store } from '@roost/core';
 import { newId } from '@roost/roostd';
 import type { CommandHandle } from '@roost/sdk';
 import { openSqliteStore } from '@roost/store-sqlite';
