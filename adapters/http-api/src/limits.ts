@@ -4,7 +4,7 @@ import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
-import { RoostError } from '@roost/core';
+import { ConnectionCaps, RoostError } from '@roost/core';
 import { toHttpError } from './errors.js';
 
 export interface HttpLimits {
@@ -51,23 +51,20 @@ export function serverOptions(limits: HttpLimits) {
  * errors no request handler sees (accept failing with EMFILE emits 'error' on the server).
  */
 export function guardConnections(server: Server, limits: HttpLimits, logger: FastifyBaseLogger): void {
+  // node drops a connection past the total before 'connection' (and says so in 'drop'); the
+  // caps count per source.
   server.maxConnections = limits.maxConnections;
-  const openBySource = new Map<string, number>();
+  const caps = new ConnectionCaps({ maxPerSource: limits.maxConnectionsPerSource, maxTotal: Number.POSITIVE_INFINITY });
   server.on('connection', (socket: Socket) => {
     try {
-      const source = sourceOf(socket);
-      const open = openBySource.get(source) ?? 0;
-      if (open >= limits.maxConnectionsPerSource) {
-        logger.debug({ source, open }, 'connection refused: too many from this source');
+      const source = socket.remoteAddress ?? '';
+      const place = caps.admit(source);
+      if (typeof place === 'string') {
+        logger.debug({ source, ...caps.counts }, 'connection refused: too many from this source');
         socket.destroy();
         return;
       }
-      openBySource.set(source, open + 1);
-      socket.once('close', () => {
-        const left = (openBySource.get(source) ?? 1) - 1;
-        if (left > 0) openBySource.set(source, left);
-        else openBySource.delete(source);
-      });
+      socket.once('close', () => place.release());
     } catch (error) {
       logger.error({ err: error }, 'connection guard failed');
       socket.destroy();
@@ -124,10 +121,4 @@ export function writeRawResponse(socket: Duplex, status: number, body: unknown):
   socket.write(
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
   );
-}
-
-/** The client's address, IPv4-mapped IPv6 folded to IPv4 so one client is one source. */
-function sourceOf(socket: Socket): string {
-  const address = socket.remoteAddress ?? '';
-  return address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
 }

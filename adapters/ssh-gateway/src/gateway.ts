@@ -5,8 +5,8 @@ import { createServer, type AddressInfo, type Server as NetServer } from 'node:n
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, Connection } from 'ssh2';
-import type { AuthService, Logger, SandboxService } from '@roost/core';
-import { LoginAdmission, ThrottledWarning, type Admission } from './admission.js';
+import { ConnectionCaps, type Admission, type AuthService, type Logger, type SandboxService } from '@roost/core';
+import { ThrottledWarning } from './throttled-warning.js';
 import { ChannelBudget } from './channels.js';
 import { Forwarding } from './forwarding.js';
 import type { HostKey } from './host-keys.js';
@@ -76,7 +76,7 @@ export class SshGateway {
   private readonly listener: NetServer;
   private readonly limits: SshGatewayLimits;
   private readonly limiter: FailureLimiter;
-  private readonly admission: LoginAdmission;
+  private readonly admission: ConnectionCaps;
   /** Admitted connections that have not logged in yet, by their socket. */
   private readonly pendingLogins = new Map<Duplex, Admission>();
   private readonly connections = new Set<Connection>();
@@ -88,7 +88,7 @@ export class SshGateway {
     const { logger } = deps;
     this.limits = { ...defaultSshGatewayLimits, ...deps.limits };
     this.limiter = new FailureLimiter({ maxFailures: this.limits.maxFailures, windowMs: this.limits.failureWindowMs });
-    this.admission = new LoginAdmission({ maxPerSource: this.limits.maxUnauthenticatedPerSource, maxTotal: this.limits.maxUnauthenticated });
+    this.admission = new ConnectionCaps({ maxPerSource: this.limits.maxUnauthenticatedPerSource, maxTotal: this.limits.maxUnauthenticated });
     this.refusedWarning = new ThrottledWarning(floodLogIntervalMs, (fields) => logger.warn(fields, 'SSH connection refused: too many connections not logged in yet'));
     this.deadlineWarning = new ThrottledWarning(floodLogIntervalMs, (fields) => logger.info(fields, 'SSH connection cut: no login within the deadline'));
     this.blockedWarning = new ThrottledWarning(floodLogIntervalMs, (fields) => logger.warn(fields, 'SSH login refused: too many failures from this address'));

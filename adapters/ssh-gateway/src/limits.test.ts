@@ -2,8 +2,9 @@
 // connections not logged in yet, and warnings a flood must not multiply.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LoginAdmission, ThrottledWarning } from './admission.js';
-import { FailureLimiter, sourceKey } from './rate-limit.js';
+import { ConnectionCaps, sourceKey } from '@roost/core';
+import { FailureLimiter } from './rate-limit.js';
+import { ThrottledWarning } from './throttled-warning.js';
 
 describe('FailureLimiter', () => {
   it('blocks a source past maxFailures within the window, others not, and forgets it once its failures age out', () => {
@@ -81,9 +82,9 @@ describe('FailureLimiter', () => {
   });
 });
 
-describe('LoginAdmission', () => {
+describe('ConnectionCaps', () => {
   it('admits up to the cap per source and in all, and frees a place on release (once)', () => {
-    const admission = new LoginAdmission({ maxPerSource: 2, maxTotal: 3 });
+    const admission = new ConnectionCaps({ maxPerSource: 2, maxTotal: 3 });
     const a1 = admission.admit('10.0.0.1');
     const a2 = admission.admit('10.0.0.1');
     assert.equal(admission.admit('10.0.0.1'), 'source-full');

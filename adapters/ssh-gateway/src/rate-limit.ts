@@ -5,6 +5,7 @@
 // `maxFailures` the source is refused outright until its failures age out. The map of sources
 // is bounded: it is kept in order of last failure, the oldest quiet entries are swept on every
 // failure, and when it is full the least recently failing source is forgotten.
+import { sourceKey } from '@roost/core';
 
 export interface FailureLimiterOpts {
   maxFailures: number;
@@ -91,20 +92,4 @@ export class FailureLimiter {
       this.counters.delete(oldest);
     }
   }
-}
-
-/**
- * What counts as one source: an IPv4 address (also when written IPv4-mapped), or an IPv6 /64,
- * since one host usually holds a whole /64 and could otherwise rotate through it.
- */
-export function sourceKey(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1]!;
-  if (!address.includes(':')) return address;
-  const [head = '', tail = ''] = address.split('::');
-  const headParts = head ? head.split(':') : [];
-  const tailParts = address.includes('::') && tail ? tail.split(':') : [];
-  const missing = 8 - headParts.length - tailParts.length;
-  const groups = [...headParts, ...Array(Math.max(missing, 0)).fill('0'), ...tailParts];
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }

@@ -9,3 +9,4 @@ export * from './warm-pool.js';
 export * from './ssh-keys.js';
 export * from './quotas.js';
 export * from './egress-rules.js';
+export * from './connection-caps.js';
