@@ -273,6 +273,9 @@ class OciRuntime implements Runtime {
     const t0 = performance.now();
     const dir = this.bundle(id);
     if (existsSync(dir) || existsSync(path.join(this.engine.root, id))) throw new Error(`sandbox ${id} already exists`);
+    if (spec.network === 'nat' && !this.network.natAllowed) {
+      throw Object.assign(new Error('egress (--network nat) is turned off on this daemon'), { code: 'NETWORK_NOT_ALLOWED' });
+    }
     const lower = await this.opts.images.resolve(spec.image);
     const base = this.hostIdBaseFor(spec);
     const undo: Array<() => Promise<unknown>> = [];
@@ -286,9 +289,6 @@ class OciRuntime implements Runtime {
       await fs.chown(path.join(dir, 'upper'), base, base);
       await fs.chown(path.join(dir, 'work'), base, base);
 
-      if (spec.network === 'nat' && !this.network.natAllowed) {
-        throw Object.assign(new Error('egress (--network nat) is turned off on this daemon'), { code: 'NETWORK_NOT_ALLOWED' });
-      }
       const files = etcFiles(dir);
       // The files must exist for the engine's bind mounts; they get their content once the
       // Network has given the address, before the sandbox starts.
