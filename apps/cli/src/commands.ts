@@ -2,8 +2,10 @@
 // talks to the daemon only through the SDK.
 import { Command } from 'commander';
 import type { Sandbox } from '@roost/sdk';
+import { checkArguments, cliLimits } from './arguments.js';
+import { cliVersion } from './version.js';
 import { client, connect, withJson, type JsonOpt } from './connection.js';
-import { defaultApiUrl, forgetCredentials, loadCredentials, saveCredentials, type CliEnv } from './credentials.js';
+import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, saveCredentials, type CliEnv } from './credentials.js';
 import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
@@ -16,10 +18,23 @@ function collectEnv(value: string, previous: Record<string, string> = {}): Recor
   return { ...previous, [value.slice(0, index)]: value.slice(index + 1) };
 }
 
-function positiveNumber(flag: string) {
+function positiveNumber(flag: string, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
-    const number = Number(value);
-    if (!Number.isFinite(number) || number <= 0) throw new UsageError(`${flag} expects a positive number, got "${value}"`);
+    const number = value.trim() === '' ? NaN : Number(value);
+    if (!Number.isFinite(number) || number <= 0 || number > max) {
+      throw new UsageError(`${flag} expects a number above 0${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ''}, got "${value}"`);
+    }
+    return number;
+  };
+}
+
+/** A whole number within what the API takes (the contract's bounds, said before any request). */
+function wholeNumber(flag: string, min: number, max: number, unit = '') {
+  return (value: string): number => {
+    const number = /^\d+$/.test(value) ? Number(value) : NaN;
+    if (!Number.isSafeInteger(number) || number < min || number > max) {
+      throw new UsageError(`${flag} expects a whole number${unit} from ${min} to ${max}, got "${value}"`);
+    }
     return number;
   };
 }
@@ -52,10 +67,10 @@ function withSandboxFlags(command: Command): Command {
   return command
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
     .option('--image <ref>', 'image (default: the default Debian image)')
-    .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus'))
-    .option('--memory <MB>', 'memory limit in MB', positiveNumber('--memory'))
-    .option('--pids <n>', 'most processes and threads at once', positiveNumber('--pids'))
-    .option('--open-files <n>', 'open-files limit of each process', positiveNumber('--open-files'))
+    .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus', cliLimits.cpus.max))
+    .option('--memory <MB>', 'memory limit in MB', wholeNumber('--memory', cliLimits.memoryMb.min, cliLimits.memoryMb.max, ' of MB'))
+    .option('--pids <n>', 'most processes and threads at once', wholeNumber('--pids', cliLimits.pids.min, cliLimits.pids.max))
+    .option('--open-files <n>', 'open-files limit of each process', wholeNumber('--open-files', cliLimits.openFiles.min, cliLimits.openFiles.max))
     .option('--network <mode>', 'none (no way out, the default) or nat (egress with DNS)', networkMode)
     .option('--ssh-agent', 'let SSH sessions forward your agent into it (ssh -A); off by default')
     .option('--user <name>', 'the user SSH logins run as (default root; box+name picks another)')
@@ -83,6 +98,7 @@ function sandboxOptions(flags: SandboxFlags) {
 export function buildProgram(cli: CliEnv): Command {
   const program = new Command('roost')
     .description('Instant, isolated Linux sandboxes on your own machines.')
+    .version(cliVersion, '-V, --version', 'print the version of this roost CLI')
     .enablePositionalOptions()
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
@@ -103,7 +119,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     program
       .command('login')
       .description('save the daemon URL and a token in ~/.roost/config.json')
-      .option('--url <url>', `daemon URL (default ${defaultApiUrl})`)
+      .option('--url <url>', `daemon URL (default ${defaultApiUrl}; http:// when no scheme is given)`, (url: string) => normalizedApiUrl(url, '--url'))
       .option('--token <token>', 'API token; on the daemon host the admin token is found by itself'),
   ).action(async (opts: { url?: string; token?: string } & JsonOpt) => {
     const current = await loadCredentials(cli);
@@ -154,10 +170,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       if (opts.json) {
         printJson({ sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
       } else {
-        if (result.exit.reason) process.stderr.write(`roost: ${result.exit.reason}\n`);
-        if (opts.persistent && sandbox) {
-          process.stderr.write(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}\n`);
-        }
+        process.stderr.write(runOutcome(result.exit, sandbox, Boolean(opts.persistent)));
       }
       throw new ExitError(result.exit.exitCode);
     },
@@ -303,8 +316,27 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
 
   addSshCommands(program, cli);
   addQuotaCommands(program, cli);
+  checkArguments(program);
 
   return program;
+}
+
+/**
+ * What `run` adds on stderr after the script's own output: nothing when a one-shot run succeeded;
+ * the sandbox's name when the run failed or is kept, so `roost logs`/`exec` can name it.
+ */
+export function runOutcome(exit: { exitCode: number; reason?: string }, sandbox: Sandbox | undefined, persistent: boolean): string {
+  const lines: string[] = [];
+  if (!sandbox) {
+    if (exit.reason) lines.push(`roost: ${exit.reason}`);
+  } else if (exit.reason || exit.exitCode !== 0) {
+    const what = exit.reason ?? `the script exited with code ${exit.exitCode}`;
+    lines.push(`roost: ${what} in sandbox ${sandbox.name}: \`roost logs ${sandbox.name}\` shows its output, \`roost status ${sandbox.name}\` how it ended`);
+  }
+  if (persistent && sandbox) {
+    lines.push(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}`);
+  }
+  return lines.map((line) => `${line}\n`).join('');
 }
 
 function row(sandbox: Sandbox): string[] {

@@ -3,6 +3,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { UsageError } from './output.js';
 
 export const defaultApiUrl = 'http://127.0.0.1:7070';
 
@@ -30,10 +31,28 @@ export function cliEnv(env: NodeJS.ProcessEnv): CliEnv {
 
 export async function loadCredentials(cli: CliEnv): Promise<Credentials> {
   const saved = await readSaved(cli.configFile);
-  return {
-    apiUrl: cli.envApiUrl ?? saved.apiUrl ?? defaultApiUrl,
-    token: cli.envToken ?? saved.token,
-  };
+  const apiUrl = cli.envApiUrl !== undefined ? normalizedApiUrl(cli.envApiUrl, 'ROOST_API_URL') : saved.apiUrl !== undefined ? normalizedApiUrl(saved.apiUrl, cli.configFile) : defaultApiUrl;
+  return { apiUrl, token: cli.envToken ?? saved.token };
+}
+
+/**
+ * The daemon's URL from what a user typed. Without a scheme (`127.0.0.1:7070`, `localhost:7070`)
+ * it is http://, as curl assumes: roostd serves plain HTTP. Any other scheme, or something that
+ * is no URL, is a usage error naming the right form.
+ */
+export function normalizedApiUrl(text: string, source: string): string {
+  const trimmed = text.trim();
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`;
+  let url: URL | undefined;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname || url.username || url.password || url.search || url.hash) {
+    throw new UsageError(`${source} "${text}" is not a daemon URL: give http://HOST:PORT (e.g. ${defaultApiUrl})`);
+  }
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
 }
 
 export async function saveCredentials(cli: CliEnv, credentials: Credentials): Promise<void> {

@@ -2,9 +2,9 @@
 // `roost`: parses the command line, runs one command, maps failures to a message and an exit
 // code (usage error 2, any other failure 1; run and exec exit with the command's own code).
 import { CommanderError } from 'commander';
-import { DaemonUnreachableError, RoostApiError } from '@roost/sdk';
+import { DaemonUnreachableError, NotRoostdError, RoostApiError } from '@roost/sdk';
 import { buildProgram } from './commands.js';
-import { cliEnv } from './credentials.js';
+import { cliEnv, defaultApiUrl } from './credentials.js';
 import { ExitError, UsageError } from './output.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -22,8 +22,11 @@ async function main(argv: string[]): Promise<number> {
 function report(error: unknown): number {
   if (error instanceof ExitError) return error.exitCode;
   if (error instanceof CommanderError) {
-    // Help and version are "errors" to commander; they already printed what they had to.
-    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.help' || error.code === 'commander.version') return 0;
+    // Help and version are "errors" to commander; they already printed what they had to. Help
+    // shown for a mistake (`roost` alone, a group without its subcommand) is a usage error.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.help' || error.code === 'commander.version') {
+      return error.exitCode === 0 ? 0 : 2;
+    }
     return 2;
   }
   if (error instanceof UsageError) {
@@ -33,6 +36,12 @@ function report(error: unknown): number {
   if (error instanceof DaemonUnreachableError) {
     process.stderr.write(
       `roost: cannot reach roostd at ${error.apiUrl}: is it running? Start it with \`npm start\` in the Roost checkout (or \`npx roostd\`), or point ROOST_API_URL / \`roost login --url\` at it.\n`,
+    );
+    return 1;
+  }
+  if (error instanceof NotRoostdError) {
+    process.stderr.write(
+      `roost: ${error.message}: point ROOST_API_URL or \`roost login --url\` at roostd (default ${defaultApiUrl})\n`,
     );
     return 1;
   }

@@ -14,7 +14,8 @@ import type {
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
 import { CommandHandle } from './command.js';
-import { DaemonUnreachableError, RoostApiError } from './errors.js';
+import { checkMediaType, errorOfAnswer, errorOfFailedRequest } from './answers.js';
+import { NotRoostdError } from './errors.js';
 
 export interface RoostOpts {
   /** Where roostd answers, e.g. http://127.0.0.1:7070 */
@@ -125,7 +126,9 @@ export class Roost {
   async request<T>(method: string, path: string, body: unknown, opts: CallOpts): Promise<T> {
     const response = await this.send(method, path, body, opts.signal, 'application/json');
     if (response.status === 204) return undefined as T;
-    return (await response.json()) as T;
+    return (await response.json().catch((error: Error) => {
+      throw error instanceof SyntaxError ? new NotRoostdError(this.apiUrl, `JSON that does not parse (${error.message})`) : error;
+    })) as T;
   }
 
   private stream(method: string, path: string, body: unknown, signal?: AbortSignal): CommandHandle {
@@ -151,12 +154,10 @@ export class Roost {
       });
     } catch (error) {
       if (signal?.aborted) throw error;
-      throw new DaemonUnreachableError(this.apiUrl, error);
+      throw errorOfFailedRequest(this.apiUrl, error);
     }
-    if (!response.ok) {
-      const errorBody = await response.json().catch(() => undefined);
-      throw RoostApiError.fromBody(response.status, errorBody);
-    }
+    if (!response.ok) throw await errorOfAnswer(this.apiUrl, response);
+    await checkMediaType(this.apiUrl, response, accept);
     return response;
   }
 }

@@ -21,6 +21,12 @@ export class RoostApiError extends Error {
     this.name = 'RoostApiError';
   }
 
+  /** Whether a body has the shape of roostd's errors (`{error: {code, message}}`). */
+  static isErrorBody(body: unknown): boolean {
+    const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+    return typeof error?.code === 'string' && typeof error.message === 'string';
+  }
+
   static fromBody(status: number, body: unknown): RoostApiError {
     const error = (body as { error?: { code?: string; message?: string; hint?: string; requestId?: string } })?.error;
     const code: ErrorCode = error?.code && isErrorCode(error.code) ? error.code : 'INTERNAL';
@@ -44,5 +50,22 @@ export class DaemonUnreachableError extends Error {
   constructor(readonly apiUrl: string, cause: unknown) {
     super(`cannot reach roostd at ${apiUrl}`, { cause });
     this.name = 'DaemonUnreachableError';
+  }
+}
+
+/**
+ * Something answered at the API URL, but not as roostd does (another web server, a service on
+ * the wrong port, a program that does not speak HTTP). `answered` says what came back.
+ *
+ * @example
+ * catch (error) { if (error instanceof NotRoostdError) console.error(`${error.apiUrl}: ${error.answered}`) }
+ */
+export class NotRoostdError extends Error {
+  constructor(
+    readonly apiUrl: string,
+    readonly answered: string,
+  ) {
+    super(`the server at ${apiUrl} is not roostd (it answered ${answered})`);
+    this.name = 'NotRoostdError';
   }
 }
