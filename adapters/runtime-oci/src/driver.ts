@@ -404,7 +404,10 @@ class OciRuntime implements Runtime {
     // The open-files limit comes from prlimit, which runs as root outside the user namespace:
     // inside it the engine could only lower the daemon's own limit, never raise it.
     const nofile = `--nofile=${profile.openFiles}:${profile.openFiles}`;
-    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, 'exec', '--process', processFile, '--pid-file', pidFile];
+    // The engine's own errors also go to a log of their own, so that a failure to start the
+    // process (exit 255) is told from the process's own 255 (engine-failure.ts).
+    const engineLog = path.join(this.bundle(id), `${name}.engine.log`);
+    const args = [nofile, '--', this.engine.bin, '--root', this.engine.root, `--log=${engineLog}`, '--log-format=json', 'exec', '--process', processFile, '--pid-file', pidFile];
     // With a terminal, fd 3 carries resize requests to roost-pty (the engine passes fds 3..3+N-1;
     // prlimit execs the engine and keeps them).
     if (tty) args.push('--preserve-fds', '1');
@@ -413,7 +416,7 @@ class OciRuntime implements Runtime {
       stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(tty ? (['pipe'] as const) : [])],
       env: engineEnv(),
     });
-    return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined, processFile);
+    return processHandle(child, pidFile, tty ? (child.stdio[3] as Writable) : undefined, processFile, engineLog);
   }
 
   /**

@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { ExitStatus, ProcessHandle } from '@roost/core';
+import { execExitStatus } from './engine-failure.js';
 import { killTree, signalName, signalNumber } from './proc.js';
 
 /** After the process exits, output still arriving within this quiet period is delivered. */
@@ -100,7 +101,7 @@ export function toExitStatus(code: number | null, signal: NodeJS.Signals | null)
  * `processFile`: the engine's `--process` file (it may hold secrets in its env): removed as soon
  * as the pid file shows the engine has read it and started the process, or when it exits.
  */
-export function processHandle(child: ChildProcess, pidFile: string, resizes?: Writable, processFile?: string): ProcessHandle {
+export function processHandle(child: ChildProcess, pidFile: string, resizes?: Writable, processFile?: string, engineLog?: string): ProcessHandle {
   const stdout = relay(child.stdout!);
   const stderr = relay(child.stderr!);
   let exited = false;
@@ -120,7 +121,14 @@ export function processHandle(child: ChildProcess, pidFile: string, resizes?: Wr
       resizes?.destroy();
       fs.rm(pidFile, { force: true }).catch(() => {});
       removeProcessFile();
-      resolve(toExitStatus(code, signal));
+      const exit = toExitStatus(code, signal);
+      if (!engineLog) return resolve(exit);
+      // The engine's own log says whether a 255 was its failure to start the process (execExitStatus).
+      const read = exit.exitCode === 255 ? fs.readFile(engineLog, 'utf8').catch(() => '') : Promise.resolve('');
+      void read.then((log) => {
+        fs.rm(engineLog, { force: true }).catch(() => {});
+        resolve(execExitStatus(exit, log));
+      });
     });
   });
   status.catch(() => {});

@@ -85,7 +85,7 @@ export function isLoopbackUrl(apiUrl: string): boolean {
  */
 export async function adminTokenFromDaemonHost(apiUrl: string, health: () => Promise<Health>): Promise<string> {
   if (!isLoopbackUrl(apiUrl)) {
-    throw new UsageError(`roostd at ${apiUrl} is not on this host (not a loopback URL): pass --token (create one there with \`roost token create\`)`);
+    throw new UsageError(`roostd at ${apiUrl} is not on this host (not a loopback URL): pass --token with the admin token from that host (its data dir's admin-token file, /var/lib/roost/admin-token by default)`);
   }
   const { adminTokenFile: file, dataDir } = await health();
   if (!file || !dataDir) {

@@ -47,7 +47,10 @@ export const errorCodes = {
   SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
   USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },
   SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
-  IMAGE_NOT_FOUND: { status: 404, hint: 'Build the default image with `npm start` (or `roost image list` to see what is there).' },
+  IMAGE_NOT_FOUND: {
+    status: 404,
+    hint: 'Leave out --image for the default image; build it with `npm start` in the Roost checkout (images are cached in /var/cache/roost/images).',
+  },
   // 409, not 5xx: the daemon works, this host's share of uids for its sandboxes is used up until
   // some are removed; not QUOTA_EXCEEDED, which a user can fix with their own sandboxes.
   TOO_MANY_SANDBOXES: {

@@ -20,7 +20,7 @@ import { NotRoostdError } from './errors.js';
 export interface RoostOpts {
   /** Where roostd answers, e.g. http://127.0.0.1:7070 */
   apiUrl: string;
-  /** Bearer token (`roost token create`, or the admin token on the daemon host). */
+  /** Bearer token (the admin token from the daemon host's data dir, which `roost login` finds there). */
   token?: string;
   /** The fetch to use (default: the global one); in Node CLIs, `nodeHttpFetch` from '@roost/sdk/node' starts faster. */
   fetch?: typeof fetch;
