@@ -24,8 +24,48 @@ describe('roost CLI against a real daemon', () => {
   it('runs a script in a fresh sandbox, stdout and stderr apart, and exits with its code', async () => {
     const result = await roost(['run', 'echo Hello World; echo oops >&2; exit 3']);
     assert.equal(result.stdout, 'Hello World\n');
-    assert.equal(result.stderr, 'oops\n');
     assert.equal(result.exitCode, 3);
+    // After the script's own stderr, one line names the sandbox, so its logs can be found.
+    const [own, named, ...rest] = result.stderr.split('\n');
+    assert.equal(own, 'oops');
+    assert.deepEqual(rest, ['']);
+    const name = /^roost: the script exited with code 3 in sandbox ([a-z0-9-]+): `roost logs \1` shows its output/.exec(named!)?.[1];
+    assert.ok(name, named);
+    const logs = await roost(['logs', name]);
+    assert.equal(logs.exitCode, 0, logs.stderr);
+    assert.equal(logs.stdout, 'Hello World\n');
+    assert.equal(logs.stderr, 'oops\n');
+    const status = await roost(['status', name]);
+    assert.match(status.stdout, /exit code\s+3/);
+  });
+
+  it('a one-shot run that succeeds adds nothing to its output', async () => {
+    const result = await roost(['run', 'echo fine']);
+    assert.deepEqual({ exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr }, { exitCode: 0, stdout: 'fine\n', stderr: '' });
+  });
+
+  it('exec of a command that is not there exits 127, one that cannot start 126, as shells and docker exec do', async () => {
+    assert.equal((await roost(['new', 'exec-codes'])).exitCode, 0);
+    const missing = await roost(['exec', 'exec-codes', 'nosuchcmd', '--flag']);
+    assert.equal(missing.exitCode, 127, missing.stderr);
+    assert.match(missing.stderr, /nosuchcmd.* not found/);
+    assert.equal(missing.stderr.trimEnd().split('\n').length, 1, 'one line says why');
+    const script = await roost(['exec', 'exec-codes', 'nosuchcmd']);
+    assert.equal(script.exitCode, 127, 'the same through bash -c');
+    const notExecutable = await roost(['exec', 'exec-codes', '/etc/passwd', 'x']);
+    assert.equal(notExecutable.exitCode, 126, notExecutable.stderr);
+    assert.match(notExecutable.stderr, /Permission denied/);
+    for (const dir of ['/nope', '/etc/passwd']) {
+      const badDir = await roost(['exec', '-w', dir, 'exec-codes', 'ls', '/']);
+      assert.equal(badDir.exitCode, 126, badDir.stderr);
+      assert.match(badDir.stderr, new RegExp(`${dir}.*(No such file or directory|Not a directory)`));
+      assert.equal(badDir.stdout, '');
+    }
+    // Positive controls: the command's own 255 stays 255, and a good -w works.
+    assert.equal((await roost(['exec', 'exec-codes', 'bash', '-c', 'exit 255'])).exitCode, 255);
+    const goodDir = await roost(['exec', '-w', '/tmp', 'exec-codes', 'pwd']);
+    assert.equal(goodDir.stdout, '/tmp\n');
+    assert.equal((await roost(['rm', 'exec-codes'])).exitCode, 0);
   });
 
   it('runs as root inside, with the sandbox name as hostname, in /root, with -e variables', async () => {
@@ -84,8 +124,8 @@ describe('roost CLI against a real daemon', () => {
     assert.equal(badNetwork.exitCode, 2);
     assert.match(badNetwork.stderr, /--network expects none or nat, got "open"/);
     const tooMany = await roost(['new', 'too-many', '--open-files', '2000000']);
-    assert.equal(tooMany.exitCode, 1);
-    assert.match(tooMany.stderr, /openFiles|open-files/);
+    assert.equal(tooMany.exitCode, 2, 'beyond what the API takes: the CLI says so');
+    assert.match(tooMany.stderr, /--open-files expects a whole number from 64 to 1048576, got "2000000"/);
   });
 
   it('new creates a running sandbox; a taken name and an invalid name are refused clearly', async () => {
@@ -96,9 +136,8 @@ describe('roost CLI against a real daemon', () => {
     assert.equal(again.exitCode, 1);
     assert.match(again.stderr, /SANDBOX_NAME_TAKEN/);
     const invalid = await roost(['new', 'Bad_Name']);
-    assert.equal(invalid.exitCode, 1);
-    assert.match(invalid.stderr, /INVALID_SANDBOX_NAME/);
-    assert.match(invalid.stderr, /lowercase letters, digits/);
+    assert.equal(invalid.exitCode, 2, 'a usage error, caught by the CLI');
+    assert.match(invalid.stderr, /^roost: "Bad_Name" is not a sandbox name: use 1-63 lowercase letters, digits/);
     assert.equal((await roost(['rm', 'dev-box'])).exitCode, 0);
   });
 

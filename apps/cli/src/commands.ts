@@ -112,7 +112,8 @@ Examples:
   roost ls                            your running sandboxes (--all for ended runs)
 
 Environment: ROOST_API_URL, ROOST_API_TOKEN override ~/.roost/config.json.
-Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = other failure.`,
+Exit codes: run and exec exit with the command's own code (127: no such command, 126: it could
+not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
     );
 
   withJson(
