@@ -45,6 +45,19 @@ describe('roost CLI: usage errors, URLs and servers that are not roostd', () => 
     }
   });
 
+  it("roost version adds the daemon's version, without a token", async () => {
+    const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    handler = (req, res) =>
+      req.url === '/healthz' && !req.headers.authorization
+        ? res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'ok', version: '9.9.9', runtime: 'crun 1.8.1' }))
+        : res.writeHead(401).end();
+    const result = await roost(['version'], { ROOST_API_TOKEN: undefined });
+    assert.equal(result.exitCode, 0, result.stderr);
+    assert.equal(result.stdout, `roost  ${version}\nroostd 9.9.9 at http://${address} (crun 1.8.1)\n`);
+    const json = await roost(['version', '--json']);
+    assert.deepEqual(JSON.parse(json.stdout), { cli: version, daemon: { apiUrl: `http://${address}`, version: '9.9.9', runtime: 'crun 1.8.1' } });
+  });
+
   const usageErrors: [string[], RegExp][] = [
     [['run', 'echo', 'hello', 'world'], /^roost: run takes the script as one argument: quote it, as in roost run 'echo hello world'\n$/],
     [['run', '--memory', '1.5', 'true'], /--memory expects a whole number of MB from 16 to 1048576, got "1\.5"/],

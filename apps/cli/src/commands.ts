@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import type { Sandbox } from '@roost/sdk';
 import { checkArguments, cliLimits } from './arguments.js';
-import { cliVersion } from './version.js';
+import { addVersionCommand, cliVersion } from './version.js';
 import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, saveCredentials, type CliEnv } from './credentials.js';
 import { addQuotaCommands } from './quota-commands.js';
@@ -317,6 +317,7 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
 
   addSshCommands(program, cli);
   addQuotaCommands(program, cli);
+  addVersionCommand(program, cli);
   checkArguments(program);
 
   return program;
