@@ -11,6 +11,8 @@ export const cliLimits = {
   memoryMb: { min: 16, max: 1024 * 1024 },
   pids: { min: 8, max: 4_194_304 },
   openFiles: { min: 64, max: 1_048_576 },
+  /** A timer holds at most 2^31-1 ms (the contract's maxTimeoutSec). */
+  timeoutSec: { max: Math.floor((2 ** 31 - 1) / 1000) },
 } as const;
 
 /** Sandbox ids as core makes them. */

@@ -6,10 +6,11 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { createSandboxRequestSchema } from '@roost/contract';
+import { createSandboxRequestSchema, maxTimeoutSec } from '@roost/contract';
 import { runCli } from '@roost/testkit';
 import { cliLimits, shellQuote } from './arguments.js';
 import { runOutcome } from './commands.js';
+import { helpCommands } from './golden.js';
 import { normalizedApiUrl } from './credentials.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -76,6 +77,10 @@ describe('roost CLI: usage errors, URLs and servers that are not roostd', () => 
     [['exec'], /missing required argument 'sandbox'/],
     [['run', '--no-such-option', 'true'], /unknown option '--no-such-option'/],
     [['ssh-key'], /Usage: roost ssh-key/],
+    [['quota', 'set'], /missing required argument 'user'/],
+    [['ssh-key', 'rm'], /missing required argument 'key'/],
+    [['quota', 'set', 'bob', '--bogus'], /unknown option '--bogus'/],
+    [['run', '--timeout', '99999999', 'true'], /--timeout expects a number above 0 and at most 2147483/],
     [[], /Usage: roost/],
   ];
   for (const [args, message] of usageErrors) {
@@ -89,6 +94,19 @@ describe('roost CLI: usage errors, URLs and servers that are not roostd', () => 
     });
   }
 
+  it('every command of the tree exits 2 on an unknown option, before any request', async () => {
+    const commands = helpCommands().filter(Boolean);
+    assert.ok(commands.length >= 20, `found ${commands.length} commands`);
+    requests.length = 0;
+    const wrong: string[] = [];
+    for (const command of commands) {
+      const result = await roost([...command.split(' '), '--no-such-option']);
+      if (result.exitCode !== 2 || !/unknown option '--no-such-option'/.test(result.stderr)) wrong.push(`${command}: exit ${result.exitCode} ${result.stderr}`);
+    }
+    assert.deepEqual(wrong, []);
+    assert.deepEqual(requests, []);
+  });
+
   it("the CLI's limits are the API's (a value the CLI takes, the daemon takes)", () => {
     const shape = createSandboxRequestSchema.shape;
     const bounds = (schema: { unwrap(): { minValue: number | null; maxValue: number | null } }) => {
@@ -100,6 +118,7 @@ describe('roost CLI: usage errors, URLs and servers that are not roostd', () => 
     assert.deepEqual(bounds(shape.openFiles), cliLimits.openFiles);
     assert.equal(bounds(shape.cpus).max, cliLimits.cpus.max);
     assert.ok(shape.memoryMb.unwrap().isInt && shape.pids.unwrap().isInt && shape.openFiles.unwrap().isInt);
+    assert.equal(cliLimits.timeoutSec.max, maxTimeoutSec);
   });
 
   it('a URL without a scheme is http://; another scheme or no URL is a usage error naming the right form', async () => {

@@ -154,7 +154,7 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
         .argument('<script>', 'shell script, run with bash -c')
         .option('-p, --persistent', 'keep the sandbox after the script ends')
         .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
-        .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout')),
+        .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout', cliLimits.timeoutSec.max)),
     ),
   ).action(
     async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number } & SandboxFlags & JsonOpt) => {

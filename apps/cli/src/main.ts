@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `roost`: parses the command line, runs one command, maps failures to a message and an exit
 // code (usage error 2, any other failure 1; run and exec exit with the command's own code).
-import { CommanderError } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { DaemonUnreachableError, NotRoostdError, RoostApiError } from '@roost/sdk';
 import { buildProgram } from './commands.js';
 import { cliEnv, defaultApiUrl } from './credentials.js';
@@ -9,8 +9,12 @@ import { ExitError, UsageError } from './output.js';
 
 async function main(argv: string[]): Promise<number> {
   const program = buildProgram(cliEnv(process.env));
-  program.exitOverride();
-  for (const command of program.commands) command.exitOverride();
+  // Every level of the tree: a nested command (`quota set`) would otherwise exit 1 by itself.
+  const overrideExit = (command: Command): void => {
+    command.exitOverride();
+    command.commands.forEach(overrideExit);
+  };
+  overrideExit(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
