@@ -282,7 +282,7 @@ describe('roost CLI against a real daemon', () => {
   it('tells how to start the daemon when it is not running', async () => {
     const result = await runCli(['ls'], { env: { ROOST_API_URL: 'http://127.0.0.1:9', ROOST_API_TOKEN: 'x' } });
     assert.equal(result.exitCode, 1);
-    assert.match(result.stderr, /cannot reach roostd.*npm start/);
+    assert.match(result.stderr, /^roost: cannot reach roostd at http:\/\/127\.0\.0\.1:9 \(connection refused\): is it running\?.*npm start/);
   });
 
   it('exits 2 on a usage error and prints help with --help', async () => {

@@ -39,7 +39,7 @@ function report(error: unknown): number {
   }
   if (error instanceof DaemonUnreachableError) {
     process.stderr.write(
-      `roost: cannot reach roostd at ${error.apiUrl}: is it running? Start it with \`npm start\` in the Roost checkout (or \`npx roostd\`), or point ROOST_API_URL / \`roost login --url\` at it.\n`,
+      `roost: cannot reach roostd at ${error.apiUrl}${whyUnreachable(error.cause)}: is it running? Start it with \`npm start\` in the Roost checkout (or \`npx roostd\`), or point ROOST_API_URL / \`roost login --url\` at it.\n`,
     );
     return 1;
   }
@@ -55,6 +55,21 @@ function report(error: unknown): number {
   }
   process.stderr.write(`roost: ${error instanceof Error ? error.message : String(error)}\n`);
   return 1;
+}
+
+/** What the connection attempt ran into, in words: " (connection refused)". */
+function whyUnreachable(cause: unknown): string {
+  const code = (cause as { code?: unknown })?.code ?? (cause as { cause?: { code?: unknown } })?.cause?.code;
+  const words: Record<string, string> = {
+    ECONNREFUSED: 'connection refused',
+    ENOTFOUND: 'no such host',
+    EAI_AGAIN: 'the host name did not resolve',
+    ETIMEDOUT: 'timed out',
+    EHOSTUNREACH: 'host unreachable',
+    ENETUNREACH: 'network unreachable',
+    ECONNRESET: 'the connection was reset',
+  };
+  return typeof code === 'string' ? ` (${words[code] ?? code})` : '';
 }
 
 // A reader that went away (`roost run … | head`) ends us the way SIGPIPE ends other tools;
