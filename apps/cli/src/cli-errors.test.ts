@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { createSandboxRequestSchema, maxTimeoutSec } from '@roost/contract';
 import { runCli } from '@roost/testkit';
 import { cliLimits, shellQuote } from './arguments.js';
-import { runOutcome } from './commands.js';
+import { runOutcome } from './output.js';
 import { helpCommands } from './golden.js';
 import { normalizedApiUrl } from './credentials.js';
 

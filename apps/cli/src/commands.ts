@@ -8,7 +8,7 @@ import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, saveCredentials, type CliEnv } from './credentials.js';
 import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
-import { ago, describeSandbox, ExitError, printJson, printLine, table, UsageError } from './output.js';
+import { ago, describeSandbox, ExitError, printJson, printLine, runOutcome, table, UsageError } from './output.js';
 import { streamCommand } from './streaming.js';
 import { adminTokenFromDaemonHost } from './trust.js';
 
@@ -321,24 +321,6 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
   checkArguments(program);
 
   return program;
-}
-
-/**
- * What `run` adds on stderr after the script's own output: nothing when a one-shot run succeeded;
- * the sandbox's name when the run failed or is kept, so `roost logs`/`exec` can name it.
- */
-export function runOutcome(exit: { exitCode: number; reason?: string }, sandbox: Sandbox | undefined, persistent: boolean): string {
-  const lines: string[] = [];
-  if (!sandbox) {
-    if (exit.reason) lines.push(`roost: ${exit.reason}`);
-  } else if (exit.reason || exit.exitCode !== 0) {
-    const what = exit.reason ?? `the script exited with code ${exit.exitCode}`;
-    lines.push(`roost: ${what} in sandbox ${sandbox.name}: \`roost logs ${sandbox.name}\` shows its output, \`roost status ${sandbox.name}\` how it ended`);
-  }
-  if (persistent && sandbox) {
-    lines.push(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}`);
-  }
-  return lines.map((line) => `${line}\n`).join('');
 }
 
 function row(sandbox: Sandbox): string[] {

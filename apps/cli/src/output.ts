@@ -58,3 +58,21 @@ export function describeSandbox(sandbox: Sandbox): string {
   if (sandbox.logTrimmedBytes > 0) rows.push(['logs', `the oldest ${sandbox.logTrimmedBytes} bytes were trimmed (log quota: roost quota)`]);
   return rows.map(([key, value]) => `${key.padEnd(11)}${value}`).join('\n');
 }
+
+/**
+ * What `run` adds on stderr after the script's own output: nothing when a one-shot run succeeded;
+ * the sandbox's name when the run failed or is kept, so `roost logs`/`exec` can name it.
+ */
+export function runOutcome(exit: { exitCode: number; reason?: string }, sandbox: Sandbox | undefined, persistent: boolean): string {
+  const lines: string[] = [];
+  if (!sandbox) {
+    if (exit.reason) lines.push(`roost: ${exit.reason}`);
+  } else if (exit.reason || exit.exitCode !== 0) {
+    const what = exit.reason ?? `the script exited with code ${exit.exitCode}`;
+    lines.push(`roost: ${what} in sandbox ${sandbox.name}: \`roost logs ${sandbox.name}\` shows its output, \`roost status ${sandbox.name}\` how it ended`);
+  }
+  if (persistent && sandbox) {
+    lines.push(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}`);
+  }
+  return lines.map((line) => `${line}\n`).join('');
+}
