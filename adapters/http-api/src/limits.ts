@@ -24,6 +24,8 @@ export interface HttpLimits {
   maxConnectionsPerSource: number;
   /** One WebSocket message on the SSH tunnel, in bytes (ws's default would be 100 MiB). */
   maxWebSocketMessageBytes: number;
+  /** stdout, and stderr, of exec/run/logs that an answer in JSON holds; the rest is read and dropped. */
+  maxJsonOutputBytes: number;
 }
 
 /** Options of node's http server and fastify that carry the limits. */

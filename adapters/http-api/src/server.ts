@@ -23,6 +23,7 @@ import {
   type UserRecord,
 } from '@roost/core';
 import { toHttpError } from './errors.js';
+import { answerJsonResult, prefersJson } from './json-result.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
 import { StreamResponse } from './stream-response.js';
@@ -194,6 +195,10 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const { ref } = parse(routes.exec.params, request.params);
       const body = parse(routes.exec.body, request.body);
       const session = await sandboxes.exec(userOf(request).id, ref, body);
+      if (prefersJson(request.headers.accept)) {
+        const source = { output: session.output, finish: () => session.done, cancel: () => session.cancel('client disconnected') };
+        return answerJsonResult(request, reply, source, deps.limits.maxJsonOutputBytes);
+      }
       reply.hijack();
       await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected'), request.log), session);
     },
@@ -203,7 +208,21 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
-      const session = await sandboxes.run(userOf(request).id, body);
+      const owner = userOf(request).id;
+      const session = await sandboxes.run(owner, body);
+      if (prefersJson(request.headers.accept)) {
+        const finish = async () => {
+          const exit = await session.done;
+          // The record as the run left it; one removed already (by its owner) has only the first one.
+          const final = await sandboxes.get(owner, session.sandbox.id).catch((error: unknown) => {
+            if (error instanceof RoostError && error.code === 'SANDBOX_NOT_FOUND') return session.sandbox;
+            throw error;
+          });
+          return { ...exit, sandbox: toApiSandbox(final) };
+        };
+        const source = { output: session.output, finish, cancel: () => session.cancel('client disconnected; the script was killed') };
+        return answerJsonResult(request, reply, source, deps.limits.maxJsonOutputBytes);
+      }
       reply.hijack();
       const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'), request.log);
       // The client may have gone while the sandbox was being made.
@@ -218,17 +237,24 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const { ref } = parse(routes.logs.params, request.params);
       const query = parse(routes.logs.query, request.query);
       const owner = userOf(request).id;
-      const sandbox = await sandboxes.get(owner, ref);
-      reply.hijack();
+      const sandbox = await sandboxes.getWithLogs(owner, ref);
       const clientGone = new AbortController();
+      const chunks = sandboxes.logs.read(sandbox, { follow: query.follow === 'true', signal: clientGone.signal });
+      const exit = async () => {
+        const ended = await sandboxes.get(owner, sandbox.id);
+        return { exitCode: ended.exitCode ?? 0, ...(ended.statusReason && { reason: ended.statusReason }) };
+      };
+      if (prefersJson(request.headers.accept)) {
+        return answerJsonResult(request, reply, { output: chunks, finish: exit, cancel: () => clientGone.abort() }, deps.limits.maxJsonOutputBytes);
+      }
+      reply.hijack();
       const stream = new StreamResponse(reply.raw, () => clientGone.abort(), request.log);
       try {
-        for await (const chunk of sandboxes.logs.read(sandbox, { follow: query.follow === 'true', signal: clientGone.signal })) {
+        for await (const chunk of chunks) {
           if (stream.aborted) return;
           await stream.output(chunk);
         }
-        const ended = await sandboxes.get(owner, sandbox.id);
-        stream.end(FrameKind.exit, { exitCode: ended.exitCode ?? 0, ...(ended.statusReason && { reason: ended.statusReason }) });
+        stream.end(FrameKind.exit, await exit());
       } catch (error) {
         stream.fail(toHttpError(error, request.id).body);
       }

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { maxTimeoutSec, maxTimerDelayMs } from '@roost/core';
+import { defaultMaxJsonOutputBytes } from '@roost/contract';
 
 /** setTimeout and setInterval hold at most 2^31-1 ms; a longer delay would fire at once. */
 const timerDelayMsSchema = z.number().int().max(maxTimerDelayMs, `at most ${maxTimerDelayMs} ms (about 24.8 days), the longest a timer can wait`);
@@ -86,6 +87,9 @@ export const configSchema = z.object({
     maxConnections: z.number().int().min(1),
     maxConnectionsPerSource: z.number().int().min(1),
     maxWebSocketMessageBytes: z.number().int().min(1024),
+    // At most 32 MiB: JSON escapes may make a byte 6 characters, and two such outputs must stay
+    // below the longest string V8 makes (2^29 characters).
+    maxJsonOutputBytes: z.number().int().min(1024).max(32 * 1024 * 1024),
   }).refine((http) => http.headersTimeoutMs <= http.requestTimeoutMs, 'http.headersTimeoutMs must not exceed http.requestTimeoutMs'),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
@@ -121,6 +125,7 @@ const defaults: DaemonConfig = {
     maxConnections: 4096,
     maxConnectionsPerSource: 1024,
     maxWebSocketMessageBytes: 1024 * 1024,
+    maxJsonOutputBytes: defaultMaxJsonOutputBytes,
   },
   ssh: {
     keepaliveIntervalMs: 15_000,

@@ -46,6 +46,11 @@ export const errorCodes = {
   SANDBOX_NOT_FOUND: { status: 404, hint: 'Run `roost list` to see your sandboxes.' },
   SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
   USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },
+  // 404: the sandbox is there, its logs are not (nothing was ever logged for it).
+  NO_RUN_LOGS: {
+    status: 404,
+    hint: 'Logs keep the output of scripts started with `roost run` (also with -p); `roost exec <name> <command>` prints its own output as it runs.',
+  },
   SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
   IMAGE_NOT_FOUND: {
     status: 404,

@@ -10,11 +10,16 @@ type JsonObject = Record<string, unknown>;
 export function buildOpenApiDocument(version: string): JsonObject {
   const components: Record<string, unknown> = {};
   const schemaOf = (schema: z.ZodType): unknown => {
-    const json = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as JsonObject;
-    delete json.$schema;
+    // zod puts a named schema nested in another (Sandbox in RunResult) under the outer one's
+    // $defs and refers to it as #/$defs/Name, which resolves against the document's root in
+    // OpenAPI: every named schema becomes a component and every ref points there.
+    const generated = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as JsonObject;
+    const { $schema: _, $defs, ...json } = JSON.parse(JSON.stringify(generated).replaceAll('"#/$defs/', '"#/components/schemas/')) as JsonObject;
+    Object.assign(components, $defs as JsonObject | undefined);
     const id = z.globalRegistry.get(schema)?.id;
     if (typeof id !== 'string') return json;
     delete json.id;
+    if (json.$ref === `#/components/schemas/${id}`) return json;
     components[id] = json;
     return { $ref: `#/components/schemas/${id}` };
   };
@@ -28,14 +33,18 @@ export function buildOpenApiDocument(version: string): JsonObject {
     ];
     const responses: Record<string, unknown> = {
       [route.success.status]: {
-        description: 'Success',
-        ...(route.success.schema && { content: { 'application/json': { schema: schemaOf(route.success.schema) } } }),
-        ...(route.success.stream && {
+        description: route.success.stream
+          ? `${streamMediaType} unless the Accept header prefers application/json (no Accept, or */*, gets the stream)`
+          : 'Success',
+        ...((route.success.schema || route.success.stream) && {
           content: {
-            [streamMediaType]: {
-              schema: { type: 'string', format: 'binary' },
-              description: 'Frames: 1-byte kind (1 stdout, 2 stderr, 3 exit JSON, 4 error JSON, 5 sandbox JSON), 4-byte big-endian length, payload',
-            },
+            ...(route.success.stream && {
+              [streamMediaType]: {
+                schema: { type: 'string', format: 'binary' },
+                description: 'Frames: 1-byte kind (1 stdout, 2 stderr, 3 exit JSON, 4 error JSON, 5 sandbox JSON), 4-byte big-endian length, payload',
+              },
+            }),
+            ...(route.success.schema && { 'application/json': { schema: schemaOf(route.success.schema) } }),
           },
         }),
       },

@@ -16,7 +16,10 @@ export interface RouteSpec {
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
-  /** Status and schema of the success response; `stream` means application/vnd.roost.stream. */
+  /**
+   * Status and schema of the success response, in application/json; `stream` means the route
+   * answers application/vnd.roost.stream unless the client's Accept prefers application/json.
+   */
   success: { status: number; schema?: z.ZodType; stream?: boolean };
 }
 
@@ -114,26 +117,28 @@ export const routes = {
   exec: {
     method: 'POST',
     path: '/api/v1/sandboxes/{ref}/exec',
-    summary: 'Run a command in a sandbox; streams stdout, stderr and the exit status. Closing the connection kills the command.',
+    summary:
+      'Run a command in a sandbox; streams stdout, stderr and the exit status, or with Accept: application/json answers them in one document once it ended. Closing the connection kills the command.',
     params: s.sandboxRefParamsSchema,
     body: s.execRequestSchema,
-    success: { status: 200, stream: true },
+    success: { status: 200, stream: true, schema: s.execResultSchema },
   },
   logs: {
     method: 'GET',
     path: '/api/v1/sandboxes/{ref}/logs',
-    summary: 'Output of the sandbox\'s script (stdout and stderr frames)',
+    summary:
+      'Output of the sandbox\'s script (stdout and stderr frames, or one JSON document with Accept: application/json); NO_RUN_LOGS for a sandbox that never ran one',
     params: s.sandboxRefParamsSchema,
     query: s.logsQuerySchema,
-    success: { status: 200, stream: true },
+    success: { status: 200, stream: true, schema: s.execResultSchema },
   },
   run: {
     method: 'POST',
     path: '/api/v1/runs',
     summary:
-      'Create a sandbox, run a script in it and stream its output. Without persistent the sandbox is removed when the script ends or the client disconnects.',
+      'Create a sandbox, run a script in it and stream its output (with Accept: application/json: one document once it ended, with the sandbox as it is then). Without persistent the sandbox is removed when the script ends or the client disconnects.',
     body: s.runRequestSchema,
-    success: { status: 200, stream: true },
+    success: { status: 200, stream: true, schema: s.runResultSchema },
   },
   sshTunnel: {
     method: 'GET',

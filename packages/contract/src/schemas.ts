@@ -163,6 +163,38 @@ export const exitFrameSchema = z.object({
 });
 export type ExitFrame = z.infer<typeof exitFrameSchema>;
 
+/** The most of stdout, and of stderr, that an answer in JSON holds unless the daemon's config says otherwise. */
+export const defaultMaxJsonOutputBytes = 16 * 1024 * 1024;
+
+const outputEncodingSchema = z
+  .enum(['utf8', 'base64'])
+  .describe('utf8: the output is valid UTF-8 and given as text; base64: it is not, and its bytes are given in base64');
+
+/** exec, run and logs answered in JSON (Accept: application/json), once the process has ended. */
+export const execResultSchema = z
+  .object({
+    exitCode: z.number().int(),
+    signal: z.string().optional().describe('The signal that ended the process, e.g. SIGKILL'),
+    reason: z.string().optional().describe('Set when Roost ended the process, e.g. "timed out after 5 s"'),
+    stdout: z.string(),
+    stderr: z.string(),
+    stdoutEncoding: outputEncodingSchema,
+    stderrEncoding: outputEncodingSchema,
+    truncated: z
+      .boolean()
+      .describe(
+        `True when stdout or stderr was longer than the daemon keeps for one answer (http.maxJsonOutputBytes, ${defaultMaxJsonOutputBytes / 1024 / 1024} MiB each by default): the rest was read and dropped, the process was not stopped. Use the stream (application/vnd.roost.stream) for all of it.`,
+      ),
+  })
+  .meta({ id: 'ExecResult' });
+export type ExecResult = z.infer<typeof execResultSchema>;
+
+export const runResultSchema = execResultSchema
+  .extend({ sandbox: sandboxSchema })
+  .describe('ExecResult and the sandbox as it is after the run')
+  .meta({ id: 'RunResult' });
+export type RunResult = z.infer<typeof runResultSchema>;
+
 export const doctorResponseSchema = z
   .object({
     runtime: z.string(),

@@ -67,6 +67,15 @@ export class RunLogs {
   }
 
   /**
+   * Whether the sandbox has run logs to show: a run is writing, one ended (its exit code is
+   * kept), or output of one is stored. A sandbox still being made may be a run's, so it counts.
+   */
+  async hasRun(sandbox: Pick<SandboxRecord, 'id' | 'status' | 'exitCode' | 'logTrimmedBytes'>): Promise<boolean> {
+    if (sandbox.status === 'pending' || sandbox.exitCode !== null || sandbox.logTrimmedBytes > 0 || this.live.has(sandbox.id)) return true;
+    return (await this.store.readLogs(sandbox.id, 0, 1)).length > 0;
+  }
+
+  /**
    * Logged chunks; with follow, keeps yielding until the script ends or `signal` aborts. A
    * follower whose client left must abort: waiting on a quiet script, it would stay in `live`.
    * When older output was trimmed to keep the owner within the log quota, a note on stderr

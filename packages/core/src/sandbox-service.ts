@@ -238,6 +238,19 @@ export class SandboxService {
     return sandbox;
   }
 
+  /**
+   * A sandbox for `logs.read`. One that never ran a script (made by `new`, used with exec) is
+   * refused with NO_RUN_LOGS, so its owner learns why there is nothing instead of getting an
+   * empty answer.
+   */
+  async getWithLogs(ownerId: string, ref: string): Promise<SandboxRecord> {
+    const sandbox = await this.get(ownerId, ref);
+    if (!(await this.logs.hasRun(sandbox))) {
+      throw new RoostError('NO_RUN_LOGS', `sandbox ${sandbox.name} has no logs: it never ran a script with \`roost run\``);
+    }
+    return sandbox;
+  }
+
   async exec(ownerId: string, ref: string, opts: ExecSandboxOpts): Promise<ExecSession> {
     // The quota is read only when a timeout is asked: an exec without one has nothing to check.
     if (opts.timeoutSec !== undefined) admitTimeout(await this.deps.quotas.limitsOf(ownerId), opts.timeoutSec, 'exec');

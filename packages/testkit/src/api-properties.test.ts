@@ -69,6 +69,7 @@ describe('every route, any input: a 4xx with an error code or the success, never
           const answer = await send(daemon.url, route.method, input.path, {
             authorization: `Bearer ${daemon.adminToken}`,
             ...(input.contentType && { 'content-type': input.contentType }),
+            ...(input.accept !== undefined && { accept: input.accept }),
           }, input.body);
           const label = `${route.method} ${input.path} ${input.contentType ?? ''} ${input.body.subarray(0, 200).toString()}`;
           assert.ok(answer.status < 500, `${label}: ${answer.status} ${answer.text.slice(0, 300)}`);
@@ -107,6 +108,8 @@ interface Input {
   body: Buffer;
   /** The body as JSON, when it is JSON (for the exec/run precondition). */
   json?: unknown;
+  /** exec, run and logs answer JSON or the stream by it. */
+  accept?: string;
 }
 
 /** A path segment: any text percent-encoded, or raw escapes that may not decode, or the existing sandbox. */
@@ -140,7 +143,16 @@ function inputFor(route: RouteSpec): fc.Arbitrary<Input> {
         .map(([contentType, text]) => ({ contentType, body: Buffer.from(text) })),
     },
   );
-  return fc.tuple(pathArb, route.query ? queryArb : fc.oneof(fc.constant(''), queryArb), bodyArb).map(([path, query, body]) => ({ path: `${path}${query}`, ...body }));
+  const acceptArb = fc.option(
+    fc.oneof(
+      fc.constantFrom('application/json', '*/*', 'application/json;q=0, */*', 'application/vnd.roost.stream;q=0.1, application/json', 'text/html', ';q=2', ',,,', 'application/json;q=abc'),
+      fc.stringMatching(/^[\t\x20-\x7e]{0,60}$/),
+    ),
+    { nil: undefined },
+  );
+  return fc
+    .tuple(pathArb, route.query ? queryArb : fc.oneof(fc.constant(''), queryArb), bodyArb, acceptArb)
+    .map(([path, query, body, accept]) => ({ path: `${path}${query}`, ...body, accept }));
 }
 
 /** Objects with the schema's own keys (so validation is reached past "unknown field"), each with any JSON value, or a near miss. */

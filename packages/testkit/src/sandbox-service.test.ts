@@ -54,6 +54,26 @@ describe('SandboxService', () => {
     assert.deepEqual(logged.sort(), ['err\n', 'out\n']);
   });
 
+  it('has logs for runs only: a sandbox made by create and used by exec is refused with NO_RUN_LOGS', async () => {
+    const made = await service.create(owner, { name: 'made' });
+    await drain(await service.exec(owner, 'made', { command: ['echo', 'hi'] }));
+    await assert.rejects(service.getWithLogs(owner, 'made'), (error: RoostError) => {
+      assert.equal(error.code, 'NO_RUN_LOGS');
+      assert.match(error.message, /sandbox made has no logs/);
+      return true;
+    });
+    assert.equal((await service.get(owner, made.id)).exitCode, null);
+
+    // A silent run has logs all the same (nothing in them), kept or one-shot.
+    for (const persistent of [true, false]) {
+      const session = await service.run(owner, { script: 'true', persistent });
+      assert.equal((await service.getWithLogs(owner, session.sandbox.id)).id, session.sandbox.id, 'while it runs');
+      await drain(session);
+      await session.done;
+      assert.equal((await service.getWithLogs(owner, session.sandbox.id)).id, session.sandbox.id, 'after it ended');
+    }
+  });
+
   it('kills a script at its timeout with exit code 124 and says why', async () => {
     const session = await service.run(owner, { script: 'sleep 30', timeoutSec: 5 });
     const output = drain(session);
