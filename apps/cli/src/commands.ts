@@ -152,7 +152,8 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       const sandbox = await handle.sandbox();
       const result = await streamCommand(handle, { collect: Boolean(opts.json) });
       if (opts.json) {
-        printJson({ sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
+        // The sandbox as the run left it (the stream sends it again before the exit).
+        printJson({ sandbox: (await handle.sandbox()) ?? sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
       } else {
         if (result.exit.reason) process.stderr.write(`roost: ${result.exit.reason}\n`);
         if (opts.persistent && sandbox) {
@@ -238,6 +239,48 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     },
   );
 
+  const restartNote =
+    '\nToday a start begins from the image: files written in the sandbox before the stop are not kept yet\n(workspaces that keep them come later). Its name, id, settings, limits and egress rules stay.';
+  withJson(
+    program
+      .command('start')
+      .description('start a stopped sandbox again and wait until it is running')
+      .argument('<sandbox>', 'name or id')
+      .addHelpText('after', `${restartNote}\n\nExamples:\n  roost stop dev && roost start dev`),
+  ).action(async (ref: string, opts: JsonOpt) => {
+    const sandbox = await (await client(cli)).sandboxes.start(ref);
+    if (opts.json) printJson(sandbox);
+    else printLine(`Sandbox ${sandbox.name} is running (${sandbox.id}). Try: roost exec ${sandbox.name} 'uname -a'`);
+  });
+
+  withJson(
+    program
+      .command('restart')
+      .description('stop a sandbox and start it again; waits until it is running')
+      .argument('<sandbox>', 'name or id')
+      .addHelpText('after', restartNote),
+  ).action(async (ref: string, opts: JsonOpt) => {
+    const sandbox = await (await client(cli)).sandboxes.restart(ref);
+    if (opts.json) printJson(sandbox);
+    else printLine(`Sandbox ${sandbox.name} restarted and running (${sandbox.id}).`);
+  });
+
+  withJson(
+    program
+      .command('prune')
+      .description('remove your ended runs with their logs (never a running sandbox)')
+      .option('--stopped', 'also remove your stopped sandboxes')
+      .addHelpText(
+        'after',
+        '\nThe daemon also removes the oldest ended runs by itself past its retention limits\n(ROOST_RUN_RETENTION_COUNT, ROOST_RUN_RETENTION_BYTES; see `roostd --help`).\n\nExamples:\n  roost prune                 # ended runs only\n  roost prune --stopped --json',
+      ),
+  ).action(async (opts: { stopped?: boolean } & JsonOpt) => {
+    const removed = await (await client(cli)).sandboxes.prune({ stopped: opts.stopped });
+    if (opts.json) return printJson({ removed });
+    if (removed.length === 0) return printLine(opts.stopped ? 'Nothing to remove: no ended runs or stopped sandboxes.' : 'Nothing to remove: no ended runs.');
+    for (const sandbox of removed) printLine(`Removed ${sandbox.name} (${sandbox.id}, ${sandbox.status}).`);
+  });
+
   withJson(
     program.command('rm').description('remove sandboxes and everything they made').argument('<sandbox...>', 'names or ids'),
   ).action(async (refs: string[], opts: JsonOpt) => {
@@ -262,13 +305,18 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       .option('--allow-net <cidr|domain>', 'replace the egress allow-list (repeatable); applies at once', collectList)
       .option('--deny-net <cidr|domain>', 'replace the egress deny-list (repeatable); applies at once', collectList)
       .option('--clear-net', 'drop every egress rule (then apply --allow-net/--deny-net, if given)')
+      .option('--cpus <n>', 'CPU limit; applies at once', positiveNumber('--cpus'))
+      .option('--memory <MB>', 'memory limit in MB; applies at once (refused below what it uses now)', positiveNumber('--memory'))
+      .option('--pids <n>', 'most processes and threads at once; applies at once', positiveNumber('--pids'))
+      .option('--open-files <n>', 'open-files limit: only processes started afterwards get it', positiveNumber('--open-files'))
       .addHelpText(
         'after',
-        '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice\n  roost set dev --allow-net pypi.org --allow-net files.pythonhosted.org\n  roost set dev --clear-net      # every public destination again',
+        '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice (refused if the image has no alice)\n  roost set dev --allow-net pypi.org --allow-net files.pythonhosted.org\n  roost set dev --clear-net      # every public destination again\n  roost set dev --memory 2048 --cpus 2   # a running sandbox gets them at once, within your quota',
       ),
-  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string; allowNet?: string[]; denyNet?: string[]; clearNet?: boolean } & JsonOpt) => {
-    if (opts.sshAgent === undefined && opts.user === undefined && !opts.allowNet && !opts.denyNet && !opts.clearNet) {
-      throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent, --user, --allow-net, --deny-net or --clear-net');
+  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string; allowNet?: string[]; denyNet?: string[]; clearNet?: boolean; cpus?: number; memory?: number; pids?: number; openFiles?: number } & JsonOpt) => {
+    const limits = { cpus: opts.cpus, memoryMb: opts.memory, pids: opts.pids, openFiles: opts.openFiles };
+    if (opts.sshAgent === undefined && opts.user === undefined && !opts.allowNet && !opts.denyNet && !opts.clearNet && Object.values(limits).every((value) => value === undefined)) {
+      throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent, --user, --allow-net, --deny-net, --clear-net, --cpus, --memory, --pids or --open-files');
     }
     const sandbox = await (await client(cli)).sandboxes.update(ref, {
       sshAgentForwarding: opts.sshAgent,
@@ -276,11 +324,13 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       allowNet: opts.allowNet,
       denyNet: opts.denyNet,
       clearNet: opts.clearNet,
+      ...limits,
     });
     if (opts.json) printJson(sandbox);
     else {
       const net = `egress ${sandbox.allowNet.length ? `only to ${sandbox.allowNet.join(', ')}` : 'to every public destination'}${sandbox.denyNet.length ? `, never to ${sandbox.denyNet.join(', ')}` : ''}`;
       printLine(`${sandbox.name}: SSH logins as ${sandbox.defaultUser}, agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}, ${net}.`);
+      printLine(`limits: ${sandbox.cpus} CPUs, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes, ${sandbox.openFiles} open files per process.`);
     }
   });
 
@@ -308,6 +358,9 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
 }
 
 function row(sandbox: Sandbox): string[] {
-  const status = sandbox.exitCode === null ? sandbox.status : `${sandbox.status} (exit ${sandbox.exitCode})`;
+  // A run's exit code belongs to its script: beside a sandbox that still runs (run -p) it would
+  // read as the sandbox's own state, so it is shown only for ended runs.
+  const ended = sandbox.status === 'completed' || sandbox.status === 'error';
+  const status = ended && sandbox.exitCode !== null ? `${sandbox.status} (exit ${sandbox.exitCode})` : sandbox.status;
   return [sandbox.name, sandbox.id, status, sandbox.image, ago(sandbox.createdAt)];
 }
