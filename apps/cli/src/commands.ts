@@ -306,7 +306,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       .option('--deny-net <cidr|domain>', 'replace the egress deny-list (repeatable); applies at once', collectList)
       .option('--clear-net', 'drop every egress rule (then apply --allow-net/--deny-net, if given)')
       .option('--cpus <n>', 'CPU limit; applies at once', positiveNumber('--cpus'))
-      .option('--memory <MB>', 'memory limit in MB; applies at once (refused below what it uses now)', positiveNumber('--memory'))
+      .option('--memory <MB>', 'memory limit in MB; applies at once', positiveNumber('--memory'))
       .option('--pids <n>', 'most processes and threads at once; applies at once', positiveNumber('--pids'))
       .option('--open-files <n>', 'open-files limit: only processes started afterwards get it', positiveNumber('--open-files'))
       .addHelpText(

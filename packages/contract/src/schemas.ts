@@ -229,7 +229,7 @@ export const updateSandboxRequestSchema = z
     denyNet: netRulesSchema.optional().describe('Replaces the egress deny-list; takes effect at once on a running sandbox'),
     clearNet: z.boolean().optional().describe('Drop every egress rule first (allowNet/denyNet, if given, then apply)'),
     cpus: sandboxOptions.cpus.describe('New CPU limit; a running sandbox gets it at once'),
-    memoryMb: sandboxOptions.memoryMb.describe('New memory limit in MB; a running sandbox gets it at once (refused if it uses more now)'),
+    memoryMb: sandboxOptions.memoryMb.describe('New memory limit in MB; a running sandbox gets it at once (below what it uses now, the kernel refuses it on cgroup v1 and reclaims, or OOM-kills, on v2)'),
     pids: sandboxOptions.pids.describe('New limit on processes and threads; a running sandbox gets it at once'),
     openFiles: sandboxOptions.openFiles.describe(
       'New open-files limit: processes started afterwards (exec, ssh) get it; running processes keep theirs',
