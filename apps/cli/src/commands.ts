@@ -204,12 +204,12 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
     const sandboxes = await roost.sandboxes.list({ all: opts.all });
     if (opts.json) return printJson(sandboxes);
     if (sandboxes.length === 0) {
-      return printLine(opts.all ? 'No sandboxes. Try: roost run \'echo hi\'' : 'No running sandboxes (roost ls --all shows ended runs).');
+      return printLine(opts.all ? 'No sandboxes. Try: roost run \'echo hi\'' : 'No running sandboxes (roost ls --all shows stopped ones and ended runs).');
     }
     printLine(table(['NAME', 'ID', 'STATUS', 'IMAGE', 'CREATED'], sandboxes.map(row)));
   };
-  withJson(program.command('list').description('your sandboxes, newest first').option('-a, --all', 'include ended runs')).action(list);
-  withJson(program.command('ls').description('same as list').option('-a, --all', 'include ended runs')).action(list);
+  withJson(program.command('list').description('your sandboxes, newest first').option('-a, --all', 'include stopped sandboxes and ended runs')).action(list);
+  withJson(program.command('ls').description('same as list').option('-a, --all', 'include stopped sandboxes and ended runs')).action(list);
 
   withJson(program.command('status').description('details of one sandbox').argument('<sandbox>', 'name or id')).action(
     async (ref: string, opts: JsonOpt) => {
@@ -231,7 +231,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
       if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
     });
 
-  withJson(program.command('stop').description('stop a sandbox: its processes end, its record stays').argument('<sandbox>', 'name or id')).action(
+  withJson(program.command('stop').description('stop a sandbox: its processes end, its record and name stay (roost start runs it again)').argument('<sandbox>', 'name or id')).action(
     async (ref: string, opts: JsonOpt) => {
       const sandbox = await (await client(cli)).sandboxes.stop(ref);
       if (opts.json) printJson(sandbox);
