@@ -188,6 +188,18 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     const { ref } = parse(routes.stopSandbox.params, request.params);
     return toApiSandbox(await sandboxes.stop(userOf(request).id, ref));
   });
+  on('startSandbox', async (request) => {
+    const { ref } = parse(routes.startSandbox.params, request.params);
+    return toApiSandbox(await sandboxes.start(userOf(request).id, ref));
+  });
+  on('restartSandbox', async (request) => {
+    const { ref } = parse(routes.restartSandbox.params, request.params);
+    return toApiSandbox(await sandboxes.restart(userOf(request).id, ref));
+  });
+  on('pruneSandboxes', async (request) => {
+    const body = parse(routes.pruneSandboxes.body, request.body);
+    return { removed: (await sandboxes.prune(userOf(request).id, body)).map(toApiSandbox) };
+  });
 
   app.route({
     ...mount('exec'),
@@ -227,7 +239,11 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
       const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'), request.log);
       // The client may have gone while the sandbox was being made.
       if (request.raw.socket.destroyed) session.cancel('client disconnected; the script was killed');
-      await streamSession(request, stream, session, { kind: FrameKind.sandbox, value: toApiSandbox(session.sandbox) });
+      await streamSession(request, stream, session, {
+        first: { kind: FrameKind.sandbox, value: toApiSandbox(session.sandbox) },
+        // Before the exit frame, the sandbox as the run left it (status, exit code).
+        last: async () => ({ kind: FrameKind.sandbox, value: toApiSandbox(await session.ended) }),
+      });
     },
   });
 
@@ -265,14 +281,28 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
 }
 
 /** Streams a session's output and exit; after the hijack nothing may throw (fastify could not answer it). */
-async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession, first?: { kind: FrameKind; value: unknown }): Promise<void> {
+interface JsonFrame {
+  kind: FrameKind;
+  value: unknown;
+}
+
+async function streamSession(
+  request: FastifyRequest,
+  stream: StreamResponse,
+  session: ExecSession,
+  extra: { first?: JsonFrame; last?: () => Promise<JsonFrame> } = {},
+): Promise<void> {
   try {
-    if (first) await stream.json(first.kind, first.value);
+    if (extra.first) await stream.json(extra.first.kind, extra.first.value);
     for await (const chunk of session.output) {
       if (stream.aborted) break;
       await stream.output(chunk);
     }
     const result = await session.done;
+    if (extra.last && !stream.aborted) {
+      const last = await extra.last();
+      await stream.json(last.kind, last.value);
+    }
     stream.end(FrameKind.exit, result);
   } catch (error) {
     const httpError = toHttpError(error, request.id);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import { NO_EGRESS_RULES } from '@roost/core';
 import type {
+  SandboxLimits,
   AttachedSandbox, ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, Network, NetworkAttachment, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis,
   RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
@@ -261,7 +262,7 @@ class OciRuntime implements Runtime {
     return base;
   }
 
-  private limitProblem(spec: SandboxSpec): Error | undefined {
+  private limitProblem(spec: Pick<SandboxSpec, 'limits'>): Error | undefined {
     if (spec.limits.openFiles > this.info.maxOpenFiles) {
       return new Error(`open-files limit ${spec.limits.openFiles} is above this host's maximum of ${this.info.maxOpenFiles}`);
     }
@@ -373,6 +374,24 @@ class OciRuntime implements Runtime {
     await Promise.all(steps);
     await this.saveExecProfile(id, spec);
     this.log.debug({ id, ms: +(performance.now() - t0).toFixed(1) }, 'sandbox configured');
+  }
+
+  updateLimits(id: string, limits: SandboxLimits): Promise<void> {
+    const tooHigh = this.limitProblem({ limits });
+    if (tooHigh) return Promise.reject(tooHigh);
+    return this.serial(id, async () => {
+      const profile = this.running.get(id);
+      if (!profile) throw notRunning(id);
+      // `crun update` (runc's too) writes the sandbox's cgroup: processes feel it at once.
+      const file = path.join(this.bundle(id), 'resources.json');
+      await fs.writeFile(file, JSON.stringify(ociResources(limits)));
+      await this.mustEngine(['update', '--resources', file, id]);
+      // RLIMIT_NOFILE is per process: new execs get it from the profile, running ones keep theirs.
+      const updated: ExecProfile = { ...profile, openFiles: limits.openFiles };
+      await fs.writeFile(path.join(this.bundle(id), 'exec.json'), JSON.stringify(updated), { mode: 0o600 });
+      this.running.set(id, updated);
+      this.log.info({ id, limits }, 'sandbox limits changed');
+    });
   }
 
   private async mustEngine(args: string[]): Promise<void> {

@@ -129,4 +129,55 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0009_stopped_sandboxes_keep_names': {
+    async up(db: Kysely<unknown>) {
+      // A stopped sandbox now keeps its name (it can be started again); before, a name was held
+      // only while its sandbox was live, so a database may hold twins: a live and a stopped one,
+      // or several stopped ones, of one owner and name. The live one (else the newest) keeps the
+      // name; each other gets the first free `<name>-<n>` and says so in its status reason. This
+      // never fails on data: the daemon must start.
+      await sql`DROP INDEX IF EXISTS sandboxes_live_name`.execute(db);
+      const { rows } = await sql<{ id: string; owner_id: string; name: string; status: string }>`
+        SELECT id, owner_id, name, status FROM sandboxes
+         WHERE status IN ('pending', 'running', 'sleeping', 'stopped')
+         ORDER BY owner_id, name, CASE WHEN status = 'stopped' THEN 1 ELSE 0 END, created_at DESC, id`.execute(db);
+      const namesOf = new Map<string, Set<string>>();
+      const taken = async (ownerId: string) => {
+        let names = namesOf.get(ownerId);
+        if (!names) {
+          const all = await sql<{ name: string }>`SELECT name FROM sandboxes WHERE owner_id = ${ownerId}`.execute(db);
+          names = new Set(all.rows.map((row) => row.name));
+          namesOf.set(ownerId, names);
+        }
+        return names;
+      };
+      let previous: { owner_id: string; name: string } | undefined;
+      for (const row of rows) {
+        const twin = previous?.owner_id === row.owner_id && previous.name === row.name;
+        previous = row;
+        if (!twin) continue;
+        const names = await taken(row.owner_id);
+        const renamed = freeName(row.name, names);
+        names.add(renamed);
+        const note = `renamed from "${row.name}" when stopped sandboxes began to keep their names (another of yours had it)`;
+        await sql`UPDATE sandboxes SET name = ${renamed},
+                         status_reason = CASE WHEN status_reason IS NULL THEN ${note} ELSE status_reason || '; ' || ${note} END
+                   WHERE id = ${row.id}`.execute(db);
+      }
+      await sql`CREATE UNIQUE INDEX sandboxes_held_name ON sandboxes (owner_id, name)
+                WHERE status IN ('pending', 'running', 'sleeping', 'stopped')`.execute(db);
+      // The quota counts live sandboxes (usageOf), which the index above no longer matches exactly.
+      await sql`CREATE INDEX sandboxes_live ON sandboxes (owner_id)
+                WHERE status IN ('pending', 'running', 'sleeping')`.execute(db);
+    },
+  },
 };
+
+/** `<name>-<n>` with the lowest n not in `taken`, cut so it stays a valid name (63 characters, no '-' at the end). */
+export function freeName(name: string, taken: Set<string>): string {
+  for (let n = 2; ; n++) {
+    const suffix = `-${n}`;
+    const candidate = `${name.slice(0, 63 - suffix.length).replace(/-+$/, '')}${suffix}`;
+    if (!taken.has(candidate)) return candidate;
+  }
+}

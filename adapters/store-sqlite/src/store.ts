@@ -2,8 +2,11 @@
 import Database from 'better-sqlite3';
 import { Kysely, Migrator, sql, SqliteDialect, type Generated, type MigrationProvider, type Transaction } from 'kysely';
 import {
+  nameHoldingStatuses,
   RoostError,
+  type EndedRun,
   type IdRangeAllocation,
+  type SandboxGuard,
   type LogChunk,
   type QuotaChange,
   type QuotaLimits,
@@ -206,7 +209,7 @@ class SqliteStore implements Store {
       });
     } catch (error) {
       if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
-        throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a sandbox named "${sandbox.name}"`);
+        throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a sandbox named "${sandbox.name}" (live or stopped)`);
       }
       throw error;
     }
@@ -217,17 +220,29 @@ class SqliteStore implements Store {
     return row && toSandbox(row);
   }
 
-  /** The live sandbox of that name, or else the newest ended one. */
-  async getSandboxByName(ownerId: string, name: string): Promise<SandboxRecord | undefined> {
-    const row = await this.db
+  async sandboxesNamed(ownerId: string, name: string): Promise<SandboxRecord[]> {
+    const rows = await this.db
       .selectFrom('sandboxes')
       .selectAll()
       .where('owner_id', '=', ownerId)
       .where('name', '=', name)
-      .orderBy((eb) => eb.case().when('status', 'in', ['pending', 'running', 'sleeping']).then(0).else(1).end())
+      .orderBy((eb) => eb.case().when('status', 'in', [...nameHoldingStatuses]).then(0).else(1).end())
       .orderBy('created_at', 'desc')
-      .executeTakeFirst();
-    return row && toSandbox(row);
+      .orderBy('id')
+      .execute();
+    return rows.map(toSandbox);
+  }
+
+  async listEndedRuns(ownerId: string): Promise<EndedRun[]> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .select(['id', 'name', 'log_bytes', 'created_at'])
+      .where('owner_id', '=', ownerId)
+      .where('status', 'in', ['completed', 'error'])
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .execute();
+    return rows.map((row) => ({ id: row.id, name: row.name, logBytes: row.log_bytes, createdAt: new Date(row.created_at) }));
   }
 
   async listSandboxes(filter: { ownerId?: string }): Promise<SandboxRecord[]> {
@@ -236,11 +251,37 @@ class SqliteStore implements Store {
     return (await query.execute()).map(toSandbox);
   }
 
-  async updateSandbox(id: string, patch: SandboxPatch, at: Date): Promise<void> {
-    await this.db
+  async updateSandbox(id: string, patch: SandboxPatch, at: Date, guard: SandboxGuard = {}): Promise<boolean> {
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        if (guard.fromStatuses || guard.admit) {
+          const row = await trx.selectFrom('sandboxes').select(['status', 'owner_id']).where('id', '=', id).executeTakeFirst();
+          if (!row) return false;
+          if (guard.fromStatuses && !guard.fromStatuses.includes(row.status as SandboxStatus)) return false;
+          if (guard.admit) guard.admit(await usageOf(trx, row.owner_id));
+        }
+        const result = await this.applyPatch(trx, id, patch, at);
+        return result > 0;
+      });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new RoostError('SANDBOX_NAME_TAKEN', 'another of your sandboxes has taken its name meanwhile');
+      }
+      throw error;
+    }
+  }
+
+  private async applyPatch(trx: Transaction<Tables>, id: string, patch: SandboxPatch, at: Date): Promise<number> {
+    const result = await trx
       .updateTable('sandboxes')
       .set({
         ...(patch.status !== undefined && { status: patch.status }),
+        ...(patch.limits !== undefined && {
+          cpus: patch.limits.cpus,
+          memory_mb: patch.limits.memoryMb,
+          pids_limit: patch.limits.pids,
+          open_files: patch.limits.openFiles,
+        }),
         ...(patch.sshAgentForwarding !== undefined && { ssh_agent_forwarding: patch.sshAgentForwarding ? 1 : 0 }),
         ...(patch.defaultUser !== undefined && { default_user: patch.defaultUser }),
         ...(patch.egress !== undefined && { egress_rules: JSON.stringify(patch.egress) }),
@@ -249,13 +290,19 @@ class SqliteStore implements Store {
         updated_at: at.toISOString(),
       })
       .where('id', '=', id)
-      .execute();
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
   }
 
-  async deleteSandbox(id: string): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async deleteSandbox(id: string, guard: Pick<SandboxGuard, 'fromStatuses'> = {}): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (guard.fromStatuses) {
+        const row = await trx.selectFrom('sandboxes').select('status').where('id', '=', id).executeTakeFirst();
+        if (!row || !guard.fromStatuses.includes(row.status as SandboxStatus)) return false;
+      }
       await forgetLogBytes(trx, id);
-      await trx.deleteFrom('sandboxes').where('id', '=', id).execute();
+      const result = await trx.deleteFrom('sandboxes').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
     });
   }
 
@@ -462,7 +509,7 @@ async function forgetLogBytes(trx: Transaction<Tables>, sandboxId: string): Prom
 
 /** A user's live sandboxes with the sums of their limits, and their logged bytes (all sandboxes). */
 async function usageOf(db: Kysely<Tables> | Transaction<Tables>, userId: string): Promise<UserUsage> {
-  // Written as the live-name index's condition, so SQLite reads only live rows through it.
+  // Written as the sandboxes_live index's condition, so SQLite reads only live rows through it.
   const row = await db
     .selectFrom('sandboxes')
     .select([

@@ -169,7 +169,8 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       const sandbox = await handle.sandbox();
       const result = await streamCommand(handle, { collect: Boolean(opts.json) });
       if (opts.json) {
-        printJson({ sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
+        // The sandbox as the run left it (the stream sends it again before the exit).
+        printJson({ sandbox: (await handle.sandbox()) ?? sandbox, ...result.exit, stdout: result.stdout, stderr: result.stderr });
       } else {
         process.stderr.write(runOutcome(result.exit, sandbox, Boolean(opts.persistent)));
       }
@@ -217,12 +218,12 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
     const sandboxes = await roost.sandboxes.list({ all: opts.all });
     if (opts.json) return printJson(sandboxes);
     if (sandboxes.length === 0) {
-      return printLine(opts.all ? 'No sandboxes. Try: roost run \'echo hi\'' : 'No running sandboxes (roost ls --all shows ended runs).');
+      return printLine(opts.all ? 'No sandboxes. Try: roost run \'echo hi\'' : 'No running sandboxes (roost ls --all shows stopped ones and ended runs).');
     }
     printLine(table(['NAME', 'ID', 'STATUS', 'IMAGE', 'CREATED'], sandboxes.map(row)));
   };
-  withJson(program.command('list').description('your sandboxes, newest first').option('-a, --all', 'include ended runs')).action(list);
-  withJson(program.command('ls').description('same as list').option('-a, --all', 'include ended runs')).action(list);
+  withJson(program.command('list').description('your sandboxes, newest first').option('-a, --all', 'include stopped sandboxes and ended runs')).action(list);
+  withJson(program.command('ls').description('same as list').option('-a, --all', 'include stopped sandboxes and ended runs')).action(list);
 
   withJson(program.command('status').description('details of one sandbox').argument('<sandbox>', 'name or id')).action(
     async (ref: string, opts: JsonOpt) => {
@@ -244,13 +245,55 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
     });
 
-  withJson(program.command('stop').description('stop a sandbox: its processes end, its record stays').argument('<sandbox>', 'name or id')).action(
+  withJson(program.command('stop').description('stop a sandbox: its processes end, its record and name stay (roost start runs it again)').argument('<sandbox>', 'name or id')).action(
     async (ref: string, opts: JsonOpt) => {
       const sandbox = await (await client(cli)).sandboxes.stop(ref);
       if (opts.json) printJson(sandbox);
       else printLine(`Stopped ${sandbox.name}.`);
     },
   );
+
+  const restartNote =
+    '\nToday a start begins from the image: files written in the sandbox before the stop are not kept yet\n(workspaces that keep them come later). Its name, id, settings, limits and egress rules stay.';
+  withJson(
+    program
+      .command('start')
+      .description('start a stopped sandbox again and wait until it is running')
+      .argument('<sandbox>', 'name or id')
+      .addHelpText('after', `${restartNote}\n\nExamples:\n  roost stop dev && roost start dev`),
+  ).action(async (ref: string, opts: JsonOpt) => {
+    const sandbox = await (await client(cli)).sandboxes.start(ref);
+    if (opts.json) printJson(sandbox);
+    else printLine(`Sandbox ${sandbox.name} is running (${sandbox.id}). Try: roost exec ${sandbox.name} 'uname -a'`);
+  });
+
+  withJson(
+    program
+      .command('restart')
+      .description('stop a sandbox and start it again; waits until it is running')
+      .argument('<sandbox>', 'name or id')
+      .addHelpText('after', restartNote),
+  ).action(async (ref: string, opts: JsonOpt) => {
+    const sandbox = await (await client(cli)).sandboxes.restart(ref);
+    if (opts.json) printJson(sandbox);
+    else printLine(`Sandbox ${sandbox.name} restarted and running (${sandbox.id}).`);
+  });
+
+  withJson(
+    program
+      .command('prune')
+      .description('remove your ended runs with their logs (never a running sandbox)')
+      .option('--stopped', 'also remove your stopped sandboxes')
+      .addHelpText(
+        'after',
+        '\nThe daemon also removes the oldest ended runs by itself past its retention limits\n(ROOST_RUN_RETENTION_COUNT, ROOST_RUN_RETENTION_BYTES; see `roostd --help`).\n\nExamples:\n  roost prune                 # ended runs only\n  roost prune --stopped --json',
+      ),
+  ).action(async (opts: { stopped?: boolean } & JsonOpt) => {
+    const removed = await (await client(cli)).sandboxes.prune({ stopped: opts.stopped });
+    if (opts.json) return printJson({ removed });
+    if (removed.length === 0) return printLine(opts.stopped ? 'Nothing to remove: no ended runs or stopped sandboxes.' : 'Nothing to remove: no ended runs.');
+    for (const sandbox of removed) printLine(`Removed ${sandbox.name} (${sandbox.id}, ${sandbox.status}).`);
+  });
 
   withJson(
     program.command('rm').description('remove sandboxes and everything they made').argument('<sandbox...>', 'names or ids'),
@@ -276,13 +319,18 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       .option('--allow-net <cidr|domain>', 'replace the egress allow-list (repeatable); applies at once', collectList)
       .option('--deny-net <cidr|domain>', 'replace the egress deny-list (repeatable); applies at once', collectList)
       .option('--clear-net', 'drop every egress rule (then apply --allow-net/--deny-net, if given)')
+      .option('--cpus <n>', 'CPU limit; applies at once', positiveNumber('--cpus'))
+      .option('--memory <MB>', 'memory limit in MB; applies at once', positiveNumber('--memory'))
+      .option('--pids <n>', 'most processes and threads at once; applies at once', positiveNumber('--pids'))
+      .option('--open-files <n>', 'open-files limit: only processes started afterwards get it', positiveNumber('--open-files'))
       .addHelpText(
         'after',
-        '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice\n  roost set dev --allow-net pypi.org --allow-net files.pythonhosted.org\n  roost set dev --clear-net      # every public destination again',
+        '\nExamples:\n  roost set dev --ssh-agent      # then: roost ssh -A dev, git push with your keys\n  roost set dev --no-ssh-agent\n  roost set dev --user alice     # ssh dev@host logs in as alice (refused if the image has no alice)\n  roost set dev --allow-net pypi.org --allow-net files.pythonhosted.org\n  roost set dev --clear-net      # every public destination again\n  roost set dev --memory 2048 --cpus 2   # a running sandbox gets them at once, within your quota',
       ),
-  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string; allowNet?: string[]; denyNet?: string[]; clearNet?: boolean } & JsonOpt) => {
-    if (opts.sshAgent === undefined && opts.user === undefined && !opts.allowNet && !opts.denyNet && !opts.clearNet) {
-      throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent, --user, --allow-net, --deny-net or --clear-net');
+  ).action(async (ref: string, opts: { sshAgent?: boolean; user?: string; allowNet?: string[]; denyNet?: string[]; clearNet?: boolean; cpus?: number; memory?: number; pids?: number; openFiles?: number } & JsonOpt) => {
+    const limits = { cpus: opts.cpus, memoryMb: opts.memory, pids: opts.pids, openFiles: opts.openFiles };
+    if (opts.sshAgent === undefined && opts.user === undefined && !opts.allowNet && !opts.denyNet && !opts.clearNet && Object.values(limits).every((value) => value === undefined)) {
+      throw new UsageError('nothing to set: give --ssh-agent, --no-ssh-agent, --user, --allow-net, --deny-net, --clear-net, --cpus, --memory, --pids or --open-files');
     }
     const sandbox = await (await client(cli)).sandboxes.update(ref, {
       sshAgentForwarding: opts.sshAgent,
@@ -290,11 +338,13 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       allowNet: opts.allowNet,
       denyNet: opts.denyNet,
       clearNet: opts.clearNet,
+      ...limits,
     });
     if (opts.json) printJson(sandbox);
     else {
       const net = `egress ${sandbox.allowNet.length ? `only to ${sandbox.allowNet.join(', ')}` : 'to every public destination'}${sandbox.denyNet.length ? `, never to ${sandbox.denyNet.join(', ')}` : ''}`;
       printLine(`${sandbox.name}: SSH logins as ${sandbox.defaultUser}, agent forwarding ${sandbox.sshAgentForwarding ? 'allowed' : 'off'}, ${net}.`);
+      printLine(`limits: ${sandbox.cpus} CPUs, ${sandbox.memoryMb} MB memory, ${sandbox.pidsLimit} processes, ${sandbox.openFiles} open files per process.`);
     }
   });
 
@@ -324,6 +374,9 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
 }
 
 function row(sandbox: Sandbox): string[] {
-  const status = sandbox.exitCode === null ? sandbox.status : `${sandbox.status} (exit ${sandbox.exitCode})`;
+  // A run's exit code belongs to its script: beside a sandbox that still runs (run -p) it would
+  // read as the sandbox's own state, so it is shown only for ended runs.
+  const ended = sandbox.status === 'completed' || sandbox.status === 'error';
+  const status = ended && sandbox.exitCode !== null ? `${sandbox.status} (exit ${sandbox.exitCode})` : sandbox.status;
   return [sandbox.name, sandbox.id, status, sandbox.image, ago(sandbox.createdAt)];
 }

@@ -77,6 +77,14 @@ export const configSchema = z.object({
     /** Logged output of a user's runs kept; past it the oldest is trimmed. */
     logBytes: z.number().int().min(0),
   }),
+  /**
+   * Ended runs (and failed creates) each user keeps, and bytes of their logs; past either the
+   * oldest are removed with their logs (the newest always stays). `roost prune` removes them all.
+   */
+  runRetention: z.object({
+    count: z.number().int().min(1),
+    bytes: z.number().int().min(0),
+  }),
   /** What one HTTP client may make the daemon hold (docs/operations.md, "HTTP limits"). */
   http: z.object({
     headersTimeoutMs: z.number().int().min(100),
@@ -116,6 +124,7 @@ const defaults: DaemonConfig = {
   // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
   http: {
     headersTimeoutMs: 20_000,
     requestTimeoutMs: 120_000,
@@ -170,6 +179,8 @@ const nestedEnvKeys = {
   ROOST_QUOTA_PIDS: ['quota', 'pids', integer],
   ROOST_QUOTA_TIMEOUT_SEC: ['quota', 'timeoutSec', integer],
   ROOST_QUOTA_LOG_BYTES: ['quota', 'logBytes', integer],
+  ROOST_RUN_RETENTION_COUNT: ['runRetention', 'count', integer],
+  ROOST_RUN_RETENTION_BYTES: ['runRetention', 'bytes', integer],
 } as const;
 
 /**
@@ -177,8 +188,9 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention'>> & {
   http?: Partial<DaemonConfig['http']>;
+  runRetention?: Partial<DaemonConfig['runRetention']>;
   quota?: Partial<DaemonConfig['quota']>;
   defaults?: Partial<DaemonConfig['defaults']>;
   network?: Partial<DaemonConfig['network']>;
@@ -212,6 +224,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     network: { ...defaults.network, ...fromFile.network, ...nested.network, ...overrides.network },
     pool: { ...defaults.pool, ...fromFile.pool, ...nested.pool, ...overrides.pool },
     quota: { ...defaults.quota, ...fromFile.quota, ...nested.quota, ...overrides.quota },
+    runRetention: { ...defaults.runRetention, ...fromFile.runRetention, ...nested.runRetention, ...overrides.runRetention },
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
   };

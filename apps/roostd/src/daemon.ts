@@ -154,6 +154,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     runtime,
     pool,
     quotas,
+    runRetention: config.runRetention,
     defaults: { image: 'debian', limits, network: config.network.default },
   });
   await sandboxes.reconcile();

@@ -15,6 +15,7 @@ describe('roostd binary', () => {
     assert.equal(result.status, 0);
     assert.match(result.stdout, /ROOST_DATA_DIR/);
     assert.match(result.stdout, /ROOST_HTTP_ADDR/);
+    assert.match(result.stdout, /ROOST_RUN_RETENTION_COUNT\s+ended runs kept per user \(default 500\)/);
   });
 
   it('refuses to start when not root, naming the fix', () => {

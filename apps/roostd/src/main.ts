@@ -34,6 +34,10 @@ Every user's quota (the admin's too) unless an admin sets another (roost quota s
   ROOST_QUOTA_TIMEOUT_SEC the longest timeout a run or exec may ask (default 86400, at most 2147483)
   ROOST_QUOTA_LOG_BYTES   run output kept per user; the oldest is trimmed past it (default 268435456)
 
+Ended runs each user keeps (roost prune removes them at once); past either, the oldest go:
+  ROOST_RUN_RETENTION_COUNT  ended runs kept per user (default 500)
+  ROOST_RUN_RETENTION_BYTES  bytes of their logs kept per user (default 134217728; the newest run always stays)
+
 Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
 
 async function main(argv: string[]): Promise<number> {

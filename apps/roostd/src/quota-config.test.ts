@@ -52,4 +52,20 @@ describe('quota configuration', () => {
     assert.throws(() => loadConfig({ ...noFile }, { ssh: { keepaliveIntervalMs: 2 ** 31 } }), /ssh\.keepaliveIntervalMs: at most 2147483647 ms/);
     assert.equal(loadConfig({ ...noFile, ROOST_QUOTA_TIMEOUT_SEC: '2147483' }).quota.timeoutSec, 2_147_483);
   });
+
+  it('keeps 500 ended runs and 128 MiB of their logs per user unless told; env beats the file; nonsense is refused', () => {
+    assert.deepEqual(loadConfig({ ...noFile }).runRetention, { count: 500, bytes: 128 * 1024 * 1024 });
+    const dir = mkdtempSync(join(tmpdir(), 'roost-config-'));
+    try {
+      const file = join(dir, 'roostd.json');
+      writeFileSync(file, JSON.stringify({ runRetention: { count: 10, bytes: 5000 } }));
+      assert.deepEqual(loadConfig({ ROOST_CONFIG_FILE: file }).runRetention, { count: 10, bytes: 5000 });
+      assert.deepEqual(loadConfig({ ROOST_CONFIG_FILE: file, ROOST_RUN_RETENTION_COUNT: '3' }).runRetention, { count: 3, bytes: 5000 });
+      assert.deepEqual(loadConfig({ ...noFile, ROOST_RUN_RETENTION_BYTES: '1000' }).runRetention, { count: 500, bytes: 1000 });
+      assert.throws(() => loadConfig({ ...noFile, ROOST_RUN_RETENTION_COUNT: '0' }), /runRetention\.count/);
+      assert.throws(() => loadConfig({ ...noFile, ROOST_RUN_RETENTION_BYTES: 'lots' }), /runRetention\.bytes/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -44,14 +44,22 @@ export const errorCodes = {
   NOT_FOUND: { status: 404, hint: 'Check the URL; the API lives under /api/v1.' },
   ROOST_USER_NOT_FOUND: { status: 404, hint: 'Check the user name (users have the name they were made with; `roost whoami` shows yours).' },
   SANDBOX_NOT_FOUND: { status: 404, hint: 'Run `roost list` to see your sandboxes.' },
-  SANDBOX_NAME_TAKEN: { status: 409, hint: 'Pick another name, or remove the old sandbox with `roost rm <name>`.' },
+  // A stopped sandbox keeps its name: a second `new` would make a twin that name lookups could
+  // not tell apart.
+  SANDBOX_NAME_TAKEN: { status: 409, hint: 'Start the one you have with `roost start <name>`, or remove it with `roost rm <name>` (or pick another name).' },
+  // Only ended one-shot runs can share a name (they hold none); a lookup never picks one of them silently.
+  SANDBOX_NAME_AMBIGUOUS: { status: 409, hint: 'Use the id instead: `roost ls --all` lists them.' },
+  SANDBOX_ENDED: {
+    status: 409,
+    hint: 'An ended run does not start again: `roost run` a new one (with -p to keep it); `roost logs <name>` shows what it printed.',
+  },
   USER_NOT_FOUND: { status: 404, hint: 'Log in as root (or another user of the image), or create the user inside first (useradd).' },
   // 404: the sandbox is there, its logs are not (nothing was ever logged for it).
   NO_RUN_LOGS: {
     status: 404,
     hint: 'Logs keep the output of scripts started with `roost run` (also with -p); `roost exec <name> <command>` prints its own output as it runs.',
   },
-  SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start a new sandbox with `roost new <name>`; `roost status <name>` says why it ended.' },
+  SANDBOX_NOT_RUNNING: { status: 409, hint: 'Start it again with `roost start <name>` (or a new one with `roost new <name>`); `roost status <name>` says why it ended.' },
   IMAGE_NOT_FOUND: {
     status: 404,
     hint: 'Leave out --image for the default image; build it with `npm start` in the Roost checkout (images are cached in /var/cache/roost/images).',

@@ -114,6 +114,27 @@ export const routes = {
     params: s.sandboxRefParamsSchema,
     success: { status: 200, schema: s.sandboxSchema },
   },
+  startSandbox: {
+    method: 'POST',
+    path: '/api/v1/sandboxes/{ref}/start',
+    summary: 'Start a stopped sandbox again (same id, name and settings; today from its image, files written before the stop are not kept); answers once it runs',
+    params: s.sandboxRefParamsSchema,
+    success: { status: 200, schema: s.sandboxSchema },
+  },
+  restartSandbox: {
+    method: 'POST',
+    path: '/api/v1/sandboxes/{ref}/restart',
+    summary: 'Stop a sandbox and start it again; answers once it runs',
+    params: s.sandboxRefParamsSchema,
+    success: { status: 200, schema: s.sandboxSchema },
+  },
+  pruneSandboxes: {
+    method: 'POST',
+    path: '/api/v1/sandboxes/prune',
+    summary: 'Remove your ended runs (and, with stopped, your stopped sandboxes) with their logs; never a live sandbox',
+    body: s.pruneRequestSchema,
+    success: { status: 200, schema: s.pruneResponseSchema },
+  },
   exec: {
     method: 'POST',
     path: '/api/v1/sandboxes/{ref}/exec',

@@ -93,6 +93,18 @@ export const listSandboxesQuerySchema = z.object({
     .describe('Include sandboxes whose run has ended (completed, error, stopped)'),
 });
 
+export const pruneRequestSchema = z
+  .object({
+    stopped: z.boolean().optional().describe('Also remove stopped sandboxes (default: only ended runs)'),
+  })
+  .meta({ id: 'PruneRequest' });
+export type PruneRequest = z.infer<typeof pruneRequestSchema>;
+
+export const pruneResponseSchema = z
+  .object({ removed: z.array(sandboxSchema).describe('What was removed, as it was') })
+  .meta({ id: 'PruneResult' });
+export type PruneResult = z.infer<typeof pruneResponseSchema>;
+
 export const sandboxRefParamsSchema = z.object({
   ref: z.string().describe('Sandbox id or name'),
 });
@@ -248,6 +260,12 @@ export const updateSandboxRequestSchema = z
     allowNet: netRulesSchema.optional().describe('Replaces the egress allow-list; takes effect at once on a running sandbox'),
     denyNet: netRulesSchema.optional().describe('Replaces the egress deny-list; takes effect at once on a running sandbox'),
     clearNet: z.boolean().optional().describe('Drop every egress rule first (allowNet/denyNet, if given, then apply)'),
+    cpus: sandboxOptions.cpus.describe('New CPU limit; a running sandbox gets it at once'),
+    memoryMb: sandboxOptions.memoryMb.describe('New memory limit in MB; a running sandbox gets it at once (below what it uses now, the kernel refuses it on cgroup v1 and reclaims, or OOM-kills, on v2)'),
+    pids: sandboxOptions.pids.describe('New limit on processes and threads; a running sandbox gets it at once'),
+    openFiles: sandboxOptions.openFiles.describe(
+      'New open-files limit: processes started afterwards (exec, ssh) get it; running processes keep theirs',
+    ),
   })
   .meta({ id: 'UpdateSandboxRequest' });
 export type UpdateSandboxRequest = z.infer<typeof updateSandboxRequestSchema>;

@@ -11,7 +11,8 @@ export const FrameKind = {
   exit: 3,
   /** JSON ErrorBody; the last frame when the server failed after the stream began. */
   error: 4,
-  /** JSON Sandbox; the first frame of a run, so the client learns its sandbox. */
+  /** JSON Sandbox: the first frame of a run, so the client learns its sandbox, and again just
+   *  before the exit frame, as the run left it (its final status). */
   sandbox: 5,
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];

@@ -171,6 +171,13 @@ export interface Runtime {
   /** Listens inside the sandbox's network. Rejects with code LISTEN_FAILED and the reason
    *  (e.g. "listen tcp 127.0.0.1 port 22: Address already in use"). */
   listen(id: string, opts: ListenOpts): Promise<SandboxListener>;
+  /**
+   * Changes a running sandbox's limits: cpus, memory and pids at once (its cgroup), openFiles
+   * for the processes started afterwards (running ones keep theirs). Rejects with code
+   * SANDBOX_NOT_RUNNING for a sandbox it does not hold, and with the engine's reason when the
+   * kernel refuses (e.g. a memory limit below what the sandbox uses now).
+   */
+  updateLimits(id: string, limits: SandboxLimits): Promise<void>;
   /** Replaces a running sandbox's egress rules; new connections see them at once. */
   setEgressRules(id: string, rules: EgressRules): Promise<void>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */
@@ -302,12 +309,29 @@ export interface SshKeyRecord {
 
 export interface SandboxPatch {
   status?: SandboxStatus;
+  limits?: SandboxLimits;
   sshAgentForwarding?: boolean;
   defaultUser?: string;
   egress?: EgressRules;
   exitCode?: number | null;
   statusReason?: string | null;
 }
+
+/** A condition on a store change, checked in its transaction. */
+export interface SandboxGuard {
+  fromStatuses?: SandboxStatus[];
+  admit?: (usage: UserUsage) => void;
+}
+
+export interface EndedRun {
+  id: string;
+  name: string;
+  logBytes: number;
+  createdAt: Date;
+}
+
+/** Statuses whose sandbox keeps its name: no other of the owner's may take it. */
+export const nameHoldingStatuses: readonly SandboxStatus[] = ['pending', 'running', 'sleeping', 'stopped'];
 
 /** Per-user limits (see core/src/quotas.ts). Totals are over the user's live sandboxes. */
 export interface QuotaLimits {
@@ -363,16 +387,27 @@ export interface Store {
   touchSshKey(id: string, at: Date): Promise<void>;
 
   /**
-   * Fails with code SANDBOX_NAME_TAKEN when the owner already has a live sandbox of that name.
+   * Fails with code SANDBOX_NAME_TAKEN when the owner already has a sandbox of that name that
+   * holds it: a live or a stopped one (see `nameHoldingStatuses`).
    * `admit` is called with the owner's live use in the same transaction as the insert (so no
    * other insert comes between); whatever it throws refuses the sandbox.
    */
   insertSandbox(sandbox: SandboxRecord, admit?: (usage: UserUsage) => void): Promise<void>;
   getSandbox(id: string): Promise<SandboxRecord | undefined>;
-  getSandboxByName(ownerId: string, name: string): Promise<SandboxRecord | undefined>;
+  /** Every record of the owner with that name: the one holding it first, then the newest. */
+  sandboxesNamed(ownerId: string, name: string): Promise<SandboxRecord[]>;
   listSandboxes(filter: { ownerId?: string }): Promise<SandboxRecord[]>;
-  updateSandbox(id: string, patch: SandboxPatch, at: Date): Promise<void>;
-  deleteSandbox(id: string): Promise<void>;
+  /**
+   * Applies the patch; with a guard, only while the sandbox's status is one of `fromStatuses`
+   * and after `admit` accepted the owner's live use, both in the same transaction as the change
+   * (what `admit` throws refuses it). Resolves whether a record was changed; a patch that makes
+   * a name holder of a record whose name another holds fails with SANDBOX_NAME_TAKEN.
+   */
+  updateSandbox(id: string, patch: SandboxPatch, at: Date, guard?: SandboxGuard): Promise<boolean>;
+  /** Deletes the record (and its log count); with `fromStatuses`, only in those. Resolves whether it went. */
+  deleteSandbox(id: string, guard?: Pick<SandboxGuard, 'fromStatuses'>): Promise<boolean>;
+  /** The owner's ended runs (status completed or error), newest first, with their logged bytes. */
+  listEndedRuns(ownerId: string): Promise<EndedRun[]>;
 
   /**
    * The id range `holderId` holds; when it holds none, the lowest free one, now its own until

@@ -28,7 +28,9 @@ import type {
   SandboxStatus,
   Store,
   UserRecord,
+  UserUsage,
 } from './ports.js';
+import { nameHoldingStatuses } from './ports.js';
 
 export interface SandboxDefaults {
   image: string;
@@ -48,6 +50,18 @@ export interface SandboxServiceDeps {
   pool?: WarmPool;
   /** Each owner's limits: create, run and exec are checked against them. */
   quotas: Quotas;
+  /** How many ended runs each owner keeps, and how many bytes of their logs; absent: no limit. */
+  runRetention?: RunRetention;
+}
+
+/**
+ * Ended runs (one-shot sandboxes whose script ended, and failed creates) an owner keeps: past
+ * either limit the oldest go, with their logs. The newest is always kept, so `status` and
+ * `logs` work right after a run.
+ */
+export interface RunRetention {
+  count: number;
+  bytes: number;
 }
 
 export interface CreateSandboxOpts {
@@ -76,6 +90,11 @@ export interface SandboxSettings {
   denyNet?: string[];
   /** Drop every egress rule of the sandbox. */
   clearNet?: boolean;
+  /** New limits; a running sandbox gets cpus, memory and pids at once, openFiles for new processes. */
+  cpus?: number;
+  memoryMb?: number;
+  pids?: number;
+  openFiles?: number;
 }
 
 export interface ExecSandboxOpts {
@@ -106,10 +125,14 @@ export interface ExecSession {
 }
 
 export interface RunSession extends ExecSession {
+  /** The sandbox as it was made. */
   sandbox: SandboxRecord;
+  /** The sandbox once the run finished (status, exit code), after `done`. */
+  ended: Promise<SandboxRecord>;
 }
 
 const liveStatuses: SandboxStatus[] = ['pending', 'running', 'sleeping'];
+const endedStatuses: SandboxStatus[] = ['completed', 'error'];
 /** Starts the reason of a process the kernel killed for memory; scripts may match on it. */
 export const oomKilledReason = 'OOM_KILLED';
 /** What GNU timeout exits with, so scripts can tell a timeout from a failure. */
@@ -139,6 +162,14 @@ export class SandboxService {
     const id = pooled ?? newId('sb');
     const name = opts.name ?? generatedName(id);
     const now = clock.now();
+    if (opts.name !== undefined) {
+      try {
+        await this.assertNameFree(ownerId, opts.name);
+      } catch (error) {
+        if (pooled) pool!.giveBack(image, pooled);
+        throw error;
+      }
+    }
     const record: SandboxRecord = {
       id,
       ownerId,
@@ -183,12 +214,42 @@ export class SandboxService {
       if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
       throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${name}: ${message}`);
     }
+    if (record.defaultUser !== 'root') {
+      try {
+        await this.assertUserExists(record, record.defaultUser);
+      } catch (error) {
+        // Refused as a whole: nothing of it stays.
+        await this.destroyAndRelease(id).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a refused create failed'));
+        await store.deleteSandbox(id);
+        throw error;
+      }
+    }
     await store.updateSandbox(id, { status: 'running' }, clock.now());
     logger.info({ sandboxId: id, name, image, fromPool: pooled !== undefined }, 'sandbox running');
     return { ...record, status: 'running', updatedAt: clock.now() };
   }
 
-  private assertGrantable(opts: CreateSandboxOpts): void {
+  /** A name held by a live or stopped sandbox is refused, naming which (the store's index has the last word). */
+  private async assertNameFree(ownerId: string, name: string): Promise<void> {
+    const [holder] = await this.deps.store.sandboxesNamed(ownerId, name);
+    if (holder && nameHoldingStatuses.includes(holder.status)) {
+      throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a ${holder.status === 'stopped' ? 'stopped' : holder.status} sandbox named "${name}" (${holder.id})`);
+    }
+  }
+
+  /**
+   * Refuses a user the sandbox's image does not have, now rather than at the first SSH login.
+   * Asked inside the sandbox: the runtime's exec resolves `user` the way every login will
+   * (and the sandbox's /etc/passwd, which its root may change, is never read through a host path here).
+   */
+  private async assertUserExists(sandbox: SandboxRecord, user: string): Promise<void> {
+    const process = await this.startProcess(sandbox, { command: ['true'], user });
+    process.stdout.resume();
+    process.stderr.resume();
+    await process.wait();
+  }
+
+  private assertGrantable(opts: Pick<CreateSandboxOpts, 'openFiles' | 'network'>): void {
     const { maxOpenFiles, natAllowed } = this.deps.runtime.info;
     if (opts.openFiles !== undefined && opts.openFiles > maxOpenFiles) {
       throw new RoostError('LIMIT_TOO_HIGH', `an open-files limit of ${opts.openFiles} is more than this host can give (${maxOpenFiles})`);
@@ -228,14 +289,27 @@ export class SandboxService {
     return opts.all ? sandboxes : sandboxes.filter((sandbox) => liveStatuses.includes(sandbox.status));
   }
 
-  /** By id or name. Another owner's sandbox is reported as not found, never as forbidden. */
+  /**
+   * By id or name. Another owner's sandbox is reported as not found, never as forbidden. A name
+   * means the sandbox that holds it (live or stopped: at most one); without one, the one ended
+   * run of that name; several ended runs of one name are refused, never picked between.
+   */
   async get(ownerId: string, ref: string): Promise<SandboxRecord> {
     const { store } = this.deps;
-    const sandbox = isSandboxId(ref) ? await store.getSandbox(ref) : await store.getSandboxByName(ownerId, ref);
-    if (!sandbox || sandbox.ownerId !== ownerId) {
-      throw new RoostError('SANDBOX_NOT_FOUND', `no sandbox named or with id "${ref}"`);
+    const notFound = () => new RoostError('SANDBOX_NOT_FOUND', `no sandbox named or with id "${ref}"`);
+    if (isSandboxId(ref)) {
+      const sandbox = await store.getSandbox(ref);
+      if (!sandbox || sandbox.ownerId !== ownerId) throw notFound();
+      return sandbox;
     }
-    return sandbox;
+    const named = await store.sandboxesNamed(ownerId, ref);
+    const [first] = named;
+    if (!first) throw notFound();
+    if (nameHoldingStatuses.includes(first.status) || named.length === 1) return first;
+    throw new RoostError(
+      'SANDBOX_NAME_AMBIGUOUS',
+      `${named.length} ended runs are named "${ref}": ${named.slice(0, 5).map((sandbox) => sandbox.id).join(', ')}${named.length > 5 ? ', …' : ''}`,
+    );
   }
 
   /**
@@ -317,22 +391,61 @@ export class SandboxService {
       await this.finishRun(sandbox, result);
       return result;
     });
-    return { ...session, sandbox, done };
+    const ended = done.then(() => this.deps.store.getSandbox(sandbox.id)).then((record) => record ?? sandbox);
+    // Callers that never ask still must not see an unhandled rejection.
+    ended.catch(() => {});
+    return { ...session, sandbox, done, ended };
   }
 
   async update(ownerId: string, ref: string, settings: SandboxSettings): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
-    const { allowNet, denyNet, clearNet, ...rest } = settings;
+    const { allowNet, denyNet, clearNet, cpus, memoryMb, pids, openFiles, ...rest } = settings;
+    const live = liveStatuses.includes(sandbox.status);
+    if (rest.defaultUser !== undefined && rest.defaultUser !== 'root' && sandbox.status === 'running') {
+      await this.assertUserExists(sandbox, rest.defaultUser);
+    }
+    if (cpus !== undefined || memoryMb !== undefined || pids !== undefined || openFiles !== undefined) {
+      await this.changeLimits(sandbox, { cpus: cpus ?? sandbox.limits.cpus, memoryMb: memoryMb ?? sandbox.limits.memoryMb, pids: pids ?? sandbox.limits.pids, openFiles: openFiles ?? sandbox.limits.openFiles });
+    }
     const patch: SandboxPatch = { ...rest };
     if (allowNet !== undefined || denyNet !== undefined || clearNet) {
       const base = clearNet ? NO_EGRESS_RULES : sandbox.egress;
       patch.egress = normaliseEgressRules({ allow: allowNet ?? base.allow, deny: denyNet ?? base.deny });
       // The runtime first: a sandbox must never run under rules its record does not show.
-      if (liveStatuses.includes(sandbox.status)) await this.deps.runtime.setEgressRules(sandbox.id, patch.egress);
+      if (live) await this.deps.runtime.setEgressRules(sandbox.id, patch.egress);
     }
     await this.deps.store.updateSandbox(sandbox.id, patch, this.deps.clock.now());
     this.deps.logger.info({ sandboxId: sandbox.id, settings }, 'sandbox settings changed');
     return this.get(ownerId, sandbox.id);
+  }
+
+  /**
+   * New limits: the quota is checked against the new sums (in the store's transaction), then the
+   * runtime applies them to a live sandbox, then the record changes; a runtime refusal leaves
+   * the record as it was. A stopped sandbox gets them at its next start.
+   */
+  private async changeLimits(sandbox: SandboxRecord, limits: SandboxLimits): Promise<void> {
+    const { store, runtime, clock, quotas } = this.deps;
+    this.assertGrantable({ openFiles: limits.openFiles, network: sandbox.network });
+    const quota = await quotas.limitsOf(sandbox.ownerId);
+    const live = liveStatuses.includes(sandbox.status);
+    // Checked first without changing anything, so the runtime never runs past the quota.
+    const admit = (usage: UserUsage) => {
+      const others = live
+        ? { ...usage, sandboxes: usage.sandboxes - 1, cpus: usage.cpus - sandbox.limits.cpus, memoryMb: usage.memoryMb - sandbox.limits.memoryMb, pids: usage.pids - sandbox.limits.pids }
+        : usage;
+      if (live) admitSandbox(quota, others, limits);
+    };
+    admit(await store.usageOf(sandbox.ownerId));
+    if (live) {
+      try {
+        await runtime.updateLimits(sandbox.id, limits);
+      } catch (error) {
+        if ((error as { code?: string }).code === 'SANDBOX_NOT_RUNNING') throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is not running`);
+        throw new RoostError('RUNTIME_FAILED', `could not change the limits of ${sandbox.name}: ${(error as Error).message}`);
+      }
+    }
+    await store.updateSandbox(sandbox.id, { limits }, clock.now(), { admit });
   }
 
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
@@ -343,6 +456,103 @@ export class SandboxService {
       this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox stopped');
     }
     return this.get(ownerId, sandbox.id);
+  }
+
+  /**
+   * Makes a stopped sandbox run again: same id, name, settings, limits and egress rules, a host
+   * id range as at create, and the quota checked as for a new one. Today it starts from its
+   * image: what it wrote before the stop is gone (workspaces come later). A running one is
+   * left as it is.
+   */
+  async start(ownerId: string, ref: string): Promise<SandboxRecord> {
+    const { store, runtime, clock, logger, quotas } = this.deps;
+    const sandbox = await this.get(ownerId, ref);
+    if (liveStatuses.includes(sandbox.status)) return sandbox;
+    if (sandbox.status !== 'stopped') {
+      throw new RoostError('SANDBOX_ENDED', `sandbox ${sandbox.name} is ${sandbox.status}: only a stopped sandbox starts again`);
+    }
+    this.assertGrantable({ openFiles: sandbox.limits.openFiles, network: sandbox.network });
+    const quota = await quotas.limitsOf(ownerId);
+    const claimed = await store.updateSandbox(
+      sandbox.id,
+      { status: 'pending', statusReason: null, exitCode: null },
+      clock.now(),
+      { fromStatuses: ['stopped'], admit: (usage) => admitSandbox(quota, usage, sandbox.limits) },
+    );
+    // Another start (or an rm) came first.
+    if (!claimed) return this.get(ownerId, sandbox.id);
+    try {
+      const idRange = await store.allocateIdRange(sandbox.id);
+      await runtime.create({
+        id: sandbox.id,
+        hostname: sandbox.name,
+        image: sandbox.image,
+        limits: sandbox.limits,
+        network: sandbox.network,
+        env: sandbox.env,
+        idRange,
+        egress: sandbox.egress,
+      });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      logger.error({ sandboxId: sandbox.id, err: message }, 'sandbox start failed');
+      await this.destroyAndRelease(sandbox.id).catch((cleanup: unknown) => logger.error({ sandboxId: sandbox.id, err: String(cleanup) }, 'cleanup after a failed start failed'));
+      // Still stopped, so it keeps its name and can be tried again.
+      await store.updateSandbox(sandbox.id, { status: 'stopped', statusReason: `could not start: ${message}` }, clock.now());
+      if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
+      throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${sandbox.name}: ${message}`);
+    }
+    await store.updateSandbox(sandbox.id, { status: 'running' }, clock.now());
+    logger.info({ sandboxId: sandbox.id, name: sandbox.name }, 'sandbox started');
+    return this.get(ownerId, sandbox.id);
+  }
+
+  /** Stops a live sandbox and starts it again (a stopped one is only started). */
+  async restart(ownerId: string, ref: string): Promise<SandboxRecord> {
+    const sandbox = await this.stop(ownerId, ref);
+    return this.start(ownerId, sandbox.id);
+  }
+
+  /**
+   * Removes the owner's ended runs (and failed creates) with their logs and, with `stopped`,
+   * the stopped sandboxes; never a live one. Resolves with what went, as it was.
+   */
+  async prune(ownerId: string, opts: { stopped?: boolean } = {}): Promise<SandboxRecord[]> {
+    const statuses: SandboxStatus[] = opts.stopped ? [...endedStatuses, 'stopped'] : endedStatuses;
+    const removed: SandboxRecord[] = [];
+    for (const sandbox of await this.deps.store.listSandboxes({ ownerId })) {
+      if (!statuses.includes(sandbox.status)) continue;
+      if (await this.forget(sandbox.id, statuses)) removed.push(sandbox);
+    }
+    if (removed.length > 0) this.deps.logger.info({ ownerId, removed: removed.length }, 'sandboxes pruned');
+    return removed;
+  }
+
+  /** Deletes a record that is not live (checked in the store) and its logs; a stopped one's runtime leftovers too. */
+  private async forget(id: string, statuses: SandboxStatus[]): Promise<boolean> {
+    await this.settle();
+    if (!(await this.deps.store.deleteSandbox(id, { fromStatuses: statuses }))) return false;
+    await this.logs.remove(id);
+    // Stop and the end of a run removed its runtime part; this only makes sure (idempotent).
+    await this.destroyAndRelease(id).catch((error: unknown) => this.deps.logger.error({ sandboxId: id, err: String(error) }, 'removing a pruned sandbox failed'));
+    return true;
+  }
+
+  /** Past the daemon's retention limits, the owner's oldest ended runs go (the newest always stays). */
+  private async applyRetention(ownerId: string): Promise<void> {
+    const retention = this.deps.runRetention;
+    if (!retention) return;
+    const runs = await this.deps.store.listEndedRuns(ownerId);
+    let bytes = 0;
+    const expired: string[] = [];
+    runs.forEach((run, index) => {
+      bytes += run.logBytes;
+      if (index > 0 && (index >= retention.count || bytes > retention.bytes)) expired.push(run.id);
+    });
+    for (const id of expired) {
+      if (await this.deps.store.deleteSandbox(id, { fromStatuses: endedStatuses })) await this.logs.remove(id);
+    }
+    if (expired.length > 0) this.deps.logger.info({ ownerId, removed: expired.length, ...retention }, 'oldest ended runs removed (retention)');
   }
 
   async remove(ownerId: string, ref: string): Promise<void> {
@@ -362,8 +572,10 @@ export class SandboxService {
     const { store, runtime, clock, logger } = this.deps;
     const held = new Set(await runtime.list());
     const known = new Set<string>();
+    const owners = new Set<string>();
     for (const sandbox of await store.listSandboxes({})) {
       known.add(sandbox.id);
+      owners.add(sandbox.ownerId);
       if (!liveStatuses.includes(sandbox.status)) continue;
       if (sandbox.persistent && held.has(sandbox.id)) continue;
       await runtime.destroy(sandbox.id);
@@ -383,6 +595,8 @@ export class SandboxService {
     for (const { holderId } of await store.listIdRanges()) {
       if (!stillHeld.has(holderId)) await store.releaseIdRange(holderId);
     }
+    // The limits may have been lowered since the last start.
+    for (const ownerId of owners) await this.applyRetention(ownerId);
   }
 
   /** Its range is free for another sandbox only once nothing of it is left on the host. */
@@ -448,6 +662,9 @@ export class SandboxService {
       clock.now(),
     );
     logger.info({ sandboxId: sandbox.id, exitCode: result.exitCode, reason: result.reason }, 'run finished');
+    if (!sandbox.persistent) {
+      await this.applyRetention(sandbox.ownerId).catch((error: unknown) => logger.error({ ownerId: sandbox.ownerId, err: String(error) }, 'run retention failed'));
+    }
     // The client gets its exit status without waiting for the teardown (~10 ms of unmount and
     // rm); settle() waits for it, and reconcile() finishes it after a crash.
     if (!sandbox.persistent) {

@@ -10,6 +10,8 @@ import type {
   SshKey,
   UpdateQuotaRequest,
   UpdateSandboxRequest,
+  PruneRequest,
+  PruneResult,
   Whoami,
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
@@ -272,6 +274,33 @@ export class Sandboxes {
   }
 
   /**
+   * Starts a stopped sandbox again (same id, name and settings) and resolves once it runs.
+   * Today it starts from its image: files written before the stop are not kept yet.
+   * @example await roost.sandboxes.start('dev');
+   */
+  start(ref: string, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('POST', `${sandboxPath(ref)}/start`, undefined, opts);
+  }
+
+  /**
+   * Stops a sandbox and starts it again; resolves once it runs.
+   * @example await roost.sandboxes.restart('dev');
+   */
+  restart(ref: string, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('POST', `${sandboxPath(ref)}/restart`, undefined, opts);
+  }
+
+  /**
+   * Removes your ended runs with their logs and, with `stopped`, your stopped sandboxes; never a
+   * live one. Resolves with what was removed.
+   * @example const removed = await roost.sandboxes.prune({ stopped: true });
+   */
+  async prune(request: PruneRequest = {}, opts: CallOpts = {}): Promise<Sandbox[]> {
+    const result = await this.roost.request<PruneResult>('POST', '/api/v1/sandboxes/prune', request, opts);
+    return result.removed;
+  }
+
+  /**
    * Removes a sandbox and everything it made.
    * @example await roost.sandboxes.remove('dev');
    */
@@ -311,6 +340,16 @@ export class SandboxHandle {
   /** @example await sb.stop(); */
   stop(opts: CallOpts = {}): Promise<Sandbox> {
     return this.roost.sandboxes.stop(this.info.id, opts);
+  }
+
+  /** @example await sb.start(); */
+  start(opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.sandboxes.start(this.info.id, opts);
+  }
+
+  /** @example await sb.restart(); */
+  restart(opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.sandboxes.restart(this.info.id, opts);
   }
 
   /** @example await sb.remove(); */

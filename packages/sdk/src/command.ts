@@ -41,6 +41,9 @@ export class CommandHandle {
       for await (const frame of await this.openFrames()) {
         if (frame.kind === FrameKind.stdout || frame.kind === FrameKind.stderr) {
           yield { stream: frame.kind === FrameKind.stdout ? 'stdout' : 'stderr', data: frame.payload };
+        } else if (frame.kind === FrameKind.sandbox) {
+          // A run sends the sandbox again once the script ended: its final status.
+          this.sandboxInfo = decodeJsonPayload<Sandbox>(frame);
         } else if (frame.kind === FrameKind.exit) {
           this.exit = decodeJsonPayload<CommandExit>(frame);
         } else if (frame.kind === FrameKind.error) {
@@ -69,7 +72,10 @@ export class CommandHandle {
     this.abort.abort();
   }
 
-  /** For a run: the sandbox the script runs in (known once the stream began). */
+  /**
+   * For a run: the sandbox the script runs in, as last described: known once the stream began,
+   * and after `wait()` its final state (status and exit code after the script ended).
+   */
   async sandbox(): Promise<Sandbox | undefined> {
     await this.openFrames();
     return this.sandboxInfo;

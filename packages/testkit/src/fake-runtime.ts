@@ -9,7 +9,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import type {
-  ConnectOpts, EgressRules, ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
+  ConnectOpts, EgressRules, ExecOpts, ExitStatus, ListenOpts, ProcessHandle, Runtime, RuntimeInfo, SandboxAddress, SandboxLimits, SandboxListener, SandboxSpec,
 } from '@roost/core';
 
 interface FakeSandbox {
@@ -37,6 +37,14 @@ export class FakeRuntime implements Runtime {
     const sandbox = this.sandboxes.get(spec.id);
     if (!sandbox) throw Object.assign(new Error(`sandbox ${spec.id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     sandbox.env = { ...spec.env, HOSTNAME: spec.hostname };
+  }
+
+  /** The fake has no cgroups: it keeps what updateLimits got, so tests can see what core asked. */
+  readonly limits = new Map<string, SandboxLimits>();
+
+  async updateLimits(id: string, limits: SandboxLimits): Promise<void> {
+    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    this.limits.set(id, { ...limits });
   }
 
   /** The fake has no network to enforce them on: it keeps them, so tests can see what core asked. */

@@ -362,6 +362,28 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       });
     });
 
+    it('updateLimits() changes a running sandbox\'s cpu, memory and pids at once, open files for new processes', async () => {
+      const live = await create({ limits: { cpus: 1, memoryMb: 128, pids: 64, openFiles: 1024 } });
+      // A process that runs across the change keeps its open-files limit.
+      const before = await runtime.exec(live, { command: ['bash', '-c', 'read; ulimit -n'], stdin: true });
+      const changed = { cpus: 0.5, memoryMb: 200, pids: 77, openFiles: 2048 };
+      await runtime.updateLimits(live, changed);
+      before.stdin!.end('\n');
+      const kept = await collect(before);
+      if (opts.isolation) {
+        assert.equal(kept.stdout.toString(), '1024\n');
+        const inside = await sh(live, [
+          'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes',
+          'cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max',
+          'cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo "$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"',
+          'ulimit -n',
+        ].join('; '));
+        assert.equal(inside.stdout.toString(), `${200 * 1024 * 1024}\n77\n50000 100000\n2048\n`);
+      }
+      await assert.rejects(runtime.updateLimits('sb_confnotthere', changed), { code: 'SANDBOX_NOT_RUNNING' });
+      await runtime.destroy(live);
+    });
+
     if (!opts.isolation) return;
 
     it('has the spec hostname, root inside and not root outside, an init as PID 1', async () => {
