@@ -25,7 +25,8 @@ import {
 import { toHttpError } from './errors.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
-import { StreamResponse } from './stream-response.js';
+import { execOptsOf, runOptsOf } from './command-opts.js';
+import { StreamResponse, type FrameSink } from './stream-response.js';
 import { serveUpgrades } from './upgrades.js';
 
 export interface HttpApiDeps {
@@ -139,7 +140,12 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   on('sshTunnel', async () => {
     throw new RoostError('VALIDATION_FAILED', 'this route is a WebSocket: connect with `roost proxy <sandbox>` (Upgrade: websocket)');
   });
-  serveUpgrades(app, deps);
+  for (const name of ['execWebSocket', 'runWebSocket'] as const) {
+    on(name, async () => {
+      throw new RoostError('VALIDATION_FAILED', `this route is a WebSocket (Upgrade: websocket); without one, POST ${routes[name].path}`);
+    });
+  }
+  serveUpgrades(app, { ...deps, streamSession, toApiSandbox });
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);
@@ -193,7 +199,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     handler: async (request, reply) => {
       const { ref } = parse(routes.exec.params, request.params);
       const body = parse(routes.exec.body, request.body);
-      const session = await sandboxes.exec(userOf(request).id, ref, body);
+      const session = await sandboxes.exec(userOf(request).id, ref, execOptsOf(body));
       reply.hijack();
       await streamSession(request, new StreamResponse(reply.raw, () => session.cancel('client disconnected'), request.log), session);
     },
@@ -203,7 +209,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
-      const session = await sandboxes.run(userOf(request).id, body);
+      const session = await sandboxes.run(userOf(request).id, runOptsOf(body));
       reply.hijack();
       const stream = new StreamResponse(reply.raw, () => session.cancel('client disconnected; the script was killed'), request.log);
       // The client may have gone while the sandbox was being made.
@@ -239,7 +245,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
 }
 
 /** Streams a session's output and exit; after the hijack nothing may throw (fastify could not answer it). */
-async function streamSession(request: FastifyRequest, stream: StreamResponse, session: ExecSession, first?: { kind: FrameKind; value: unknown }): Promise<void> {
+async function streamSession(request: Pick<FastifyRequest, 'id' | 'log'>, stream: FrameSink, session: ExecSession, first?: { kind: FrameKind; value: unknown }): Promise<void> {
   try {
     if (first) await stream.json(first.kind, first.value);
     for await (const chunk of session.output) {
