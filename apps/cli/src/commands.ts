@@ -182,7 +182,7 @@ Exit codes: run and exec exit with the command's own code; 2 = usage error; 1 = 
   const exec = withJson(
     program
       .command('exec')
-      .description('run a command in a running sandbox; one argument runs as a bash script, several as argv')
+      .description('run a command in a running sandbox; one argument runs as a bash script')
       .argument('<sandbox>', 'name or id')
       .argument('<command...>', "command and its arguments (after --), or one quoted script ('ls | wc -l')")
       .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
