@@ -59,6 +59,21 @@ describe('roost run and exec: stdin, terminals, options', () => {
     assert.deepEqual(devNull, { code: 0, stdout: 'done\n' });
   });
 
+  it('ends when the command does, even if its stdin pipe stays open and silent', async () => {
+    const child = spawn(process.execPath, [cliPath, 'exec', 'box', 'echo done'], { env: { PATH: process.env.PATH, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      let stdout = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      const code = await new Promise<number | null>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', resolve);
+      });
+      assert.deepEqual({ code, stdout }, { code: 0, stdout: 'done\n' });
+    } finally {
+      child.kill();
+    }
+  });
+
   it('exec -t gives the command a terminal of the local size, and -t without a terminal is a usage error', async () => {
     const command = `stty cols 100 rows 30; ${process.execPath} ${cliPath} exec -t box 'tty; stty size; echo "TERM=$TERM"'`;
     const result = await runProcess('script', ['-qec', command, '/dev/null'], { env: { ...process.env, ...env, TERM: 'xterm-256color' } });

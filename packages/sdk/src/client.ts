@@ -36,6 +36,10 @@ export interface CallOpts {
  * daemon's body limit); an async iterable (a Node Readable, a web ReadableStream) streams over a
  * WebSocket, with backpressure, then EOF; `true` opens stdin for `handle.writeStdin()` and
  * `closeStdin()`. Absent: the command reads EOF at once.
+ *
+ * @example
+ * roost.exec('dev', ['sha256sum'], { stdin: createReadStream('data.bin') }); // streamed
+ * roost.run({ script: 'wc -l', stdin: 'a\nb\n' }); // whole, in the request
  */
 export interface StdinOpts {
   stdin?: StdinSource | true;

@@ -5,7 +5,11 @@ import { ClientFrameKind, encodeFrame, encodeJsonFrame, maxFramePayloadBytes, ma
 import type { WebSocket as WsSocket } from 'ws';
 import { DaemonUnreachableError, RoostApiError } from './errors.js';
 
-/** What a command reads as stdin: given whole, or streamed from an async iterable (a Node Readable, a web ReadableStream). */
+/**
+ * What a command reads as stdin: given whole, or streamed from an async iterable (a Node Readable,
+ * a web ReadableStream).
+ * @example const stdin: StdinSource = process.stdin;
+ */
 export type StdinSource = string | Uint8Array | AsyncIterable<Uint8Array | string>;
 
 /** The client's half of a command's WebSocket. */
