@@ -26,7 +26,8 @@ import { toHttpError } from './errors.js';
 import { answerJsonResult, prefersJson } from './json-result.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
-import { StreamResponse } from './stream-response.js';
+import { execOptsOf, runOptsOf } from './command-opts.js';
+import { StreamResponse, type FrameSink, type SessionFrames } from './stream-response.js';
 import { serveUpgrades } from './upgrades.js';
 
 export interface HttpApiDeps {
@@ -140,7 +141,12 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   on('sshTunnel', async () => {
     throw new RoostError('VALIDATION_FAILED', 'this route is a WebSocket: connect with `roost proxy <sandbox>` (Upgrade: websocket)');
   });
-  serveUpgrades(app, deps);
+  for (const name of ['execWebSocket', 'runWebSocket'] as const) {
+    on(name, async () => {
+      throw new RoostError('VALIDATION_FAILED', `this route is a WebSocket (Upgrade: websocket); without one, POST ${routes[name].path}`);
+    });
+  }
+  serveUpgrades(app, { ...deps, streamSession, toApiSandbox });
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);
@@ -206,7 +212,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     handler: async (request, reply) => {
       const { ref } = parse(routes.exec.params, request.params);
       const body = parse(routes.exec.body, request.body);
-      const session = await sandboxes.exec(userOf(request).id, ref, body);
+      const session = await sandboxes.exec(userOf(request).id, ref, execOptsOf(body));
       if (prefersJson(request.headers.accept)) {
         const source = { output: session.output, finish: () => session.done, cancel: () => session.cancel('client disconnected') };
         return answerJsonResult(request, reply, source, deps.limits.maxJsonOutputBytes);
@@ -221,7 +227,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
       const owner = userOf(request).id;
-      const session = await sandboxes.run(owner, body);
+      const session = await sandboxes.run(owner, runOptsOf(body));
       if (prefersJson(request.headers.accept)) {
         const finish = async () => {
           const exit = await session.done;
@@ -281,16 +287,11 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
 }
 
 /** Streams a session's output and exit; after the hijack nothing may throw (fastify could not answer it). */
-interface JsonFrame {
-  kind: FrameKind;
-  value: unknown;
-}
-
 async function streamSession(
-  request: FastifyRequest,
-  stream: StreamResponse,
+  request: Pick<FastifyRequest, 'id' | 'log'>,
+  stream: FrameSink,
   session: ExecSession,
-  extra: { first?: JsonFrame; last?: () => Promise<JsonFrame> } = {},
+  extra: SessionFrames = {},
 ): Promise<void> {
   try {
     if (extra.first) await stream.json(extra.first.kind, extra.first.value);

@@ -12,7 +12,30 @@ import {
 } from '@roost/contract';
 import type { OutputChunk } from '@roost/core';
 
-export class StreamResponse {
+/** Where a session's frames go: the POST's response body, or the WebSocket's messages. */
+export interface FrameSink {
+  /** True once the client went away before the stream ended. */
+  aborted: boolean;
+  output(chunk: OutputChunk): Promise<void>;
+  json(kind: FrameKind, value: unknown): Promise<void>;
+  /** The last frame. */
+  end(kind: FrameKind, value: unknown): void;
+  fail(body: ErrorBody): void;
+}
+
+/** A JSON frame (a sandbox, an exit status). */
+export interface JsonFrame {
+  kind: FrameKind;
+  value: unknown;
+}
+
+/** Frames a run adds around its output: its sandbox first, the sandbox as the run left it last. */
+export interface SessionFrames {
+  first?: JsonFrame;
+  last?: () => Promise<JsonFrame>;
+}
+
+export class StreamResponse implements FrameSink {
   /** True once the client went away before the stream ended. */
   aborted = false;
 

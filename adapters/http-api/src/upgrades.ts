@@ -1,17 +1,21 @@
-// HTTP upgrades on the API port. The one served is the sshTunnel route (`roost proxy`): a
-// WebSocket whose binary messages carry one SSH connection to the gateway.
+// HTTP upgrades on the API port: the routes of the table marked `webSocket`. sshTunnel
+// (`roost proxy`) carries one SSH connection to the gateway in binary messages; execWebSocket and
+// runWebSocket carry a command's stdin, terminal size and output (command-socket.ts).
 //
 // Node hands an upgrade's socket over bare: without node's 'error' listener and without the
 // request deadlines. Until ws owns it, this code keeps both itself, and catches every error: a
 // bad percent-escape in the path, or a reset after the reply, was an uncaught exception that
 // killed roostd.
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createWebSocketStream, WebSocketServer } from 'ws';
+import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
 import type { FastifyInstance } from 'fastify';
-import { routes, type RouteSpec } from '@roost/contract';
-import { RoostError, type AuthService, type SandboxService } from '@roost/core';
+import { FrameKind, routes, type RouteSpec, type Sandbox } from '@roost/contract';
+import { RoostError, type AuthService, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
+import { serveCommandSocket, type CommandSocketOpts } from './command-socket.js';
+import { execOptsOf, runOptsOf } from './command-opts.js';
 import { toHttpError } from './errors.js';
 import { writeRawResponse, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
@@ -21,6 +25,9 @@ export interface UpgradeDeps {
   sandboxes: SandboxService;
   limits: HttpLimits;
   acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  /** The POST routes' streaming of a session, so both ways send the same frames. */
+  streamSession: CommandSocketOpts['stream'];
+  toApiSandbox(sandbox: SandboxRecord): Sandbox;
 }
 
 /** How long a refused upgrade's client gets to read the refusal before the socket is cut. */
@@ -30,6 +37,7 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
   const log = app.log;
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: deps.limits.maxWebSocketMessageBytes });
   const table = Object.values(routes as Record<string, RouteSpec>).map((route) => ({ route, pattern: pathPattern(route.path) }));
+  const webSocketPaths = table.filter(({ route }) => route.webSocket).map(({ route }) => `GET ${route.path}`).join(', ');
   /** Sockets between the upgrade request and ws taking them (closed with the server). */
   const pending = new Set<Duplex>();
 
@@ -51,12 +59,13 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
 
   const upgrade = async (request: IncomingMessage, socket: Duplex, head: Buffer, settle: () => void) => {
     const path = (request.url ?? '').split('?')[0]!;
-    const target = table.find(({ pattern }) => pattern.test(path));
+    // A path served both ways (exec, runs) upgrades to its WebSocket route.
+    const target = table.find(({ route, pattern }) => route.webSocket && pattern.test(path)) ?? table.find(({ pattern }) => pattern.test(path));
     // Deny by default: only a route the table marks public answers without a token.
     const user = target?.route.public ? undefined : await deps.auth.authenticate(bearerToken(request.headers.authorization));
     if (!target) throw new RoostError('NOT_FOUND', 'no route at this path');
-    if (target.route !== routes.sshTunnel || !user) {
-      throw new RoostError('VALIDATION_FAILED', `only ${routes.sshTunnel.path} is a WebSocket route`);
+    if (!target.route.webSocket || !user) {
+      throw new RoostError('VALIDATION_FAILED', `only ${webSocketPaths} are WebSocket routes`);
     }
     // ws would refuse a bad handshake too, but with a text body: checked here, the client gets the API's error.
     const { headers } = request;
@@ -66,23 +75,63 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
       !/^[+/0-9A-Za-z]{22}==$/.test(headers['sec-websocket-key'] ?? '') ||
       headers['sec-websocket-version'] !== '13'
     ) {
-      throw new RoostError('VALIDATION_FAILED', `${routes.sshTunnel.path} takes a WebSocket handshake: GET, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key`);
+      throw new RoostError('VALIDATION_FAILED', `${target.route.path} takes a WebSocket handshake: GET, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key`);
     }
-    const { ref } = parse(routes.sshTunnel.params, { ref: decodeSegment(target.pattern.exec(path)![1]!) });
-    await deps.sandboxes.ensureAwake(user.id, ref);
+    const ref = target.route.params ? parse(target.route.params, { ref: decodeSegment(target.pattern.exec(path)![1]!) }).ref as string : undefined;
+    const accept = await prepare(target.route, user, ref);
     if (socket.destroyed) return;
     const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
     wss.handleUpgrade(request, socket, head, (ws) => {
       settle();
       try {
-        const stream = createWebSocketStream(ws);
-        stream.on('error', (error) => log.debug({ err: error.message }, 'SSH tunnel stream error'));
-        deps.acceptSshStream(stream, remoteAddress);
+        accept(ws, remoteAddress);
       } catch (error) {
-        log.error({ err: error }, 'SSH tunnel hand-over failed');
+        log.error({ err: error }, 'WebSocket hand-over failed');
         ws.terminate();
       }
     });
+  };
+
+  /** Checks what can be checked before the upgrade (a refusal is then a plain HTTP error) and says what to do with the socket. */
+  const prepare = async (route: RouteSpec, user: UserRecord, ref: string | undefined): Promise<(ws: WebSocket, remoteAddress: string) => void> => {
+    const commandSocket = (start: CommandSocketOpts['start']) => (ws: WebSocket) =>
+      serveCommandSocket(ws, {
+        log,
+        requestId: `req_${randomBytes(6).toString('hex')}`,
+        firstMessageTimeoutMs: deps.limits.requestTimeoutMs,
+        start,
+        stream: deps.streamSession,
+      });
+    if (route === routes.sshTunnel) {
+      await deps.sandboxes.ensureAwake(user.id, ref!);
+      return (ws, remoteAddress) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', (error) => log.debug({ err: error.message }, 'SSH tunnel stream error'));
+        deps.acceptSshStream(stream, remoteAddress);
+      };
+    }
+    if (route === routes.execWebSocket) {
+      await deps.sandboxes.ensureAwake(user.id, ref!);
+      return commandSocket(async (request) => {
+        const body = parse(routes.execWebSocket.webSocket.firstMessage, request);
+        return { session: await deps.sandboxes.exec(user.id, ref!, execOptsOf(body, true)) };
+      });
+    }
+    if (route === routes.runWebSocket) {
+      return commandSocket(async (request) => {
+        const body = parse(routes.runWebSocket.webSocket.firstMessage, request);
+        const session = await deps.sandboxes.run(user.id, runOptsOf(body, true));
+        return {
+          session,
+          frames: {
+            first: { kind: FrameKind.sandbox, value: deps.toApiSandbox(session.sandbox) },
+            // Before the exit frame, the sandbox as the run left it (status, exit code), as the POST sends.
+            last: async () => ({ kind: FrameKind.sandbox, value: deps.toApiSandbox(await session.ended) }),
+          },
+        };
+      });
+    }
+    throw new RoostError('INTERNAL', `no WebSocket handler for ${route.path}`);
   };
 
   app.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {

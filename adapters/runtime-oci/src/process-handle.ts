@@ -188,7 +188,9 @@ export function processHandle(child: ChildProcess, pidFile: string, resizes?: Wr
     ...(resizes && {
       resize(cols: number, rows: number) {
         const record = resizeRecord(cols, rows);
-        if (!exited && !resizes.destroyed) resizes.write(record);
+        // A client may send sizes without end; roost-pty reads each at once, so a pipe that
+        // holds a page of them unread means it is stopped: drop the size rather than queue it.
+        if (!exited && !resizes.destroyed && resizes.writableLength < 4096) resizes.write(record);
       },
     }),
   };

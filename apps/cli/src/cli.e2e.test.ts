@@ -94,7 +94,7 @@ describe('roost CLI against a real daemon', () => {
     assert.match(run.stderr, /keeper .* kept/);
     const exec = await roost(['exec', 'keeper', 'cat /root/file; hostname']);
     assert.equal(exec.stdout, 'state\nkeeper\n');
-    const argv = await roost(['exec', 'keeper', 'ls', '-d', '/root']);
+    const argv = await roost(['exec', 'keeper', '--', 'ls', '-d', '/root']);
     assert.equal(argv.stdout, '/root\n');
     assert.equal((await roost(['exec', 'keeper', 'exit 5'])).exitCode, 5);
     const listed = await roost(['ls']);

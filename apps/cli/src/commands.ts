@@ -9,6 +9,7 @@ import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, sa
 import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, runOutcome, table, UsageError } from './output.js';
+import { attachTerminal, sendsStdin, terminalRequest } from './stdin.js';
 import { streamCommand } from './streaming.js';
 import { adminTokenFromDaemonHost } from './trust.js';
 
@@ -154,12 +155,14 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
         .argument('<script>', 'shell script, run with bash -c')
         .option('-p, --persistent', 'keep the sandbox after the script ends')
         .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
-        .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout', cliLimits.timeoutSec.max)),
+        .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout', cliLimits.timeoutSec.max))
+        .option('-i, --interactive', 'send stdin even from a terminal (from a pipe or file it is sent anyway)'),
     ),
   ).action(
-    async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number } & SandboxFlags & JsonOpt) => {
+    async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number; interactive?: boolean } & SandboxFlags & JsonOpt) => {
       const roost = await client(cli);
       const handle = roost.run({
+        ...(sendsStdin(opts.interactive) && { stdin: process.stdin }),
         script,
         persistent: opts.persistent,
         name: opts.name,
@@ -191,22 +194,55 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
     else printLine(`Sandbox ${sandbox.name} is running (${sandbox.id}). Try: roost exec ${sandbox.name} 'uname -a'`);
   });
 
-  withJson(
+  const exec = withJson(
     program
       .command('exec')
       .description('run a command in a running sandbox; one argument runs as a bash script')
       .argument('<sandbox>', 'name or id')
-      .argument('<command...>', "command and its arguments, or one quoted script ('ls | wc -l')")
+      .argument('<command...>', "command and its arguments (after --), or one quoted script ('ls | wc -l')")
       .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
       .option('-w, --workdir <dir>', 'working directory (default /root)')
       .option('--timeout <seconds>', 'kill the command after this many seconds (exit code 124)', positiveNumber('--timeout'))
-      .passThroughOptions(),
-  ).action(
-    async (ref: string, command: string[], opts: { env?: Record<string, string>; workdir?: string; timeout?: number } & JsonOpt) => {
+      .option('-i, --interactive', 'send stdin even from a terminal (from a pipe or file it is sent anyway)')
+      .option('-t, --tty', 'run it under a terminal, like docker exec -t (-it for a shell: your keys go to it)')
+      .addHelpText(
+        'after',
+        "\nOptions go before --; everything after it is the command.\n\nExamples:\n  roost exec dev 'ls | wc -l'          # one argument: a bash script\n  roost exec dev -e A=1 -- ls -la /    # several: argv\n  echo hi | roost exec dev cat         # stdin from a pipe or file is sent\n  roost exec -it dev bash              # an interactive shell",
+      ),
+  );
+  // An option after the sandbox that is not ours belongs to the command: say how to pass it.
+  Object.assign(exec, {
+    unknownOption(flag: string): never {
+      throw new UsageError(
+        `unknown option ${flag}: an option of the command goes after --, as in \`roost exec <sandbox> -- ls -la\`, or quote the whole script: \`roost exec <sandbox> 'ls -la'\``,
+      );
+    },
+  });
+  exec.action(
+    async (
+      ref: string,
+      command: string[],
+      opts: { env?: Record<string, string>; workdir?: string; timeout?: number; interactive?: boolean; tty?: boolean } & JsonOpt,
+    ) => {
+      const tty = opts.tty ? terminalRequest(process.env.TERM) : undefined;
+      const stdin = sendsStdin(opts.interactive);
       const roost = await client(cli);
-      const argv = command.length === 1 ? ['bash', '-c', command[0]] : command;
-      const handle = roost.exec(ref, argv, { env: opts.env, cwd: opts.workdir, timeoutSec: opts.timeout });
-      const result = await streamCommand(handle, { collect: Boolean(opts.json) });
+      const argv = command.length === 1 ? ['bash', '-c', command[0]!] : command;
+      const handle = roost.exec(ref, argv, {
+        env: opts.env,
+        cwd: opts.workdir,
+        timeoutSec: opts.timeout,
+        ...(stdin && { stdin: process.stdin }),
+        ...(tty && { tty }),
+      });
+      // Raw only when our keys go to the command: then Ctrl-C is a byte for its terminal.
+      const restore = tty ? attachTerminal(handle, { raw: Boolean(stdin) }) : undefined;
+      let result;
+      try {
+        result = await streamCommand(handle, { collect: Boolean(opts.json) });
+      } finally {
+        restore?.();
+      }
       if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
       else if (result.exit.reason) process.stderr.write(`roost: ${result.exit.reason}\n`);
       throw new ExitError(result.exit.exitCode);

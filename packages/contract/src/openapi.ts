@@ -63,6 +63,7 @@ export function buildOpenApiDocument(version: string): JsonObject {
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(route.body) } } },
       }),
       responses,
+      ...(route.webSocket?.firstMessage && { 'x-websocket-first-message': schemaOf(route.webSocket.firstMessage) }),
     };
   }
   return {

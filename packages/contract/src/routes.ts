@@ -17,6 +17,11 @@ export interface RouteSpec {
   query?: z.ZodObject;
   body?: z.ZodType;
   /**
+   * A WebSocket route (GET + Upgrade). `firstMessage`: the JSON the client sends first; then
+   * frames of stream.ts both ways (one per binary message).
+   */
+  webSocket?: { firstMessage?: z.ZodType };
+  /**
    * Status and schema of the success response, in application/json; `stream` means the route
    * answers application/vnd.roost.stream unless the client's Accept prefers application/json.
    */
@@ -161,12 +166,30 @@ export const routes = {
     body: s.runRequestSchema,
     success: { status: 200, stream: true, schema: s.runResultSchema },
   },
+  execWebSocket: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}/exec',
+    summary:
+      'WebSocket upgrade for exec with streamed stdin and terminals: the first client message is the ExecRequest (JSON, tty allowed); then the client sends stdin (16), stdin-end (17) and resize (18) frames and the server the frames the POST streams, one frame per binary message. Closing the socket kills the command.',
+    params: s.sandboxRefParamsSchema,
+    webSocket: { firstMessage: s.execRequestSchema },
+    success: { status: 101 },
+  },
+  runWebSocket: {
+    method: 'GET',
+    path: '/api/v1/runs',
+    summary:
+      'WebSocket upgrade for a run with streamed stdin: the first client message is the RunRequest (JSON); then frames as for exec. Closing the socket kills the script and, without persistent, removes the sandbox.',
+    webSocket: { firstMessage: s.runRequestSchema },
+    success: { status: 101 },
+  },
   sshTunnel: {
     method: 'GET',
     path: '/api/v1/sandboxes/{ref}/ssh',
     summary:
       'WebSocket upgrade carrying one SSH connection to the gateway (binary messages), for `roost proxy` as a ProxyCommand where only the HTTP port is reachable. The sandbox must be yours; SSH authentication follows as usual.',
     params: s.sandboxRefParamsSchema,
+    webSocket: {},
     success: { status: 101 },
   },
   sshInfo: {

@@ -109,12 +109,38 @@ export const sandboxRefParamsSchema = z.object({
   ref: z.string().describe('Sandbox id or name'),
 });
 
+/**
+ * The whole stdin of a command, given in the request (curl, buffered SDK calls; bounded by the
+ * body limit). Without it the command reads EOF at once; to stream stdin, use the WebSocket on
+ * the same path (stdin and stdin-end frames).
+ */
+const stdinOptions = {
+  stdin: z.string().optional().describe('The whole stdin of the command (then EOF); absent: the command reads EOF at once'),
+  stdinEncoding: z.enum(['utf8', 'base64']).optional().describe('How stdin is encoded (default utf8; base64 for binary input)'),
+};
+
+export const terminalSchema = z
+  .object({
+    cols: z.number().int().min(0).max(65535).describe('Columns; 0: unknown'),
+    rows: z.number().int().min(0).max(65535).describe('Rows; 0: unknown'),
+    term: z.string().regex(/^[\w.+-]{1,64}$/).optional().describe('TERM inside (default xterm-256color)'),
+  })
+  .meta({ id: 'Terminal' });
+export type Terminal = z.infer<typeof terminalSchema>;
+
+/** A resize frame's payload (client to server, WebSocket only). */
+export const resizeFrameSchema = z.object({ cols: z.number().int().min(0).max(65535), rows: z.number().int().min(0).max(65535) });
+
 export const execRequestSchema = z
   .object({
     command: z.array(z.string()).min(1).describe('argv; use ["bash","-c", script] for a script'),
     env: envSchema.optional(),
     cwd: z.string().optional().describe('Working directory inside the sandbox (default /root)'),
     timeoutSec: timeoutSecSchema.optional().describe('Kill the command after this many seconds (at most your quota\'s timeoutSec)'),
+    ...stdinOptions,
+    tty: terminalSchema
+      .optional()
+      .describe('Run the command under a terminal (roost-pty) of this size; its output then all comes as stdout. Over the WebSocket, resize frames change the size'),
   })
   .meta({ id: 'ExecRequest' });
 export type ExecRequest = z.infer<typeof execRequestSchema>;
@@ -125,6 +151,7 @@ export const runRequestSchema = z
     ...sandboxOptions,
     persistent: z.boolean().optional().describe('Keep the sandbox after the script ends (default false)'),
     timeoutSec: timeoutSecSchema.optional().describe('Kill the script after this many seconds (at most your quota\'s timeoutSec)'),
+    ...stdinOptions,
   })
   .meta({ id: 'RunRequest' });
 export type RunRequest = z.infer<typeof runRequestSchema>;

@@ -1,6 +1,10 @@
 // The framing of exec, run and logs responses (media type application/vnd.roost.stream).
 // Each frame is a 1-byte kind, a 4-byte big-endian payload length, then the payload. Output
 // frames carry raw bytes, so binary output passes byte-exact and stdout/stderr stay apart.
+//
+// The same frames travel over the WebSocket of exec and run (GET + Upgrade on the POST's path),
+// one frame per binary message, after a first client message holding the JSON request. The
+// client then sends stdin, stdin-end and resize frames; the server sends what the POST streams.
 
 export const streamMediaType = 'application/vnd.roost.stream';
 
@@ -17,6 +21,20 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
+/** Frames a client sends on the exec/run WebSocket, after its first message (the JSON request). */
+export const ClientFrameKind = {
+  /** Raw bytes for the command's stdin. */
+  stdin: 16,
+  /** No more stdin: the command reads EOF (empty payload). */
+  stdinEnd: 17,
+  /** JSON {cols, rows}: the terminal's new size (exec with tty only). */
+  resize: 18,
+} as const;
+export type ClientFrameKind = (typeof ClientFrameKind)[keyof typeof ClientFrameKind];
+
+/** stdin is sent in frames of at most this many bytes (well under the server's WebSocket message limit). */
+export const maxStdinFrameBytes = 64 * 1024;
+
 export interface Frame {
   kind: FrameKind;
   payload: Uint8Array;
@@ -26,19 +44,31 @@ const headerBytes = 5;
 /** Output is split into frames of at most this size, so a reader never buffers more. */
 export const maxFramePayloadBytes = 1 << 20;
 
-export function encodeFrameHeader(kind: FrameKind, payloadLength: number): Uint8Array {
+/** One whole frame: header and payload in one buffer (a WebSocket message). */
+export function encodeFrame(kind: FrameKind | ClientFrameKind, payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(headerBytes + payload.length);
+  frame.set(encodeFrameHeader(kind, payload.length), 0);
+  frame.set(payload, headerBytes);
+  return frame;
+}
+
+/** The one frame a WebSocket message holds; undefined when the message is not exactly one frame. */
+export function decodeFrameMessage(message: Uint8Array): { kind: number; payload: Uint8Array } | undefined {
+  if (message.length < headerBytes) return undefined;
+  const view = new DataView(message.buffer, message.byteOffset, headerBytes);
+  if (view.getUint32(1) !== message.length - headerBytes) return undefined;
+  return { kind: view.getUint8(0), payload: message.subarray(headerBytes) };
+}
+
+export function encodeFrameHeader(kind: FrameKind | ClientFrameKind, payloadLength: number): Uint8Array {
   const header = new Uint8Array(headerBytes);
   header[0] = kind;
   new DataView(header.buffer).setUint32(1, payloadLength);
   return header;
 }
 
-export function encodeJsonFrame(kind: FrameKind, value: unknown): Uint8Array {
-  const payload = new TextEncoder().encode(JSON.stringify(value));
-  const frame = new Uint8Array(headerBytes + payload.length);
-  frame.set(encodeFrameHeader(kind, payload.length), 0);
-  frame.set(payload, headerBytes);
-  return frame;
+export function encodeJsonFrame(kind: FrameKind | ClientFrameKind, value: unknown): Uint8Array {
+  return encodeFrame(kind, new TextEncoder().encode(JSON.stringify(value)));
 }
 
 export function decodeJsonPayload<T>(frame: Frame): T {

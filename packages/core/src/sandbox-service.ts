@@ -1,6 +1,6 @@
 // The sandbox life cycle: create, exec, run a one-shot script, look, stop, remove. Pure logic
 // over the ports; every I/O goes through the runtime, the store or the clock.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { normaliseEgressRules, NO_EGRESS_RULES } from './egress-rules.js';
 import { RoostError } from './errors.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
@@ -27,6 +27,7 @@ import type {
   SandboxRecord,
   SandboxStatus,
   Store,
+  TerminalOpts,
   UserRecord,
   UserUsage,
 } from './ports.js';
@@ -97,16 +98,26 @@ export interface SandboxSettings {
   openFiles?: number;
 }
 
+/**
+ * A command's stdin: bytes given whole (written, then EOF), or 'stream' for a caller that writes
+ * `ExecSession.stdin` itself. Absent: the command reads EOF at once.
+ */
+export type StdinOpt = Uint8Array | 'stream';
+
 export interface ExecSandboxOpts {
   command: string[];
   env?: Record<string, string>;
   cwd?: string;
   timeoutSec?: number;
+  stdin?: StdinOpt;
+  /** Run under a terminal (the runtime's roost-pty); ExecSession.resize changes its size. */
+  tty?: TerminalOpts;
 }
 
 export interface RunOpts extends CreateSandboxOpts {
   script: string;
   timeoutSec?: number;
+  stdin?: StdinOpt;
 }
 
 export interface ExitResult extends ExitStatus {
@@ -122,6 +133,14 @@ export interface ExecSession {
   done: Promise<ExitResult>;
   /** Kills the process (client went away, Ctrl-C). */
   cancel(reason: string): void;
+  /**
+   * The process's stdin, when it was asked with `stdin: 'stream'`: write with backpressure
+   * (wait for 'drain' when write() returns false), end() for EOF. Errors after the process
+   * exited (EPIPE) are swallowed here.
+   */
+  stdin?: Writable;
+  /** Sets the terminal's size (with `tty`); the process gets SIGWINCH. */
+  resize?(cols: number, rows: number): void;
 }
 
 export interface RunSession extends ExecSession {
@@ -330,8 +349,14 @@ export class SandboxService {
     if (opts.timeoutSec !== undefined) admitTimeout(await this.deps.quotas.limitsOf(ownerId), opts.timeoutSec, 'exec');
     const sandbox = await this.ensureAwake(ownerId, ref);
     const oomKillsBefore = await this.deps.runtime.oomKillCount(sandbox.id);
-    const process = await this.startProcess(sandbox, opts);
-    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore }, (chunks) => chunks);
+    const process = await this.startProcess(sandbox, {
+      command: opts.command,
+      env: opts.env,
+      cwd: opts.cwd,
+      stdin: opts.stdin !== undefined,
+      tty: opts.tty,
+    });
+    return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore, stdin: opts.stdin }, (chunks) => chunks);
   }
 
   /**
@@ -376,14 +401,14 @@ export class SandboxService {
     const sandbox = await this.createWithin(ownerId, { ...opts, persistent: opts.persistent ?? false }, quota);
     let process: ProcessHandle;
     try {
-      process = await this.startProcess(sandbox, { command: ['bash', '-c', opts.script] });
+      process = await this.startProcess(sandbox, { command: ['bash', '-c', opts.script], stdin: opts.stdin !== undefined });
     } catch (error) {
       await this.finishRun(sandbox, { exitCode: 1, reason: 'the script could not be started' });
       throw error;
     }
     const logWriter = this.logs.writer(sandbox.id, { ownerId, maxBytes: quota.logBytes });
     // A fresh sandbox has had no OOM kills yet.
-    const session = this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore: 0 }, (chunks) =>
+    const session = this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore: 0, stdin: opts.stdin }, (chunks) =>
       logWriter.tee(chunks),
     );
     const done = session.done.then(async (result) => {
@@ -623,10 +648,13 @@ export class SandboxService {
   private watch(
     sandbox: SandboxRecord,
     process: ProcessHandle,
-    opts: { timeoutSec?: number; oomKillsBefore: number },
+    opts: { timeoutSec?: number; oomKillsBefore: number; stdin?: StdinOpt },
     observe: (chunks: AsyncIterable<OutputChunk>) => AsyncIterable<OutputChunk>,
   ): ExecSession {
     const { timeoutSec } = opts;
+    // A write after the process exited fails with EPIPE; unheard, that error would end roostd.
+    process.stdin?.on('error', () => {});
+    if (opts.stdin instanceof Uint8Array) process.stdin?.end(opts.stdin);
     let endedBy: { reason: string; exitCode?: number } | undefined;
     const end = (reason: string, exitCode?: number) => {
       endedBy ??= { reason, exitCode };
@@ -648,6 +676,8 @@ export class SandboxService {
       output: observe(mergeOutput(process.stdout, process.stderr)),
       done,
       cancel: (reason) => end(reason),
+      ...(opts.stdin === 'stream' && process.stdin && { stdin: process.stdin }),
+      ...(process.resize && { resize: (cols: number, rows: number) => process.resize!(cols, rows) }),
     };
   }
 

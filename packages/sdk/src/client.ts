@@ -18,6 +18,7 @@ import { streamMediaType } from '@roost/contract/stream';
 import { CommandHandle } from './command.js';
 import { checkMediaType, errorOfAnswer, errorOfFailedRequest } from './answers.js';
 import { NotRoostdError } from './errors.js';
+import { openCommandSocket, pumpStdin, type StdinSource } from './command-socket.js';
 
 export interface RoostOpts {
   /** Where roostd answers, e.g. http://127.0.0.1:7070 */
@@ -33,9 +34,24 @@ export interface CallOpts {
   signal?: AbortSignal;
 }
 
+/**
+ * What the command reads as stdin. A string or bytes go whole in the request (bounded by the
+ * daemon's body limit); an async iterable (a Node Readable, a web ReadableStream) streams over a
+ * WebSocket, with backpressure, then EOF; `true` opens stdin for `handle.writeStdin()` and
+ * `closeStdin()`. Absent: the command reads EOF at once.
+ *
+ * @example
+ * roost.exec('dev', ['sha256sum'], { stdin: createReadStream('data.bin') }); // streamed
+ * roost.run({ script: 'wc -l', stdin: 'a\nb\n' }); // whole, in the request
+ */
+export interface StdinOpts {
+  stdin?: StdinSource | true;
+}
+
 export type CreateSandboxOpts = CreateSandboxRequest & CallOpts;
-export type RunOpts = RunRequest & CallOpts;
-export type ExecOpts = Omit<ExecRequest, 'command'> & CallOpts;
+export type RunOpts = Omit<RunRequest, 'stdin' | 'stdinEncoding'> & StdinOpts & CallOpts;
+/** `tty`: run under a terminal of this size (output then all comes as stdout); `resize()` changes it. */
+export type ExecOpts = Omit<ExecRequest, 'command' | 'stdin' | 'stdinEncoding'> & StdinOpts & CallOpts;
 
 /**
  * The Roost client. The CLI and the dashboard use only this.
@@ -99,20 +115,49 @@ export class Roost {
    * removed when the script ends, or when you `kill()` the handle.
    * @example
    * const { exitCode } = await roost.run({ script: 'exit 3' }).wait(); // 3
+   * @example
+   * const sum = roost.run({ script: 'sha256sum', stdin: createReadStream('big.iso') }); // streamed
    */
   run(opts: RunOpts): CommandHandle {
-    const { signal, ...body } = opts;
-    return this.stream('POST', '/api/v1/runs', body, signal);
+    const { signal, stdin, ...body } = opts;
+    return this.command('/api/v1/runs', body, stdin, false, signal);
   }
 
   /**
    * Runs a command in an existing sandbox.
    * @example
    * const cmd = roost.exec('dev', ['bash', '-c', 'ls /']);
+   * @example
+   * const upper = roost.exec('dev', ['tr', 'a-z', 'A-Z'], { stdin: 'hello' }); // HELLO
+   * @example
+   * const shell = roost.exec('dev', ['bash'], { stdin: process.stdin, tty: { cols: 80, rows: 24 } });
+   * process.stdout.on('resize', () => void shell.resize(process.stdout.columns, process.stdout.rows));
    */
   exec(ref: string, command: string[], opts: ExecOpts = {}): CommandHandle {
-    const { signal, ...rest } = opts;
-    return this.stream('POST', `/api/v1/sandboxes/${encodeURIComponent(ref)}/exec`, { ...rest, command }, signal);
+    const { signal, stdin, ...rest } = opts;
+    return this.command(`/api/v1/sandboxes/${encodeURIComponent(ref)}/exec`, { ...rest, command }, stdin, Boolean(rest.tty), signal);
+  }
+
+  /** A POST with the whole stdin in the body, or the WebSocket when stdin streams or a terminal is asked. */
+  private command(path: string, body: Record<string, unknown>, stdin: StdinOpts['stdin'], tty: boolean, signal?: AbortSignal): CommandHandle {
+    const streamed = stdin === true || (stdin !== undefined && typeof stdin !== 'string' && !(stdin instanceof Uint8Array));
+    if (!streamed && !tty) {
+      const whole = stdin === undefined ? {} : typeof stdin === 'string' ? { stdin } : { stdin: toBase64(stdin as Uint8Array), stdinEncoding: 'base64' };
+      return this.stream('POST', path, { ...body, ...whole }, signal);
+    }
+    const abort = new AbortController();
+    signal?.addEventListener('abort', () => abort.abort(), { once: true });
+    const socket = openCommandSocket(this.apiUrl, path, this.opts.token, body, abort.signal);
+    socket.catch(() => {});
+    const handle = new CommandHandle(
+      socket.then((open) => open.incoming),
+      abort,
+      socket,
+    );
+    if (stdin !== undefined && stdin !== true) {
+      void socket.then((open) => pumpStdin(open, stdin, open.closed), () => {});
+    }
+    return handle;
   }
 
   /**
@@ -136,7 +181,10 @@ export class Roost {
   private stream(method: string, path: string, body: unknown, signal?: AbortSignal): CommandHandle {
     const abort = new AbortController();
     signal?.addEventListener('abort', () => abort.abort(), { once: true });
-    const response = this.send(method, path, body, abort.signal, streamMediaType);
+    const response = this.send(method, path, body, abort.signal, streamMediaType).then((answer) => {
+      if (!answer.body) throw new Error('empty response from roostd');
+      return answer.body as AsyncIterable<Uint8Array>;
+    });
     // The caller sees a failed request through the handle; keep Node from calling it unhandled.
     response.catch(() => {});
     return new CommandHandle(response, abort);
@@ -356,6 +404,13 @@ export class SandboxHandle {
   remove(opts: CallOpts = {}): Promise<void> {
     return this.roost.sandboxes.remove(this.info.id, opts);
   }
+}
+
+function toBase64(bytes: Uint8Array): string {
+  if (typeof Buffer !== 'undefined') return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('base64');
+  let text = '';
+  for (let offset = 0; offset < bytes.length; offset += 0x8000) text += String.fromCharCode(...bytes.subarray(offset, offset + 0x8000));
+  return btoa(text);
 }
 
 function sandboxPath(ref: string): string {

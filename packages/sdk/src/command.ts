@@ -1,6 +1,7 @@
 import type { ErrorBody } from '@roost/contract/errors';
-import { decodeFrames, decodeJsonPayload, FrameKind, type Frame } from '@roost/contract/stream';
+import { ClientFrameKind, decodeFrames, decodeJsonPayload, FrameKind, maxStdinFrameBytes, type Frame } from '@roost/contract/stream';
 import type { ExitFrame, Sandbox } from '@roost/contract';
+import { resizePayload, type CommandSocket } from './command-socket.js';
 import { RoostApiError } from './errors.js';
 
 /** One piece of a command's output. */
@@ -15,7 +16,8 @@ export type CommandExit = ExitFrame;
 /**
  * A command running in a sandbox. Iterate `output()` to stream stdout and stderr as they come
  * (the command is slowed down, not buffered, when you read slowly); `wait()` resolves with the
- * exit status; `kill()` ends the command.
+ * exit status; `kill()` ends the command. Started with streamed stdin (`stdin: true`, an async
+ * iterable) or a terminal (`tty`), it also takes input: `writeStdin()`, `closeStdin()`, `resize()`.
  *
  * @example
  * const cmd = sandbox.exec(['bash', '-c', 'echo hi; exit 3']);
@@ -28,10 +30,53 @@ export class CommandHandle {
   private outputTaken = false;
   private sandboxInfo?: Sandbox;
 
+  /**
+   * @internal `body`: the daemon's frames as bytes (a POST's response body, or the WebSocket's
+   * messages); `socket`: the WebSocket, when the command takes streamed input.
+   */
   constructor(
-    private readonly response: Promise<Response>,
+    private readonly body: Promise<AsyncIterable<Uint8Array>>,
     private readonly abort: AbortController,
+    private readonly socket?: Promise<CommandSocket>,
   ) {}
+
+  /**
+   * Writes to the command's stdin; resolves once the daemon's socket took it (await it to go no
+   * faster than the command reads). Needs `stdin: true` (or a terminal) when started.
+   * @example
+   * const cmd = roost.exec('dev', ['wc', '-c'], { stdin: true });
+   * await cmd.writeStdin('hello');
+   * await cmd.closeStdin();
+   * for await (const chunk of cmd.output()) process.stdout.write(chunk.data); // 5
+   */
+  async writeStdin(data: string | Uint8Array): Promise<void> {
+    const socket = await this.input();
+    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    for (let offset = 0; offset < bytes.length; offset += maxStdinFrameBytes) {
+      await socket.send(ClientFrameKind.stdin, bytes.subarray(offset, offset + maxStdinFrameBytes));
+    }
+  }
+
+  /**
+   * Ends the command's stdin: it reads EOF.
+   * @example await cmd.closeStdin();
+   */
+  async closeStdin(): Promise<void> {
+    await (await this.input()).send(ClientFrameKind.stdinEnd, new Uint8Array(0));
+  }
+
+  /**
+   * Sets the size of the command's terminal (exec with `tty`); the command gets SIGWINCH.
+   * @example process.stdout.on('resize', () => void cmd.resize(process.stdout.columns, process.stdout.rows));
+   */
+  async resize(cols: number, rows: number): Promise<void> {
+    await (await this.input()).send(ClientFrameKind.resize, resizePayload(cols, rows));
+  }
+
+  private input(): Promise<CommandSocket> {
+    if (!this.socket) throw new Error('this command takes no input: start it with { stdin: true }, a stream as stdin, or a tty');
+    return this.socket;
+  }
 
   /** stdout and stderr chunks in arrival order; can be iterated once. */
   async *output(): AsyncGenerator<OutputChunk> {
@@ -87,9 +132,7 @@ export class CommandHandle {
   }
 
   private async open(): Promise<AsyncGenerator<Frame>> {
-    const response = await this.response;
-    if (!response.body) throw new Error('empty response from roostd');
-    const frames = decodeFrames(response.body as AsyncIterable<Uint8Array>);
+    const frames = decodeFrames(await this.body);
     // A run begins with its sandbox; peek at it so sandbox() can answer before any output.
     const first = await frames.next();
     const rest = async function* (head: IteratorResult<Frame>) {

@@ -62,7 +62,9 @@ describe('HTTP API', () => {
       const token = { authorization: `Bearer ${daemon.adminToken}` };
       assert.notEqual((await rawRequest(daemon.url, method, path, token)).status, 401, `${label} with a token`);
       const upgraded = await rawRequest(daemon.url, 'GET', path, { ...token, ...websocketHeaders });
-      const expected = url === toFastifyPath(routes.sshTunnel.path) ? 404 : url === unknown.url ? 404 : 400;
+      // WebSocket routes: the ones of a sandbox answer 404 for sandbox "x"; a run needs none, so it switches.
+      const webSocketUrls = new Set(Object.values(routes as Record<string, RouteSpec>).filter((route) => route.webSocket).map((route) => toFastifyPath(route.path)));
+      const expected = url === toFastifyPath(routes.runWebSocket.path) ? 101 : webSocketUrls.has(url) || url === unknown.url ? 404 : 400;
       assert.equal(upgraded.status, expected, `${label} upgrade with a token`);
     }
   });

@@ -19,7 +19,8 @@ export interface RunCliOpts {
   env?: Record<string, string | undefined>;
   /** Called with the child process, e.g. to send it SIGINT. */
   onSpawn?(child: import('node:child_process').ChildProcess): void;
-  stdin?: string;
+  /** What the CLI reads on stdin (a pipe, then EOF); default: nothing, EOF at once. */
+  stdin?: string | Uint8Array;
 }
 
 export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult> {

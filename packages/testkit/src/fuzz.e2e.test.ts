@@ -155,7 +155,8 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
     const requests: { label: string; payload: string; expectSwitch: boolean; auth?: string }[] = [];
     for (const { method, url } of daemon.daemon.httpRoutes) {
       const path = url.replace(':ref', 'fuzz-box');
-      const isTunnel = url === routes.sshTunnel.path.replace('{ref}', ':ref');
+      // Every WebSocket route switches for a sandbox of yours (fuzz-box) or needs none (runs).
+      const isTunnel = (Object.values(routes) as RouteSpec[]).some((route) => route.webSocket && url === route.path.replace('{ref}', ':ref'));
       for (const upgrade of variants) {
         for (const auth of [undefined, 'roost_not-a-token', token]) {
           const upgradeMethod = method === 'HEAD' ? 'GET' : method;

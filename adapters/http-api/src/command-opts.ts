@@ -1,0 +1,34 @@
+// From the contract's exec and run requests to core's options: stdin given whole is decoded,
+// a terminal gets its default TERM.
+import type { ExecRequest, RunRequest } from '@roost/contract';
+import { RoostError, type ExecSandboxOpts, type RunOpts, type StdinOpt } from '@roost/core';
+
+const defaultTerm = 'xterm-256color';
+
+/** `streamed`: stdin comes as frames over the WebSocket, so the request must not hold it too. */
+export function execOptsOf(request: ExecRequest, streamed = false): ExecSandboxOpts {
+  const { stdin, stdinEncoding, tty, ...rest } = request;
+  return {
+    ...rest,
+    stdin: stdinOf(stdin, stdinEncoding, streamed),
+    ...(tty && { tty: { cols: tty.cols, rows: tty.rows, term: tty.term ?? defaultTerm } }),
+  };
+}
+
+export function runOptsOf(request: RunRequest, streamed = false): RunOpts {
+  const { stdin, stdinEncoding, ...rest } = request;
+  return { ...rest, stdin: stdinOf(stdin, stdinEncoding, streamed) };
+}
+
+function stdinOf(stdin: string | undefined, encoding: 'utf8' | 'base64' | undefined, streamed: boolean): StdinOpt | undefined {
+  if (streamed) {
+    if (stdin !== undefined) throw new RoostError('VALIDATION_FAILED', 'on the WebSocket, stdin comes as stdin frames, not in the request');
+    return 'stream';
+  }
+  if (stdin === undefined) return undefined;
+  if (encoding !== 'base64') return Buffer.from(stdin, 'utf8');
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(stdin) || stdin.length % 4 !== 0) {
+    throw new RoostError('VALIDATION_FAILED', 'stdin with stdinEncoding base64 is not valid base64');
+  }
+  return Buffer.from(stdin, 'base64');
+}
