@@ -143,7 +143,8 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);
-    return toApiSshKey(await auth.addSshKey(userOf(request).id, body.publicKey, body.name));
+    const { key, alreadyRegistered } = await auth.addSshKey(userOf(request).id, body.publicKey, body.name);
+    return { ...toApiSshKey(key), alreadyRegistered };
   });
   on('removeSshKey', async (request) => {
     const { ref } = parse(routes.removeSshKey.params, request.params);
