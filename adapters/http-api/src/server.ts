@@ -42,8 +42,11 @@ export interface HttpApiDeps {
   dataDir: string;
   /** Where the SSH gateway listens (known once it does) and its host keys. */
   sshInfo(): SshInfo;
-  /** Hands an SSH connection that arrived over a WebSocket to the gateway. */
-  acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  /**
+   * Hands an SSH connection that arrived over a WebSocket to the gateway, bound to the sandbox
+   * the tunnel was opened for.
+   */
+  acceptSshStream(stream: Duplex, remoteAddress: string, sandboxId: string): void;
   limits: HttpLimits;
 }
 

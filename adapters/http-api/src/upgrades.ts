@@ -20,7 +20,7 @@ export interface UpgradeDeps {
   auth: AuthService;
   sandboxes: SandboxService;
   limits: HttpLimits;
-  acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  acceptSshStream(stream: Duplex, remoteAddress: string, sandboxId: string): void;
 }
 
 /** How long a refused upgrade's client gets to read the refusal before the socket is cut. */
@@ -69,7 +69,7 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
       throw new RoostError('VALIDATION_FAILED', `${routes.sshTunnel.path} takes a WebSocket handshake: GET, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key`);
     }
     const { ref } = parse(routes.sshTunnel.params, { ref: decodeSegment(target.pattern.exec(path)![1]!) });
-    await deps.sandboxes.ensureAwake(user.id, ref);
+    const sandbox = await deps.sandboxes.ensureAwake(user.id, ref);
     if (socket.destroyed) return;
     const remoteAddress = socket instanceof Socket ? (socket.remoteAddress ?? '') : '';
     wss.handleUpgrade(request, socket, head, (ws) => {
@@ -77,7 +77,7 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
       try {
         const stream = createWebSocketStream(ws);
         stream.on('error', (error) => log.debug({ err: error.message }, 'SSH tunnel stream error'));
-        deps.acceptSshStream(stream, remoteAddress);
+        deps.acceptSshStream(stream, remoteAddress, sandbox.id);
       } catch (error) {
         log.error({ err: error }, 'SSH tunnel hand-over failed');
         ws.terminate();
