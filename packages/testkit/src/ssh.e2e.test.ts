@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
-import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
+import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername, parseTunnelUsername } from '@roost/ssh-gateway';
 import { cliPath, runCli } from './cli.js';
 import { runProcess } from './process.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
@@ -189,9 +189,34 @@ describe('SSH gateway with OpenSSH', () => {
         // +user in the user name picks the user inside, as on the gateway's port.
         const asNobody = await runProcess('ssh', ['-F', userConfig, '-o', 'BatchMode=yes', 'whoever+nobody@roost-made-later', 'id -un'], { env: userEnv() });
         assert.equal(asNobody.stdout, 'nobody\n', asNobody.stderr);
+        // Stopped: the pattern still covers it, and the proxy says why there is no session.
+        await later.stop();
+        const stopped = await runProcess('ssh', ['-F', userConfig, '-o', 'BatchMode=yes', 'roost-made-later', 'true'], { env: userEnv(), input: '' });
+        assert.equal(stopped.exitCode, 255);
+        assert.match(stopped.stderr, /^roost: sandbox made-later is stopped.*\(SANDBOX_NOT_RUNNING\)$/m);
       } finally {
         await later.remove();
       }
+    });
+
+    it('a tunnel opened for your sandbox lets in no other user\'s key, whatever the user name says', async () => {
+      const bobKey = join(dir, 'bob_tunnel');
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', bobKey]);
+      const bobToken = await daemon.createUserToken('tunnel-bob');
+      const bob = new Roost({ apiUrl: daemon.url, token: bobToken });
+      await bob.sshKeys.add(readFileSync(`${bobKey}.pub`, 'utf8'));
+      await bob.sandboxes.create({ name: 'bobs-box' });
+      // The block with bob's key, and that key only (-i); the admin's token opens the tunnel.
+      const bobConfig = join(dir, 'bob-config');
+      writeFileSync(bobConfig, (await cli(['ssh-config', '-i', bobKey])).stdout);
+      for (const user of ['sshbox', 'bobs-box', 'whoever']) {
+        const result = await runProcess('ssh', ['-F', bobConfig, '-o', 'BatchMode=yes', `${user}@roost-sshbox`, 'hostname'], { env: userEnv() });
+        assert.equal(result.exitCode, 255, `${user}: ${result.stdout}`);
+        assert.match(result.stderr, /Permission denied \(publickey\)/, user);
+      }
+      // Positive control: the same config opens bob's own sandbox through his own tunnel.
+      const own = await runProcess('ssh', ['-F', bobConfig, '-o', 'BatchMode=yes', 'roost-bobs-box', 'hostname'], { env: { ...userEnv(), ROOST_API_TOKEN: bobToken } });
+      assert.equal(own.stdout, 'bobs-box\n', own.stderr);
     });
 
     it('ssh-config --print and --json: the same block, and every option in JSON', async () => {
@@ -608,6 +633,14 @@ describe('SSH gateway parts', () => {
     assert.deepEqual(parseSshUsername('dev+alice'), { sandbox: 'dev', unixUser: 'alice' });
     assert.equal(parseSshUsername('dev+'), undefined);
     assert.equal(parseSshUsername('dev+a b'), undefined);
+  });
+
+  it('on a roost proxy tunnel, takes the tunnel\'s sandbox and only +user from the name', () => {
+    assert.deepEqual(parseTunnelUsername('yan', 'sb_1'), { sandbox: 'sb_1' });
+    assert.deepEqual(parseTunnelUsername('other-box', 'sb_1'), { sandbox: 'sb_1' });
+    assert.deepEqual(parseTunnelUsername('x+alice', 'sb_1'), { sandbox: 'sb_1', unixUser: 'alice' });
+    assert.equal(parseTunnelUsername('x+a b', 'sb_1'), undefined);
+    assert.equal(parseTunnelUsername('+alice', 'sb_1'), undefined);
   });
 
   it('limits failures per source within a window', () => {
