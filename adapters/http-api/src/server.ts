@@ -44,8 +44,11 @@ export interface HttpApiDeps {
   dataDir: string;
   /** Where the SSH gateway listens (known once it does) and its host keys. */
   sshInfo(): SshInfo;
-  /** Hands an SSH connection that arrived over a WebSocket to the gateway. */
-  acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  /**
+   * Hands an SSH connection that arrived over a WebSocket to the gateway, bound to the sandbox
+   * the tunnel was opened for.
+   */
+  acceptSshStream(stream: Duplex, remoteAddress: string, sandboxId: string): void;
   limits: HttpLimits;
 }
 
@@ -150,7 +153,8 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   on('listSshKeys', async (request) => ({ keys: (await auth.listSshKeys(userOf(request).id)).map(toApiSshKey) }));
   on('addSshKey', async (request) => {
     const body = parse(routes.addSshKey.body, request.body);
-    return toApiSshKey(await auth.addSshKey(userOf(request).id, body.publicKey, body.name));
+    const { key, alreadyRegistered } = await auth.addSshKey(userOf(request).id, body.publicKey, body.name);
+    return { ...toApiSshKey(key), alreadyRegistered };
   });
   on('removeSshKey', async (request) => {
     const { ref } = parse(routes.removeSshKey.params, request.params);

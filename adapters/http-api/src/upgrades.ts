@@ -24,7 +24,7 @@ export interface UpgradeDeps {
   auth: AuthService;
   sandboxes: SandboxService;
   limits: HttpLimits;
-  acceptSshStream(stream: Duplex, remoteAddress: string): void;
+  acceptSshStream(stream: Duplex, remoteAddress: string, sandboxId: string): void;
   /** The POST routes' streaming of a session, so both ways send the same frames. */
   streamSession: CommandSocketOpts['stream'];
   toApiSandbox(sandbox: SandboxRecord): Sandbox;
@@ -103,11 +103,11 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
         stream: deps.streamSession,
       });
     if (route === routes.sshTunnel) {
-      await deps.sandboxes.ensureAwake(user.id, ref!);
+      const sandbox = await deps.sandboxes.ensureAwake(user.id, ref!);
       return (ws, remoteAddress) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', (error) => log.debug({ err: error.message }, 'SSH tunnel stream error'));
-        deps.acceptSshStream(stream, remoteAddress);
+        deps.acceptSshStream(stream, remoteAddress, sandbox.id);
       };
     }
     if (route === routes.execWebSocket) {

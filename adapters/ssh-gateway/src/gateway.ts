@@ -12,7 +12,7 @@ import { Forwarding } from './forwarding.js';
 import type { HostKey } from './host-keys.js';
 import { FailureLimiter } from './rate-limit.js';
 import { SshSession, type Login } from './session.js';
-import { parseSshUsername } from './usernames.js';
+import { parseSshUsername, parseTunnelUsername } from './usernames.js';
 
 const { Server, utils } = ssh2;
 
@@ -79,6 +79,8 @@ export class SshGateway {
   private readonly admission: ConnectionCaps;
   /** Admitted connections that have not logged in yet, by their socket. */
   private readonly pendingLogins = new Map<Duplex, Admission>();
+  /** Connections from `roost proxy` tunnels: the sandbox each was opened for. */
+  private readonly tunnelSandboxes = new WeakMap<Duplex, string>();
   private readonly connections = new Set<Connection>();
   private readonly refusedWarning: ThrottledWarning;
   private readonly deadlineWarning: ThrottledWarning;
@@ -121,10 +123,15 @@ export class SshGateway {
 
   /**
    * Serves one SSH connection arriving over another transport (the HTTP port's WebSocket);
-   * `remoteAddress` is the client's, for the limits and the log.
+   * `remoteAddress` is the client's, for the limits and the log. The tunnel was opened for one
+   * sandbox, so that sandbox is the target whatever the SSH user name says (but a `+user` in it):
+   * `Host roost-*` with `ProxyCommand roost proxy %n` then needs no per-sandbox `User` line, and
+   * an IDE that sends the local user name still lands in the right sandbox. The key must still
+   * belong to the sandbox's owner.
    */
-  acceptStream(stream: Duplex, remoteAddress: string): void {
+  acceptStream(stream: Duplex, remoteAddress: string, sandboxId: string): void {
     Object.assign(stream, { remoteAddress, remotePort: 0, remoteFamily: remoteAddress.includes(':') ? 'IPv6' : 'IPv4' });
+    this.tunnelSandboxes.set(stream, sandboxId);
     this.admit(stream, remoteAddress);
   }
 
@@ -177,6 +184,7 @@ export class SshGateway {
     client.setNoDelay(true);
     let login: Login | undefined;
     const tries = { refused: 0 };
+    const tunnelSandbox = client._sock && this.tunnelSandboxes.get(client._sock);
     client.on('error', (error: Error & { level?: string }) => {
       logger.debug({ source, err: error.message }, 'SSH connection error');
       // ssh2 answers a keepalive timeout with a polite end(), which waits for a peer that is
@@ -185,7 +193,7 @@ export class SshGateway {
     });
     client.on('close', () => this.connections.delete(client));
     client.on('authentication', (ctx) => {
-      this.authenticate(ctx, source, tries)
+      this.authenticate(ctx, source, tries, tunnelSandbox)
         .then((result) => {
           if (result) {
             // Before accept(): ssh2 emits 'ready' from inside it.
@@ -227,7 +235,7 @@ export class SshGateway {
    * (blocked source, unknown key, unknown sandbox, another user's sandbox, bad signature), the
    * answer is the same refusal after the same floor of time.
    */
-  private async authenticate(ctx: AuthContext, source: string, tries: { refused: number }): Promise<Login | undefined> {
+  private async authenticate(ctx: AuthContext, source: string, tries: { refused: number }, tunnelSandbox: string | undefined): Promise<Login | undefined> {
     const started = Date.now();
     const refuse = async (counts: boolean) => {
       tries.refused++;
@@ -258,7 +266,7 @@ export class SshGateway {
     }
     // The client proves it holds the key; then the key names the user, who must own the sandbox.
     if (offered.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return refuse(true);
-    const target = parseSshUsername(ctx.username);
+    const target = tunnelSandbox ? parseTunnelUsername(ctx.username, tunnelSandbox) : parseSshUsername(ctx.username);
     const user = await this.deps.auth.userForSshKey(ctx.key.data);
     // Looked up even without a user, so both failures cost the same.
     const sandbox = target && (await this.deps.sandboxes.get(user?.id ?? '', target.sandbox).catch(() => undefined));

@@ -16,3 +16,13 @@ export function parseSshUsername(username: string): SshTarget | undefined {
   const unixUser = username.slice(plus + 1);
   return unixUserPattern.test(unixUser) ? { sandbox, unixUser } : undefined;
 }
+
+/**
+ * The target on a tunnel opened for one sandbox (`roost proxy`): that sandbox; the name before
+ * a "+" is not looked at (an IDE sends the local user name), the part after it is the user.
+ */
+export function parseTunnelUsername(username: string, sandbox: string): SshTarget | undefined {
+  if (!username.includes('+')) return { sandbox };
+  const parsed = parseSshUsername(username);
+  return parsed && { sandbox, unixUser: parsed.unixUser };
+}

@@ -56,8 +56,32 @@ export function normalizedApiUrl(text: string, source: string): string {
 }
 
 export async function saveCredentials(cli: CliEnv, credentials: Credentials): Promise<void> {
-  await mkdir(dirname(cli.configFile), { recursive: true, mode: 0o700 });
-  await writeFile(cli.configFile, `${JSON.stringify(credentials, null, 2)}\n`, { mode: 0o600 });
+  const { sshIdentityFiles } = await readSaved(cli.configFile);
+  await writeSaved(cli.configFile, { ...credentials, ...(sshIdentityFiles && { sshIdentityFiles }) });
+}
+
+/**
+ * The private key `roost ssh-key add` registered from a file, per API URL: `roost ssh` and
+ * `roost ssh-config` name it, so a key outside ssh's defaults and agent still opens sessions.
+ */
+export async function sshIdentityFile(cli: CliEnv, apiUrl: string): Promise<string | undefined> {
+  const file = (await readSaved(cli.configFile)).sshIdentityFiles?.[apiUrl];
+  return typeof file === 'string' ? file : undefined;
+}
+
+export async function rememberSshIdentityFile(cli: CliEnv, apiUrl: string, file: string): Promise<void> {
+  const saved = await readSaved(cli.configFile);
+  if (saved.sshIdentityFiles?.[apiUrl] === file) return;
+  await writeSaved(cli.configFile, { ...saved, sshIdentityFiles: { ...saved.sshIdentityFiles, [apiUrl]: file } });
+}
+
+interface SavedConfig extends Partial<Credentials> {
+  sshIdentityFiles?: Record<string, string>;
+}
+
+async function writeSaved(file: string, saved: SavedConfig): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  await writeFile(file, `${JSON.stringify(saved, null, 2)}\n`, { mode: 0o600 });
 }
 
 export async function forgetCredentials(cli: CliEnv): Promise<boolean> {
@@ -66,9 +90,9 @@ export async function forgetCredentials(cli: CliEnv): Promise<boolean> {
   return saved.token !== undefined;
 }
 
-async function readSaved(file: string): Promise<Partial<Credentials>> {
+async function readSaved(file: string): Promise<SavedConfig> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Partial<Credentials>;
+    return JSON.parse(await readFile(file, 'utf8')) as SavedConfig;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
     throw new Error(`cannot read ${file}: ${(error as Error).message} (fix or delete it, then \`roost login\`)`);

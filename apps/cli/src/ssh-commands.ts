@@ -1,12 +1,14 @@
 // The SSH side of `roost`: keys, `ssh`, `ssh-config` and `proxy`.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { realpathSync } from 'node:fs';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openSshTunnel } from '@roost/sdk/node';
 import { client, withJson, type JsonOpt } from './connection.js';
-import { loadCredentials, type CliEnv } from './credentials.js';
+import { loadCredentials, rememberSshIdentityFile, sshIdentityFile, type CliEnv } from './credentials.js';
+import { blockBegin, blockEnd, writeManagedBlock } from './ssh-config-file.js';
 import { ago, ExitError, printJson, printLine, table, UsageError } from './output.js';
 import { checkedEndpoint, checkedHostKeys, checkedSandboxName, checkedSandboxRef, checkedUnixUser } from './trust.js';
 
@@ -16,7 +18,7 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
     .description('open an SSH session to a sandbox (runs your ssh with the gateway\'s address and pinned host key)')
     .argument('<sandbox>', 'sandbox name or id; name+user logs in as that user inside')
     .argument('[command...]', 'run this instead of a login shell (put it after --)')
-    .option('-i, --identity <file>', 'private key to use (default: your ssh defaults and agent)')
+    .option('-i, --identity <file>', 'use this private key only (default: your agent, then the key `roost ssh-key add` read)')
     .option('-A, --forward-agent', 'forward your SSH agent (only if the sandbox allows it)')
     .passThroughOptions()
     .addHelpText('after', '\nExamples:\n  roost ssh dev\n  roost ssh dev -- uname -a\n  roost ssh dev+alice          # as user alice inside\n\nFirst register a key: roost ssh-key add')
@@ -31,13 +33,18 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
       const name = checkedSandboxName(roost.apiUrl, sandbox.name);
       const endpoint = gatewayEndpoint(info, roost.apiUrl);
       const knownHosts = await writeKnownHosts(cli, endpoint, checkedHostKeys(roost.apiUrl, info.hostKeys));
+      const identity = opts.identity ?? (await registeredIdentityFile(cli, roost.apiUrl));
       // commander keeps the "--" that separates the command; ssh gets its own below.
       const remote = command[0] === '--' ? command.slice(1) : command;
       const args = [
         '-p', String(endpoint.port),
         '-o', `UserKnownHostsFile=${knownHosts}`,
         '-o', 'StrictHostKeyChecking=yes',
-        ...(opts.identity ? ['-i', opts.identity, '-o', 'IdentitiesOnly=yes'] : []),
+        // -i of your choosing: that key only. The remembered key: added to the agent's keys (ssh
+        // offers them first), not instead of them: IdentitiesOnly would hide a registered key that
+        // lives only in the agent.
+        ...(identity ? ['-i', identity] : []),
+        ...(opts.identity ? ['-o', 'IdentitiesOnly=yes'] : []),
         ...(opts.forwardAgent ? ['-A'] : []),
         ...(remote.length > 0 && process.stdin.isTTY ? ['-t'] : []),
         // "--": whatever follows is the destination and the command, never an option.
@@ -59,11 +66,26 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
     .command('proxy')
     .description('carry SSH over the daemon\'s HTTP port (for ProxyCommand where only that port is open)')
     .argument('<sandbox>', 'sandbox name or id (checked, and woken, before the tunnel opens)')
-    .addHelpText('after', '\nIn ~/.ssh/config:\n  Host roost-*\n    ProxyCommand npx roost proxy %r\n\nor: ssh -o ProxyCommand="roost proxy dev" dev@roost')
-    .action(async (ref: string) => {
+    .option('--host-prefix <prefix>', 'strip this from the start of <sandbox> (a Host pattern such as roost-* with %n)')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'The tunnel is opened for one sandbox, so the SSH user name does not matter (user+alice: as alice inside).',
+        'The gateway\'s host key is checked under the alias [host]:port (here the default gateway, 127.0.0.1:2222),',
+        'in ~/.roost/known_hosts once `roost ssh` or `roost ssh-config` has run:',
+        '',
+        '  ssh -o ProxyCommand=\'roost proxy %n\' -o HostKeyAlias=\'[127.0.0.1]:2222\' -o UserKnownHostsFile=~/.roost/known_hosts dev',
+        '',
+        'For every sandbox at once (ssh roost-dev, VS Code, PyCharm): roost ssh-config --write',
+      ].join('\n'),
+    )
+    .action(async (target: string, opts: { hostPrefix?: string }) => {
       const credentials = await loadCredentials(cli);
       if (!credentials.token) throw new UsageError('you are not logged in: run `roost login`');
-      const tunnel = await openSshTunnel({ apiUrl: credentials.apiUrl, token: credentials.token, sandbox: ref.split('+')[0]! });
+      let ref = target.split('+')[0]!;
+      if (opts.hostPrefix && ref.startsWith(opts.hostPrefix) && ref.length > opts.hostPrefix.length) ref = ref.slice(opts.hostPrefix.length);
+      const tunnel = await openSshTunnel({ apiUrl: credentials.apiUrl, token: credentials.token, sandbox: ref });
       await new Promise<void>((resolve, reject) => {
         process.stdin.pipe(tunnel);
         tunnel.pipe(process.stdout);
@@ -77,44 +99,67 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
   withJson(
     program
       .command('ssh-config')
-      .description('print ~/.ssh/config entries for your sandboxes (VS Code Remote-SSH, PyCharm, plain ssh)')
-      .argument('[sandbox]', 'only this sandbox (default: all your running ones)')
-      .option('-i, --identity <file>', 'add IdentityFile (and IdentitiesOnly) to each entry')
-      .addHelpText('after', '\nExamples:\n  roost ssh-config >> ~/.ssh/config    # then: ssh roost-<name>, or pick it in VS Code\n  roost ssh-config dev -i ~/.ssh/id_ed25519\n\nThe gateway\'s host key is written to ~/.roost/known_hosts, which the entries name.'),
-  ).action(async (ref: string | undefined, opts: { identity?: string } & JsonOpt) => {
+      .description('print, or --write into ~/.ssh/config, the entries for your sandboxes (ssh roost-<name>; VS Code Remote-SSH, PyCharm)')
+      .option('--write', 'put the block into ~/.ssh/config (replacing the one written before; nothing else in the file changes)')
+      .option('--print', 'print the block on stdout (the default without --write)')
+      .option('-i, --identity <file>', 'IdentityFile for the block, and that key only (default: the key `roost ssh-key add` read)')
+      .addHelpText(
+        'after',
+        [
+          '',
+          'One Host pattern, roost-*, covers all your sandboxes, also stopped ones and ones made later: ssh reaches',
+          'them through `roost proxy` (the daemon\'s HTTP port), checks the gateway\'s host key against',
+          '~/.roost/known_hosts and offers the key you registered.',
+          '',
+          'Examples:',
+          '  roost ssh-config --write          # then: ssh roost-dev, or pick roost-dev in VS Code / PyCharm',
+          '  roost ssh-config                  # the same block on stdout',
+          '  roost ssh-config --json           # every option, the host keys and your sandboxes',
+        ].join('\n'),
+      ),
+  ).action(async (opts: { write?: boolean; print?: boolean; identity?: string } & JsonOpt) => {
     const roost = await client(cli);
-    const [info, sandboxes] = await Promise.all([roost.sshInfo(), ref ? roost.sandboxes.get(ref).then((s) => [s.info]) : roost.sandboxes.list()]);
+    const [info, sandboxes] = await Promise.all([roost.sshInfo(), roost.sandboxes.list({ all: true })]);
     // Every value from the server is checked before it becomes config text: a name with a
     // newline could add a ProxyCommand line to the user's ~/.ssh/config.
     const endpoint = gatewayEndpoint(info, roost.apiUrl);
     const hostKeys = checkedHostKeys(roost.apiUrl, info.hostKeys);
-    const names = sandboxes.map((sandbox) => checkedSandboxName(roost.apiUrl, sandbox.name));
-    const knownHosts = await writeKnownHosts(cli, endpoint, hostKeys);
-    const entries = names.map((name) => ({
-      host: `roost-${name}`,
-      hostName: endpoint.host,
-      port: endpoint.port,
-      user: name,
-    }));
+    const covered = sandboxes.map((sandbox) => ({ name: checkedSandboxName(roost.apiUrl, sandbox.name), host: `${sshHostPrefix}${sandbox.name}`, status: sandbox.status }));
+    const knownHostsFile = await writeKnownHosts(cli, endpoint, hostKeys);
+    const identityFile = opts.identity ? resolve(opts.identity) : await registeredIdentityFile(cli, roost.apiUrl);
+    const options: Record<string, string> = {
+      ProxyCommand: `${proxyCommandWord(process.execPath)} ${proxyCommandWord(realpathSync(process.argv[1]!))} proxy --host-prefix ${sshHostPrefix} %n`,
+      HostKeyAlias: hostKeyAlias(endpoint),
+      UserKnownHostsFile: configPath(knownHostsFile),
+      StrictHostKeyChecking: 'yes',
+      ...(identityFile && { IdentityFile: configPath(identityFile) }),
+      ...(opts.identity && { IdentitiesOnly: 'yes' }),
+    };
+    const host = `${sshHostPrefix}*`;
+    const block = [
+      `${blockBegin} (${printableUrl(roost.apiUrl)}) ---`,
+      '# Written by `roost ssh-config --write` and replaced by its next run: edit outside this block.',
+      `# ssh ${sshHostPrefix}<sandbox> reaches any of your sandboxes through \`roost proxy\`.`,
+      `Host ${host}`,
+      ...Object.entries(options).map(([key, value]) => `  ${key} ${value}`),
+      '# Ends the pattern above: what follows applies to every host, as before.',
+      'Host *',
+      blockEnd,
+    ].join('\n');
+    const file = join(cli.home, '.ssh', 'config');
+    const written = opts.write ? await writeManagedBlock(file, block) : undefined;
     if (opts.json) {
-      printJson({ knownHostsFile: knownHosts, knownHosts: knownHostsLines(endpoint, hostKeys), entries });
-      return;
-    }
-    const lines = [`# Roost sandboxes on ${roost.apiUrl} (roost ssh-config)`];
-    for (const line of knownHostsLines(endpoint, hostKeys)) lines.push(`# known_hosts (in ${knownHosts}): ${line}`);
-    for (const entry of entries) {
-      lines.push(
-        `Host ${entry.host}`,
-        `  HostName ${entry.hostName}`,
-        `  Port ${entry.port}`,
-        `  User ${entry.user}`,
-        `  UserKnownHostsFile ${knownHosts}`,
-        '  StrictHostKeyChecking yes',
-        ...(opts.identity ? [`  IdentityFile ${opts.identity}`, '  IdentitiesOnly yes'] : []),
+      printJson({ file, written: written?.changed ?? false, host, options, knownHostsFile, knownHosts: knownHostsLines(endpoint, hostKeys), block: `${block}\n`, sandboxes: covered });
+    } else if (opts.write && !opts.print) {
+      const examples = covered.slice(0, 3).map((sandbox) => `ssh ${sandbox.host}`);
+      printLine(
+        `${written?.changed ? 'Wrote' : 'Already up to date:'} the roost block (Host ${host}) in ${file}. ` +
+          (examples.length ? `Try: ${examples.join(', ')}` : `Try it after \`roost new <name>\`: ssh ${sshHostPrefix}<name>`),
       );
+    } else printLine(block);
+    if (written?.legacy && !opts.json) {
+      process.stderr.write(`roost: ${file} still has entries an older \`roost ssh-config >>\` appended ("# Roost sandboxes on …"): delete them, the block replaces them\n`);
     }
-    if (entries.length === 0) lines.push('# (no running sandboxes: roost new <name> first)');
-    printLine(lines.join('\n'));
   });
 
   const sshKey = program
@@ -128,10 +173,18 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
       .argument('[key]', 'path of a .pub file, "-", or "ssh-ed25519 AAAA…" (default: your ~/.ssh/id_*.pub)')
       .option('--name <name>', 'a label for the key (default: its comment)'),
   ).action(async (key: string | undefined, opts: { name?: string } & JsonOpt) => {
-    const { line, source } = await readPublicKey(cli, key);
-    const added = await (await client(cli)).sshKeys.add(line, { name: opts.name });
-    if (opts.json) printJson(added);
-    else printLine(`Added ${added.type} key ${added.fingerprint} (${added.name}) from ${source}. Try: roost ssh <sandbox>`);
+    const { line, source, privateKeyFile } = await readPublicKey(cli, key);
+    const roost = await client(cli);
+    const added = await roost.sshKeys.add(line, { name: opts.name });
+    // The private key beside the .pub: `roost ssh` and `ssh-config` name it, for a key that is
+    // neither one of ssh's defaults nor in the agent.
+    const identityFile = privateKeyFile && (await access(privateKeyFile).then(() => privateKeyFile, () => undefined));
+    if (identityFile) await rememberSshIdentityFile(cli, roost.apiUrl, identityFile);
+    if (opts.json) printJson({ ...added, identityFile: identityFile ?? null });
+    else if (added.alreadyRegistered) {
+      const renamed = opts.name && opts.name !== added.name ? ` (--name is not applied to a key you have: \`roost ssh-key rm ${added.fingerprint}\` and add it again)` : '';
+      printLine(`Already registered as ${added.name} (${added.fingerprint}); nothing changed${renamed}.`);
+    } else printLine(`Added ${added.type} key ${added.fingerprint} (${added.name}) from ${source}. Try: roost ssh <sandbox>`);
   });
   withJson(sshKey.command('list').alias('ls').description('your SSH keys')).action(async (opts: JsonOpt) => {
     const keys = await (await client(cli)).sshKeys.list();
@@ -189,7 +242,7 @@ async function writeKnownHosts(cli: CliEnv, endpoint: Endpoint, hostKeys: string
 }
 
 /** The public key line from a file, stdin, the argument itself, or the user's default key. */
-async function readPublicKey(cli: CliEnv, key: string | undefined): Promise<{ line: string; source: string }> {
+async function readPublicKey(cli: CliEnv, key: string | undefined): Promise<{ line: string; source: string; privateKeyFile?: string }> {
   if (key && /^(ssh-|ecdsa-|sk-)/.test(key)) return { line: key, source: 'the command line' };
   if (key === '-') {
     const chunks: Buffer[] = [];
@@ -202,8 +255,51 @@ async function readPublicKey(cli: CliEnv, key: string | undefined): Promise<{ li
       if (error.code === 'ENOENT' && !key) return undefined;
       throw new UsageError(`cannot read ${file}: ${error.code === 'ENOENT' ? 'no such file' : error.message}`);
     });
-    if (text !== undefined) return { line: text, source: file };
+    if (text !== undefined) return { line: text, source: file, ...(file.endsWith('.pub') && { privateKeyFile: resolve(file.slice(0, -'.pub'.length)) }) };
   }
   throw new UsageError(`no public key found in ${join(cli.home, '.ssh')} (id_ed25519.pub, id_ecdsa.pub, id_rsa.pub): make one with ssh-keygen -t ed25519, or name a .pub file`);
 }
 
+
+/** `ssh roost-<name>`: the Host pattern `roost ssh-config` writes, stripped again by `roost proxy`. */
+const sshHostPrefix = 'roost-';
+
+/**
+ * The key file `roost ssh-key add` read for this daemon, if it is still there; if it is gone,
+ * one line says so and ssh's own defaults stay.
+ */
+async function registeredIdentityFile(cli: CliEnv, apiUrl: string): Promise<string | undefined> {
+  const file = await sshIdentityFile(cli, apiUrl);
+  if (!file) return undefined;
+  const present = await access(file).then(() => true, () => false);
+  if (!present) process.stderr.write(`roost: ${file}, the key \`roost ssh-key add\` read, is gone: going on with ssh's own keys (roost ssh-key add <file.pub> names another)\n`);
+  return present ? file : undefined;
+}
+
+/**
+ * The gateway's name in known_hosts, whichever way ssh reaches it ("[host]:port", as ssh writes
+ * it for a direct connection): a ProxyCommand connection, whose host name is roost-<sandbox>,
+ * checks the same line with HostKeyAlias.
+ */
+function hostKeyAlias(endpoint: Endpoint): string {
+  return knownHostsLines(endpoint, ['x'])[0]!.split(' ')[0]!;
+}
+
+/** A path as a config value: ssh expands %-tokens in it, and splits on blanks outside quotes. */
+function configPath(path: string): string {
+  if (/["\\\x00-\x1f\x7f]/.test(path)) throw new UsageError(`cannot name ${JSON.stringify(path)} in ssh config (quote, backslash or control character): use a plainer path`);
+  const escaped = path.replaceAll('%', '%%');
+  return /\s/.test(escaped) ? `"${escaped}"` : escaped;
+}
+
+/** A word of the ProxyCommand, which ssh %-expands and hands to the shell. */
+function proxyCommandWord(word: string): string {
+  if (/^[\w/.,:+@=-]+$/.test(word)) return word;
+  if (/['\x00-\x1f\x7f]/.test(word)) throw new UsageError(`cannot name ${JSON.stringify(word)} in an ssh ProxyCommand: run roost from a plainer path`);
+  return `'${word.replaceAll('%', '%%')}'`;
+}
+
+/** The API URL in the block's first line, never a second line. */
+function printableUrl(apiUrl: string): string {
+  return /^[\x21-\x7e]+$/.test(apiUrl) ? apiUrl : 'your roostd';
+}

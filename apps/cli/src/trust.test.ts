@@ -130,7 +130,7 @@ describe('roost against a hostile server', () => {
       assert.deepEqual(args.slice(args.indexOf('--')), ['--', 'dev@127.0.0.1', 'uname', '']);
       const config = await runCli(['ssh-config'], { env: env() });
       assert.equal(config.exitCode, 0, config.stderr);
-      assert.match(config.stdout, /^Host roost-dev\n {2}HostName 127\.0\.0\.1\n {2}Port 2222\n {2}User dev\n/m);
+      assert.match(config.stdout, /^Host roost-\*\n {2}ProxyCommand \S+ \S+ proxy --host-prefix roost- %n\n {2}HostKeyAlias \[127\.0\.0\.1\]:2222\n/m);
     });
 
     const hostile: [string, (a: Answers) => void, RegExp][] = [

@@ -184,7 +184,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     runtimeName: runtime.info.engine,
     adminTokenFile,
     dataDir: resolve(config.dataDir),
-    acceptSshStream: (stream, remoteAddress) => gateway.acceptStream(stream, remoteAddress),
+    acceptSshStream: (stream, remoteAddress, sandboxId) => gateway.acceptStream(stream, remoteAddress, sandboxId),
     sshInfo: () => ({ host: sshListen.host, port: sshPort, hostKeys: hostKeys.map((key) => key.publicKey) }),
     limits: config.http,
   });

@@ -207,9 +207,10 @@ export const routes = {
   addSshKey: {
     method: 'POST',
     path: '/api/v1/ssh-keys',
-    summary: 'Register an SSH public key for the SSH gateway',
+    summary:
+      'Register an SSH public key for the SSH gateway. A key you registered before is no error: its record comes back with alreadyRegistered true. A key registered to another user is SSH_KEY_TAKEN.',
     body: s.addSshKeyRequestSchema,
-    success: { status: 201, schema: s.sshKeySchema },
+    success: { status: 201, schema: s.addSshKeyResponseSchema },
   },
   removeSshKey: {
     method: 'DELETE',

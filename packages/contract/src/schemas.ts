@@ -265,6 +265,15 @@ export const addSshKeyRequestSchema = z
   .meta({ id: 'AddSshKeyRequest' });
 export type AddSshKeyRequest = z.infer<typeof addSshKeyRequestSchema>;
 
+export const addSshKeyResponseSchema = sshKeySchema
+  .extend({
+    alreadyRegistered: z
+      .boolean()
+      .describe('true: you had registered this key before; nothing changed (the name given now is not applied)'),
+  })
+  .meta({ id: 'AddedSshKey' });
+export type AddedSshKey = z.infer<typeof addSshKeyResponseSchema>;
+
 export const listSshKeysResponseSchema = z.object({ keys: z.array(sshKeySchema) }).meta({ id: 'SshKeyList' });
 
 export const sshKeyRefParamsSchema = z.object({

@@ -68,23 +68,43 @@ export class AuthService {
     return token;
   }
 
-  /** Registers a public key for the SSH gateway; `name` defaults to the key's comment. */
-  async addSshKey(userId: string, publicKeyLine: string, name?: string): Promise<SshKeyRecord> {
+  /**
+   * Registers a public key for the SSH gateway; `name` defaults to the key's comment. A key this
+   * user already has is no error: the existing record comes back with `alreadyRegistered`, so
+   * `roost ssh-key add` can be run again. Another user's key is SSH_KEY_TAKEN, and the answer
+   * names nobody: a public key is public, so whose it is must not be learnt from it.
+   */
+  async addSshKey(userId: string, publicKeyLine: string, name?: string): Promise<{ key: SshKeyRecord; alreadyRegistered: boolean }> {
     const { store, crypto, clock, newId, logger } = this.deps;
     const parsed = parseSshPublicKey(publicKeyLine);
+    const fingerprint = sshFingerprint(crypto.sha256Base64, parsed.blob);
+    const existing = async () => {
+      const found = await store.getSshKeyByFingerprint(fingerprint);
+      if (found && found.userId !== userId) throw new RoostError('SSH_KEY_TAKEN', `the key ${fingerprint} is registered to another user`);
+      return found;
+    };
+    const mine = await existing();
+    if (mine) return { key: mine, alreadyRegistered: true };
     const key: SshKeyRecord = {
       id: newId('key'),
       userId,
       name: name ?? (parsed.comment || parsed.type),
       type: parsed.type,
       publicKey: parsed.publicKey,
-      fingerprint: sshFingerprint(crypto.sha256Base64, parsed.blob),
+      fingerprint,
       createdAt: clock.now(),
       lastUsedAt: null,
     };
-    await store.insertSshKey(key);
+    try {
+      await store.insertSshKey(key);
+    } catch (error) {
+      // Two adds of one key at once: the loser sees the winner's record, or whose it is not.
+      const raced = error instanceof RoostError && error.code === 'SSH_KEY_TAKEN' ? await existing() : undefined;
+      if (raced) return { key: raced, alreadyRegistered: true };
+      throw error;
+    }
     logger.info({ userId, keyId: key.id, fingerprint: key.fingerprint }, 'ssh key added');
-    return key;
+    return { key, alreadyRegistered: false };
   }
 
   listSshKeys(userId: string): Promise<SshKeyRecord[]> {

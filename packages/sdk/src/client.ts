@@ -1,4 +1,5 @@
 import type {
+  AddedSshKey,
   CreateSandboxRequest,
   DoctorReport,
   ExecRequest,
@@ -217,11 +218,12 @@ export class SshKeys {
   constructor(private readonly roost: Roost) {}
 
   /**
-   * Registers a public key (one line of an id_*.pub file).
+   * Registers a public key (one line of an id_*.pub file). Adding a key you already have is no
+   * error: `alreadyRegistered` is true and the existing record comes back.
    * @example await roost.sshKeys.add(readFileSync(`${homedir()}/.ssh/id_ed25519.pub`, 'utf8'));
    */
-  add(publicKey: string, opts: { name?: string } & CallOpts = {}): Promise<SshKey> {
-    return this.roost.request<SshKey>('POST', '/api/v1/ssh-keys', { publicKey, name: opts.name }, opts);
+  add(publicKey: string, opts: { name?: string } & CallOpts = {}): Promise<AddedSshKey> {
+    return this.roost.request<AddedSshKey>('POST', '/api/v1/ssh-keys', { publicKey, name: opts.name }, opts);
   }
 
   /** @example const keys = await roost.sshKeys.list(); */

@@ -2,4 +2,4 @@ export { Roost, Quotas, Sandboxes, SandboxHandle, SshKeys, type RoostOpts, type 
 export type { StdinSource } from './command-socket.js';
 export { CommandHandle, type OutputChunk, type CommandExit } from './command.js';
 export { RoostApiError, DaemonUnreachableError, NotRoostdError } from './errors.js';
-export type { Sandbox, Health, Whoami, ErrorCode, DoctorReport, SshInfo, SshKey, Quota, QuotaLimits, UpdateQuotaRequest } from '@roost/contract';
+export type { Sandbox, Health, Whoami, ErrorCode, DoctorReport, SshInfo, SshKey, AddedSshKey, Quota, QuotaLimits, UpdateQuotaRequest } from '@roost/contract';

@@ -169,9 +169,17 @@ describe('HTTP API', () => {
       const added = await daemon.sdk.sshKeys.add(line);
       assert.deepEqual([added.name, added.type, added.fingerprint], ['alice@laptop', 'ssh-ed25519', fingerprint]);
       assert.deepEqual((await daemon.sdk.sshKeys.list()).map((key) => key.fingerprint), [fingerprint]);
+      assert.equal(added.alreadyRegistered, false);
+      // Again, by its owner (also under another name): the same record, nothing added.
+      const again = await daemon.sdk.sshKeys.add(line, { name: 'renamed' });
+      assert.deepEqual(again, { ...added, alreadyRegistered: true });
+      assert.equal((await daemon.sdk.sshKeys.list()).length, 1);
 
       const other = new Roost({ apiUrl: daemon.url, token: await daemon.createUserToken('key-bob') });
-      await assert.rejects(other.sshKeys.add(line), { code: 'SSH_KEY_TAKEN' });
+      const taken = await other.sshKeys.add(line).catch((error: Error) => error);
+      assert.equal((taken as { code?: string }).code, 'SSH_KEY_TAKEN');
+      // Whose it is stays unsaid: neither the owner's name nor an id of theirs.
+      assert.doesNotMatch(JSON.stringify(taken) + (taken as Error).message, /admin|usr_|key_/);
       assert.deepEqual(await other.sshKeys.list(), []);
       await assert.rejects(other.sshKeys.remove(fingerprint), { code: 'SSH_KEY_NOT_FOUND' });
 

@@ -1,14 +1,14 @@
 // The SSH gateway with the real OpenSSH client: keys, exec, stdin, exit status, refusals.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Roost } from '@roost/sdk';
-import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername } from '@roost/ssh-gateway';
+import { FailureLimiter, loadOrCreateHostKeys, parseSshUsername, parseTunnelUsername } from '@roost/ssh-gateway';
 import { cliPath, runCli } from './cli.js';
 import { runProcess } from './process.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
@@ -106,20 +106,156 @@ describe('SSH gateway with OpenSSH', () => {
     }
   });
 
-  it('roost ssh-config prints entries plain ssh uses as they are', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'roost-ssh-home-'));
-    const env = { ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken, HOME: home };
-    try {
-      const config = await runCli(['ssh-config', '-i', key], { env });
-      assert.equal(config.exitCode, 0, config.stderr);
-      assert.match(config.stdout, /^Host roost-sshbox$/m);
-      assert.match(config.stdout, /^# known_hosts .*ssh-ed25519 /m);
-      writeFileSync(join(dir, 'config'), config.stdout);
-      const result = await runProcess('ssh', ['-F', join(dir, 'config'), '-o', 'BatchMode=yes', 'roost-sshbox', 'hostname']);
-      assert.equal(result.stdout, 'sshbox\n', result.stderr);
-    } finally {
-      rmSync(home, { recursive: true, force: true });
-    }
+  describe('set up the way users do: a key in its own file, no agent, ~/.ssh/config', () => {
+    const home = join(dir, 'home');
+    const workKey = join(home, '.ssh', 'work');
+    const userConfig = join(home, '.ssh', 'config');
+    /** A user's environment: this HOME, no agent, logged in to the test daemon. */
+    const userEnv = () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken };
+      delete env.SSH_AUTH_SOCK;
+      return env;
+    };
+    const cli = (args: string[]) => runCli(args, { env: { HOME: home, ROOST_API_URL: daemon.url, ROOST_API_TOKEN: daemon.adminToken } });
+    const theirs = 'Include ~/.ssh/config.d/*\n\nHost example.org\n\tUser bob   \n# the user\'s own, no final newline';
+
+    before(() => {
+      execFileSync('mkdir', ['-p', '-m', '0700', join(home, '.ssh')]);
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'work@laptop', '-f', workKey]);
+      writeFileSync(userConfig, theirs, { mode: 0o640 });
+    });
+
+    it('ssh-key add twice: the second says the key is already registered, exit 0, and one key is listed', async () => {
+      const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', `${workKey}.pub`], { encoding: 'utf8' }).split(' ')[1]!;
+      const first = await cli(['ssh-key', 'add', `${workKey}.pub`]);
+      assert.equal(first.exitCode, 0, first.stderr);
+      assert.match(first.stdout, /^Added ssh-ed25519 key SHA256:\S+ \(work@laptop\)/);
+      const second = await cli(['ssh-key', 'add', `${workKey}.pub`]);
+      assert.equal(second.exitCode, 0, second.stderr);
+      assert.equal(second.stdout, `Already registered as work@laptop (${fingerprint}); nothing changed.\n`);
+      const json = JSON.parse((await cli(['ssh-key', 'add', `${workKey}.pub`, '--json'])).stdout) as Record<string, unknown>;
+      assert.equal(json.alreadyRegistered, true);
+      assert.equal(json.fingerprint, fingerprint);
+      assert.equal(json.identityFile, workKey);
+      const listed = JSON.parse((await cli(['ssh-key', 'list', '--json'])).stdout) as { fingerprint: string }[];
+      assert.equal(listed.filter((k) => k.fingerprint === fingerprint).length, 1);
+      const config = JSON.parse(readFileSync(join(home, '.roost', 'config.json'), 'utf8')) as { sshIdentityFiles: Record<string, string> };
+      assert.deepEqual(config.sshIdentityFiles, { [daemon.url]: workKey });
+    });
+
+    it('roost ssh logs in with that key (not a default name, no agent), and says so when the file is gone', async () => {
+      const result = await runProcess(process.execPath, [cliPath, 'ssh', 'sshbox', '--', 'echo "with the work key"'], { env: userEnv() });
+      assert.equal(result.stdout, 'with the work key\n', result.stderr);
+      assert.equal(result.exitCode, 0);
+      const moved = `${workKey}.moved`;
+      execFileSync('mv', [workKey, moved]);
+      try {
+        const gone = await runProcess(process.execPath, [cliPath, 'ssh', 'sshbox', '--', 'true'], { env: userEnv() });
+        assert.match(gone.stderr, new RegExp(`^roost: ${workKey}, the key \`roost ssh-key add\` read, is gone: going on with ssh's own keys`, 'm'));
+        assert.equal(gone.stderr.split('\n').filter((line) => line.startsWith('roost:')).length, 1);
+        assert.notEqual(gone.exitCode, 0, 'no key of the user\'s was offered');
+      } finally {
+        execFileSync('mv', [moved, workKey]);
+      }
+    });
+
+    it('ssh-config --write twice: one block, first in the file, the rest of it untouched and its mode kept', async () => {
+      for (let run = 0; run < 2; run++) {
+        const written = await cli(['ssh-config', '--write']);
+        assert.equal(written.exitCode, 0, written.stderr);
+        assert.match(written.stdout, run === 0 ? /^Wrote the roost block \(Host roost-\*\) in .*Try: ssh roost-sshbox/ : /^Already up to date/);
+      }
+      const text = readFileSync(userConfig, 'utf8');
+      assert.equal(text.split('# --- BEGIN roost ssh-config').length, 2, 'one block');
+      assert.ok(text.endsWith(`---\n\n${theirs}`), text);
+      assert.equal(statSync(userConfig).mode & 0o777, 0o640);
+      // What ssh itself makes of it: the pattern covers a name no sandbox has yet.
+      const parsed = execFileSync('ssh', ['-F', userConfig, '-G', 'roost-anything'], { env: userEnv(), encoding: 'utf8' });
+      assert.match(parsed, new RegExp(`^proxycommand ${process.execPath} ${cliPath} proxy --host-prefix roost- %n$`, 'm'));
+      assert.match(parsed, new RegExp(`^hostkeyalias \\[127\\.0\\.0\\.1\\]:${daemon.sshPort}$`, 'm'));
+      assert.match(parsed, new RegExp(`^identityfile ${workKey}$`, 'm'));
+      assert.match(parsed, /^stricthostkeychecking true$/m);
+      // And for other hosts the user's own lines still count.
+      assert.match(execFileSync('ssh', ['-F', userConfig, '-G', 'example.org'], { env: userEnv(), encoding: 'utf8' }), /^user bob$/m);
+    });
+
+    it('ssh roost-<name> reaches a sandbox made after the config was written: strict host key, no prompt', async () => {
+      const later = await daemon.sdk.sandboxes.create({ name: 'made-later' });
+      try {
+        const result = await runProcess('ssh', ['-F', userConfig, '-o', 'BatchMode=yes', 'roost-made-later', 'echo "in $(hostname) as $(id -un)"'], { env: userEnv(), input: '' });
+        assert.equal(result.stdout, 'in made-later as root\n', result.stderr);
+        assert.equal(result.exitCode, 0);
+        assert.doesNotMatch(result.stderr, /authenticity|Warning: Permanently added|IDENTIFICATION HAS CHANGED/);
+        // +user in the user name picks the user inside, as on the gateway's port.
+        const asNobody = await runProcess('ssh', ['-F', userConfig, '-o', 'BatchMode=yes', 'whoever+nobody@roost-made-later', 'id -un'], { env: userEnv() });
+        assert.equal(asNobody.stdout, 'nobody\n', asNobody.stderr);
+        // Stopped: the pattern still covers it, and the proxy says why there is no session.
+        await later.stop();
+        const stopped = await runProcess('ssh', ['-F', userConfig, '-o', 'BatchMode=yes', 'roost-made-later', 'true'], { env: userEnv(), input: '' });
+        assert.equal(stopped.exitCode, 255);
+        assert.match(stopped.stderr, /^roost: sandbox made-later is stopped.*\(SANDBOX_NOT_RUNNING\)$/m);
+      } finally {
+        await later.remove();
+      }
+    });
+
+    it('a tunnel opened for your sandbox lets in no other user\'s key, whatever the user name says', async () => {
+      const bobKey = join(dir, 'bob_tunnel');
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', bobKey]);
+      const bobToken = await daemon.createUserToken('tunnel-bob');
+      const bob = new Roost({ apiUrl: daemon.url, token: bobToken });
+      await bob.sshKeys.add(readFileSync(`${bobKey}.pub`, 'utf8'));
+      await bob.sandboxes.create({ name: 'bobs-box' });
+      // The block with bob's key, and that key only (-i); the admin's token opens the tunnel.
+      const bobConfig = join(dir, 'bob-config');
+      writeFileSync(bobConfig, (await cli(['ssh-config', '-i', bobKey])).stdout);
+      for (const user of ['sshbox', 'bobs-box', 'whoever']) {
+        const result = await runProcess('ssh', ['-F', bobConfig, '-o', 'BatchMode=yes', `${user}@roost-sshbox`, 'hostname'], { env: userEnv() });
+        assert.equal(result.exitCode, 255, `${user}: ${result.stdout}`);
+        assert.match(result.stderr, /Permission denied \(publickey\)/, user);
+      }
+      // Positive control: the same config opens bob's own sandbox through his own tunnel.
+      const own = await runProcess('ssh', ['-F', bobConfig, '-o', 'BatchMode=yes', 'roost-bobs-box', 'hostname'], { env: { ...userEnv(), ROOST_API_TOKEN: bobToken } });
+      assert.equal(own.stdout, 'bobs-box\n', own.stderr);
+    });
+
+    it('ssh-config --print and --json: the same block, and every option in JSON', async () => {
+      const printed = await cli(['ssh-config', '--print']);
+      const plain = await cli(['ssh-config']);
+      const json = JSON.parse((await cli(['ssh-config', '--json'])).stdout) as Record<string, unknown>;
+      assert.equal(printed.stdout, plain.stdout);
+      assert.equal(printed.stdout, json.block);
+      assert.match(printed.stdout, /^# --- BEGIN roost ssh-config \(http:\/\/127\.0\.0\.1:\d+\) ---\n(#.*\n)*Host roost-\*\n( {2}\w+ .+\n)+#.*\nHost \*\n# --- END roost ssh-config ---\n$/);
+      assert.deepEqual(Object.keys(json).sort(), ['block', 'file', 'host', 'knownHosts', 'knownHostsFile', 'options', 'sandboxes', 'written']);
+      assert.equal(json.host, 'roost-*');
+      assert.equal(json.file, userConfig);
+      assert.equal(json.written, false);
+      assert.deepEqual(Object.keys(json.options as object), ['ProxyCommand', 'HostKeyAlias', 'UserKnownHostsFile', 'StrictHostKeyChecking', 'IdentityFile']);
+      assert.deepEqual((json.sandboxes as { host: string }[]).map((sandbox) => sandbox.host), ['roost-sshbox']);
+      assert.match((json.knownHosts as string[])[0]!, new RegExp(`^\\[127\\.0\\.0\\.1\\]:${daemon.sshPort} ssh-ed25519 `));
+      // -i: that key only.
+      const explicit = JSON.parse((await cli(['ssh-config', '--json', '-i', key])).stdout) as { options: Record<string, string> };
+      assert.equal(explicit.options.IdentityFile, key);
+      assert.equal(explicit.options.IdentitiesOnly, 'yes');
+    });
+
+    it('roost proxy --help shows a command that works as written', async () => {
+      const help = (await cli(['proxy', '--help'])).stdout;
+      const example = help.split('\n').find((line) => line.trim().startsWith('ssh -o ProxyCommand='))!.trim();
+      // `roost` on PATH, the test daemon's port for the default's, this suite's sandbox; the key
+      // is named on the command line only because this user's key is not a default one.
+      const bin = join(dir, 'bin');
+      execFileSync('mkdir', ['-p', bin]);
+      writeFileSync(join(bin, 'roost'), `#!/bin/sh\nexec ${process.execPath} ${cliPath} "$@"\n`, { mode: 0o755 });
+      const command = example
+        .replace(':2222', `:${daemon.sshPort}`)
+        .replace(/ dev$/, ' sshbox hostname')
+        .replace(/^ssh /, `ssh -F /dev/null -o BatchMode=yes -i ${workKey} `)
+        // ssh's ~ is the passwd entry's home, which is not this test's HOME.
+        .replace('~/.roost/', `${home}/.roost/`);
+      const result = await runProcess('sh', ['-c', command], { env: { ...userEnv(), PATH: `${bin}:${process.env.PATH}` } });
+      assert.equal(result.stdout, 'sshbox\n', `${command}\n${result.stderr}`);
+    });
   });
 
   it('roost proxy carries SSH over the HTTP port as a ProxyCommand; refuses a sandbox that is not yours', async () => {
@@ -497,6 +633,14 @@ describe('SSH gateway parts', () => {
     assert.deepEqual(parseSshUsername('dev+alice'), { sandbox: 'dev', unixUser: 'alice' });
     assert.equal(parseSshUsername('dev+'), undefined);
     assert.equal(parseSshUsername('dev+a b'), undefined);
+  });
+
+  it('on a roost proxy tunnel, takes the tunnel\'s sandbox and only +user from the name', () => {
+    assert.deepEqual(parseTunnelUsername('yan', 'sb_1'), { sandbox: 'sb_1' });
+    assert.deepEqual(parseTunnelUsername('other-box', 'sb_1'), { sandbox: 'sb_1' });
+    assert.deepEqual(parseTunnelUsername('x+alice', 'sb_1'), { sandbox: 'sb_1', unixUser: 'alice' });
+    assert.equal(parseTunnelUsername('x+a b', 'sb_1'), undefined);
+    assert.equal(parseTunnelUsername('+alice', 'sb_1'), undefined);
   });
 
   it('limits failures per source within a window', () => {
