@@ -87,6 +87,15 @@ export const configSchema = z.object({
     maxConnectionsPerSource: z.number().int().min(1),
     maxWebSocketMessageBytes: z.number().int().min(1024),
   }).refine((http) => http.headersTimeoutMs <= http.requestTimeoutMs, 'http.headersTimeoutMs must not exceed http.requestTimeoutMs'),
+  /** Views of /proc for sandboxes (free, top, uptime show the sandbox's limits): docs/runtime-oci.md. */
+  lxcfs: z.object({
+    /** auto: the host's lxcfs at hostDir when mounted, else roostd starts its own; off: sandboxes see the host's /proc. */
+    mode: z.enum(['auto', 'off']),
+    /** The lxcfs roostd starts when the host runs none. */
+    binary: z.string().min(1),
+    /** Where a host's own lxcfs is mounted (Debian's lxcfs service). */
+    hostDir: z.string().min(1),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -112,6 +121,7 @@ const defaults: DaemonConfig = {
   // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
     headersTimeoutMs: 20_000,
     requestTimeoutMs: 120_000,
@@ -172,7 +182,8 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'lxcfs'>> & {
+  lxcfs?: Partial<DaemonConfig['lxcfs']>;
   http?: Partial<DaemonConfig['http']>;
   quota?: Partial<DaemonConfig['quota']>;
   defaults?: Partial<DaemonConfig['defaults']>;
@@ -209,6 +220,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     quota: { ...defaults.quota, ...fromFile.quota, ...nested.quota, ...overrides.quota },
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
+    lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {
