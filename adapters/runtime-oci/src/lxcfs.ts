@@ -90,6 +90,7 @@ export class Lxcfs {
   private state: State;
   private child?: ChildProcess;
   private cached?: { at: number; views: LxcfsViews | undefined };
+  private refreshing?: Promise<void>;
   /** When a start of our own lxcfs last failed: retried at most every RESTART_INTERVAL_MS. */
   private lastFailedStart = 0;
   private readonly ownDir: string;
@@ -110,30 +111,40 @@ export class Lxcfs {
       hostDir: opts.hostDir ?? DEFAULT_LXCFS_HOST_DIR,
     };
     const lxcfs = new Lxcfs(stateDir, full, log);
-    if (full.mode === 'off') return lxcfs;
+    await lxcfs.choose();
+    // The first probe now, so no create waits for one.
+    await lxcfs.refresh();
+    return lxcfs;
+  }
+
+  /** The host's lxcfs, else an own one (reattached or started), else none, and why. */
+  private async choose(): Promise<void> {
+    const full = this.opts;
+    const log = this.log;
+    if (full.mode === 'off') return;
     const host = await mountAt(full.hostDir).catch(() => undefined);
     if (host?.fstype === 'fuse.lxcfs' && (await probe(full.hostDir))) {
-      lxcfs.state = { kind: 'host', dir: full.hostDir };
+      this.state = { kind: 'host', dir: full.hostDir };
       log.info({ dir: full.hostDir }, "lxcfs: using the host's mount for sandboxes' /proc views");
-      return lxcfs;
+      return;
     }
     if (!existsSync(full.binary)) {
       const why = `lxcfs is not installed (no ${full.binary}) and ${full.hostDir} is not an lxcfs mount`;
-      lxcfs.state = { kind: 'missing', why };
+      this.state = { kind: 'missing', why };
       // A leftover of our own from when it was installed still gets cleaned up.
-      await lxcfs.removeStaleOwn();
+      await this.removeStaleOwn();
       log.warn({ binary: full.binary, hostDir: full.hostDir }, `${why}: sandboxes see the host's memory, CPUs and uptime in /proc`);
-      return lxcfs;
+      return;
     }
-    lxcfs.state = { kind: 'own', dir: lxcfs.ownDir };
-    if (!(await lxcfs.reattach())) await lxcfs.startOwn();
-    return lxcfs;
+    this.state = { kind: 'own', dir: this.ownDir };
+    if (!(await this.reattach())) await this.startOwn();
   }
 
   /**
    * The views a sandbox made now mounts, or undefined while lxcfs is off or not answering
-   * (the sandbox then shows the host's /proc). Probes at most every few seconds; restarts an
-   * own lxcfs that died.
+   * (the sandbox then shows the host's /proc). Never waits for a probe (~5-30 ms of child
+   * processes): it uses the last one and starts the next in the background when that is older
+   * than PROBE_TTL_MS. An own lxcfs that died is seen at once and restarted here.
    */
   async views(): Promise<LxcfsViews | undefined> {
     const s = this.state;
@@ -141,17 +152,39 @@ export class Lxcfs {
     if (s.kind === 'own' && !this.ownAlive()) {
       if (Date.now() - this.lastFailedStart < RESTART_INTERVAL_MS) return undefined;
       this.log.error({ pid: s.pid, dir: s.dir }, 'lxcfs died: restarting it (sandboxes made before see ENOTCONN on their /proc views until re-created)');
+      await this.refreshing;
       this.cached = undefined;
       await this.removeStaleOwn();
       await this.startOwn();
+      await this.refresh();
+    } else if (!this.cached) {
+      await this.refresh();
+    } else if (Date.now() - this.cached.at > PROBE_TTL_MS) {
+      void this.refresh();
     }
-    if (this.cached && Date.now() - this.cached.at < PROBE_TTL_MS) return this.cached.views;
-    const dir = s.dir;
-    const [files, mount] = await Promise.all([probe(dir), mountAt(dir).catch(() => undefined)]);
-    const views = files?.length && mount?.fstype === 'fuse.lxcfs' ? { dir, device: mount.device, files } : undefined;
-    if (!views && this.cached?.views) this.log.error({ dir }, 'lxcfs does not answer: new sandboxes get the host\'s /proc until it is back (roost doctor)');
-    this.cached = { at: Date.now(), views };
-    return views;
+    return this.cached?.views;
+  }
+
+  /** Probes the mount (one probe at a time); never throws. */
+  private refresh(): Promise<void> {
+    this.refreshing ??= this.probeNow()
+      .catch(() => undefined)
+      .then((views) => {
+        const s = this.state;
+        if (!views && this.cached?.views && s.kind !== 'off' && s.kind !== 'missing') {
+          this.log.error({ dir: s.dir }, "lxcfs does not answer: new sandboxes get the host's /proc until it is back (roost doctor)");
+        }
+        this.cached = { at: Date.now(), views };
+      })
+      .finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async probeNow(): Promise<LxcfsViews | undefined> {
+    const s = this.state;
+    if (s.kind === 'off' || s.kind === 'missing' || (s.kind === 'own' && s.pid === undefined)) return undefined;
+    const [files, mount] = await Promise.all([probe(s.dir), mountAt(s.dir).catch(() => undefined)]);
+    return files?.length && mount?.fstype === 'fuse.lxcfs' ? { dir: s.dir, device: mount.device, files } : undefined;
   }
 
   /** For doctor: why sandboxes get no views now (undefined: they do, or lxcfs is turned off). */
@@ -160,8 +193,11 @@ export class Lxcfs {
     const effect = "free, top, uptime and /proc/cpuinfo in sandboxes show the host's memory, CPUs and uptime";
     if (s.kind === 'off') return undefined;
     if (s.kind === 'missing') return { problem: `${s.why}: ${effect}`, fix: 'apt-get install -y lxcfs, then restart roostd' };
-    this.cached = undefined;
-    if (await this.views()) return undefined;
+    // A fresh look, not the cached one: restarts an own lxcfs that died, probes the mount.
+    if (await this.views()) {
+      await this.refresh();
+      if (this.cached?.views) return undefined;
+    }
     if (s.kind === 'host') {
       return {
         problem: `the host's lxcfs at ${s.dir} does not answer (dead or hung FUSE mount): ${effect} for new sandboxes`,
@@ -179,6 +215,7 @@ export class Lxcfs {
    * sandboxes' views are bind mounts of its files and would turn to ENOTCONN.
    */
   async close(idle: boolean): Promise<void> {
+    await this.refreshing;
     const s = this.state;
     if (s.kind !== 'own' || s.pid === undefined) return;
     if (!idle) {

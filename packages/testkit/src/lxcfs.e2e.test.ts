@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from './cli.js';
 import { startDaemon, type TestDaemon } from './start-daemon.js';
@@ -17,6 +18,7 @@ const PROBE = [
   'echo cpu_online=$(cat /sys/devices/system/cpu/online)',
   'echo getconf_cpus=$(getconf _NPROCESSORS_ONLN)',
   'echo nproc=$(nproc)',
+  'echo python_cpus=$(python3 -c "import os; print(os.cpu_count())")',
   "echo uptime_s=$(cut -d' ' -f1 /proc/uptime)",
   "echo memtotal_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)",
 ].join('; ');
@@ -25,6 +27,7 @@ function parse(stdout: string): Record<string, string> {
   return Object.fromEntries(stdout.trim().split('\n').map((line) => line.split('=', 2) as [string, string]));
 }
 
+const hostUptimeS = () => Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
 const hostMemTotalKb = () => /^MemTotal:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))![1]!;
 
 function cli(d: TestDaemon) {
@@ -93,11 +96,13 @@ for (const engine of ['crun', 'runc'] as const) {
         assert.ok(Number(v.free_total_mb) >= 250 && Number(v.free_total_mb) <= 256, `${which}: free -m total ${v.free_total_mb}`);
         assert.equal(v.cpuinfo_processors, '1', `${which}: /proc/cpuinfo lists the CPUs of --cpus`);
         assert.equal(v.cpu_online, '0', `${which}: /sys/devices/system/cpu/online`);
-        assert.equal(v.getconf_cpus, '1', `${which}: sysconf(_SC_NPROCESSORS_ONLN), what Python's os.cpu_count() and make -j use`);
+        assert.equal(v.getconf_cpus, '1', `${which}: sysconf(_SC_NPROCESSORS_ONLN) reads cpu/online`);
+        assert.equal(v.python_cpus, '1', `${which}: Python's os.cpu_count()`);
         // Decided and documented (docs/runtime-oci.md): no cpuset pinning, so nproc
         // (sched_getaffinity) counts the host's CPUs.
         assert.equal(v.nproc, String(availableParallelism()), `${which}: nproc`);
         assert.ok(Number(v.uptime_s) < 60, `${which}: uptime starts near 0, got ${v.uptime_s}`);
+        assert.ok(hostUptimeS() - Number(v.uptime_s) > 5, `${which}: the sandbox's uptime (${v.uptime_s}) is not the host's (${hostUptimeS()})`);
       }
     });
 
@@ -138,6 +143,43 @@ describe('lxcfs missing: doctor says so and sandboxes still start', () => {
     const probe = parse((await roost('exec', 'plain', PROBE)).stdout);
     assert.equal(probe.memtotal_kb, hostMemTotalKb(), 'without lxcfs MemTotal is the host\'s');
     assert.equal(ownLxcfsPid(d), undefined);
+  });
+});
+
+describe("a host's own lxcfs: roostd uses it and leaves it alone", () => {
+  let d: TestDaemon | undefined;
+  const hostDir = mkdtempSync(join(tmpdir(), 'roost-host-lxcfs-'));
+  let hostLxcfs: ChildProcess | undefined;
+  before(async () => {
+    // Stands in for Debian's lxcfs service (/var/lib/lxcfs), which nothing starts on this host.
+    hostLxcfs = spawn('/usr/bin/lxcfs', ['--foreground', '--enable-cfs', '--pidfile', join(hostDir, '..', `${hostDir.split('/').pop()}.pid`), hostDir], { stdio: 'ignore' });
+    await waitFor(() => lxcfsMountsUnder(hostDir).length === 1, 'the host lxcfs to mount');
+  });
+  after(async () => {
+    try {
+      await d?.close();
+    } finally {
+      spawnSync('umount', [hostDir]);
+      if (hostLxcfs && hostLxcfs.exitCode === null) {
+        hostLxcfs.kill('SIGKILL');
+        await new Promise((resolve) => hostLxcfs!.once('exit', resolve));
+      }
+      rmSync(`${hostDir}.pid`, { force: true });
+      rmSync(hostDir, { recursive: true, force: true });
+    }
+  });
+
+  it('gives sandboxes views from the host mount, starts none of its own, and leaves it mounted at close', async () => {
+    d = await startDaemon({ driver: 'oci', config: { lxcfs: { hostDir } } });
+    const roost = cli(d);
+    assert.equal((await roost('new', '--memory', '256', 'viewer')).exitCode, 0);
+    assert.equal(parse((await roost('exec', 'viewer', PROBE)).stdout).memtotal_kb, String(256 * 1024));
+    assert.equal(ownLxcfsPid(d), undefined, 'no lxcfs of its own');
+    assert.deepEqual(lxcfsMountsUnder(d.dataDir), []);
+    await d.close();
+    d = undefined;
+    assert.equal(lxcfsMountsUnder(hostDir).length, 1, "the host's lxcfs is still mounted");
+    assert.equal(hostLxcfs!.exitCode, null, "the host's lxcfs still runs");
   });
 });
 
