@@ -37,7 +37,7 @@ export const DEFAULT_LXCFS_HOST_DIR = '/var/lib/lxcfs';
 /** How long a successful or failed probe is trusted before the next create probes again. */
 const PROBE_TTL_MS = 5_000;
 /** A probe that takes longer means lxcfs hangs: treated as down. */
-const PROBE_TIMEOUT_S = 2;
+const PROBE_TIMEOUT_S = 3;
 /** Own lxcfs: how long it may take to mount, and how often it is restarted after it died. */
 const START_TIMEOUT_MS = 5_000;
 const RESTART_INTERVAL_MS = 10_000;
