@@ -59,6 +59,18 @@ describe('lxcfs views', () => {
     await lxcfs.close(true);
   });
 
+  it('an lxcfs that does not start: no views, and a problem pointing at its log', async () => {
+    const state = join(root, 'state-false');
+    // Exits at once without mounting anything, as an lxcfs that cannot start would.
+    const lxcfs = await Lxcfs.open(state, { binary: '/bin/false', hostDir: root }, silent);
+    assert.equal(await lxcfs.views(), undefined);
+    const problem = await lxcfs.problem();
+    assert.ok(problem);
+    assert.match(problem.problem, new RegExp(`roostd's lxcfs at ${join(state, 'lxcfs')} did not start \\(it did not mount`));
+    assert.match(problem.fix, new RegExp(`see ${join(state, 'lxcfs.log')}`));
+    await lxcfs.close(true);
+  });
+
   it("turned off: no views and no problem (the admin's choice)", async () => {
     const lxcfs = await Lxcfs.open(join(root, 'state-off'), { mode: 'off' }, silent);
     assert.equal(await lxcfs.views(), undefined);

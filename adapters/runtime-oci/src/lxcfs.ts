@@ -91,6 +91,7 @@ export class Lxcfs {
   private child?: ChildProcess;
   private cached?: { at: number; views: LxcfsViews | undefined };
   private refreshing?: Promise<void>;
+  private restarting?: Promise<void>;
   /** When a start of our own lxcfs last failed: retried at most every RESTART_INTERVAL_MS. */
   private lastFailedStart = 0;
   private readonly ownDir: string;
@@ -151,18 +152,24 @@ export class Lxcfs {
     if (s.kind === 'off' || s.kind === 'missing') return undefined;
     if (s.kind === 'own' && !this.ownAlive()) {
       if (Date.now() - this.lastFailedStart < RESTART_INTERVAL_MS) return undefined;
-      this.log.error({ pid: s.pid, dir: s.dir }, 'lxcfs died: restarting it (sandboxes made before see ENOTCONN on their /proc views until re-created)');
-      await this.refreshing;
-      this.cached = undefined;
-      await this.removeStaleOwn();
-      await this.startOwn();
-      await this.refresh();
+      // Creates run side by side: one restart for all of them.
+      this.restarting ??= this.restartOwn(s.pid).finally(() => (this.restarting = undefined));
+      await this.restarting;
     } else if (!this.cached) {
       await this.refresh();
     } else if (Date.now() - this.cached.at > PROBE_TTL_MS) {
       void this.refresh();
     }
     return this.cached?.views;
+  }
+
+  private async restartOwn(pid: number | undefined): Promise<void> {
+    if (pid !== undefined) this.log.error({ pid, dir: this.ownDir }, 'lxcfs died: restarting it (sandboxes made before see ENOTCONN on their /proc views until re-created)');
+    await this.refreshing;
+    this.cached = undefined;
+    await this.removeStaleOwn();
+    await this.startOwn();
+    await this.refresh();
   }
 
   /** Probes the mount (one probe at a time); never throws. */
@@ -189,23 +196,24 @@ export class Lxcfs {
 
   /** For doctor: why sandboxes get no views now (undefined: they do, or lxcfs is turned off). */
   async problem(): Promise<HostProblem | undefined> {
-    const s = this.state;
     const effect = "free, top, uptime and /proc/cpuinfo in sandboxes show the host's memory, CPUs and uptime";
-    if (s.kind === 'off') return undefined;
-    if (s.kind === 'missing') return { problem: `${s.why}: ${effect}`, fix: 'apt-get install -y lxcfs, then restart roostd' };
+    if (this.state.kind === 'off') return undefined;
+    if (this.state.kind === 'missing') return { problem: `${this.state.why}: ${effect}`, fix: 'apt-get install -y lxcfs, then restart roostd' };
     // A fresh look, not the cached one: restarts an own lxcfs that died, probes the mount.
     if (await this.views()) {
       await this.refresh();
       if (this.cached?.views) return undefined;
     }
+    const s = this.state;
     if (s.kind === 'host') {
       return {
         problem: `the host's lxcfs at ${s.dir} does not answer (dead or hung FUSE mount): ${effect} for new sandboxes`,
         fix: `restart the host's lxcfs (e.g. fusermount -u ${s.dir}; lxcfs ${s.dir}), or unmount ${s.dir} and restart roostd to use its own`,
       };
     }
+    if (s.kind !== 'own') return undefined;
     return {
-      problem: `roostd's lxcfs at ${s.dir} does not run${s.failed ? ` (${s.failed})` : ''}: ${effect} for new sandboxes`,
+      problem: `roostd's lxcfs at ${s.dir} ${s.pid === undefined ? `did not start${s.failed ? ` (${s.failed})` : ''}` : `(pid ${s.pid}) does not answer`}: ${effect} for new sandboxes`,
       fix: `see ${this.logFile}; roostd retries at the next create, or restart roostd`,
     };
   }
@@ -220,7 +228,6 @@ export class Lxcfs {
     if (s.kind !== 'own' || s.pid === undefined) return;
     if (!idle) {
       this.log.info({ pid: s.pid, dir: s.dir }, 'lxcfs keeps running for the sandboxes that outlive roostd; the next start reattaches to it');
-      this.child?.unref();
       return;
     }
     await this.stopOwn(s.pid);
@@ -288,6 +295,8 @@ export class Lxcfs {
       closeSync(logFd);
     }
     child.on('error', () => {});
+    // Never what keeps roostd (or a test) alive; its exit event still arrives while roostd runs.
+    child.unref();
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     const deadline = Date.now() + START_TIMEOUT_MS;
     let mounted = false;
