@@ -18,6 +18,9 @@ const debianPackages = [
   { name: 'nftables', present: '/usr/sbin/nft' },
   { name: 'util-linux', present: '/usr/bin/prlimit' },
   { name: 'openssh-sftp-server', present: '/usr/lib/openssh/sftp-server' },
+  // Views of /proc (free, top, uptime show the sandbox's limits); roostd starts its own lxcfs
+  // when the host runs none (policy-rc.d below keeps the package's service from starting).
+  { name: 'lxcfs', present: '/usr/bin/lxcfs' },
   // The tests' SSH clients: OpenSSH (ssh, scp, sftp), rsync, and paramiko standing in for IDEs.
   { name: 'openssh-client', present: '/usr/bin/ssh' },
   { name: 'rsync', present: '/usr/bin/rsync' },

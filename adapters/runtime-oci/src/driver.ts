@@ -16,6 +16,7 @@ import { openInstance, removeIdleInstance, type Instance } from './instance.js';
 import { probeEngine, type Engine, type EngineName } from './engine.js';
 import type { ImageStore } from './images.js';
 import { hostIdBaseIn, hostIdClaims, mountIdmappedOverlay, overlappingClaim, probeIdmappedOverlay, type HostIdClaim } from './id-ranges.js';
+import { Lxcfs, type LxcfsOpts } from './lxcfs.js';
 import { OciNetwork, readSavedAddress } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
@@ -49,6 +50,8 @@ export interface OciRuntimeOpts {
    * bridge with the `network` settings above.
    */
   makeNetwork?: (instance: Instance) => Network;
+  /** Where sandboxes' /proc views come from (lxcfs.ts): the host's lxcfs, roostd's own, or none. */
+  lxcfs?: LxcfsOpts;
 }
 
 /** How sandboxes' host ids are laid out on this host, decided once at start. */
@@ -122,7 +125,8 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
     natAllowed: network.natAllowed,
     sftpServer: [SANDBOX_TOOLS.sftpServer],
   };
-  const rt = new OciRuntime(info, engine, network, instance, opts, toolsDir, ids);
+  const lxcfs = await Lxcfs.open(opts.stateDir, opts.lxcfs ?? {}, opts.logger);
+  const rt = new OciRuntime(info, engine, network, instance, opts, toolsDir, ids, lxcfs);
   await network.adopt(await rt.adopt());
   return rt;
 }
@@ -146,6 +150,7 @@ class OciRuntime implements Runtime {
     private readonly opts: OciRuntimeOpts,
     private readonly toolsDir: string,
     private readonly ids: IdLayout,
+    private readonly lxcfs: Lxcfs,
   ) {
     this.log = opts.logger;
     this.sandboxesDir = path.join(opts.stateDir, 'sandboxes');
@@ -277,7 +282,7 @@ class OciRuntime implements Runtime {
     if (spec.network === 'nat' && !this.network.natAllowed) {
       throw Object.assign(new Error('egress (--network nat) is turned off on this daemon'), { code: 'NETWORK_NOT_ALLOWED' });
     }
-    const lower = await this.opts.images.resolve(spec.image);
+    const [lower, views] = await Promise.all([this.opts.images.resolve(spec.image), this.lxcfs.views()]);
     const base = this.hostIdBaseFor(spec);
     const undo: Array<() => Promise<unknown>> = [];
     try {
@@ -296,10 +301,14 @@ class OciRuntime implements Runtime {
       await Promise.all([
         fs.writeFile(path.join(dir, 'network'), spec.network),
         fs.writeFile(path.join(dir, 'egress.json'), JSON.stringify(spec.egress ?? NO_EGRESS_RULES)),
+        // Which lxcfs mount its /proc views are of: doctor and configure tell dead ones by it.
+        fs.writeFile(path.join(dir, 'lxcfs'), views ? `${views.device}\n` : ''),
         ...Object.values(files).map((file) => fs.writeFile(file, '')),
         fs.writeFile(
           path.join(dir, 'config.json'),
-          JSON.stringify(ociConfig(spec, { ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base, cgroupParent: this.instance.cgroupParent })),
+          JSON.stringify(ociConfig(spec, {
+            ...files, mountCgroup: this.engine.mountCgroup, toolsDir: this.toolsDir, hostIdBase: base, cgroupParent: this.instance.cgroupParent, lxcfs: views,
+          })),
           // It holds the sandbox's env, which may hold secrets.
           { mode: 0o600 },
         ),
@@ -354,10 +363,17 @@ class OciRuntime implements Runtime {
     const dir = this.bundle(id);
     if (!this.running.has(id)) throw notRunning(id);
     const t0 = performance.now();
-    const [pidText, config] = await Promise.all([
+    const [pidText, config, madeWith, views] = await Promise.all([
       fs.readFile(path.join(dir, 'init.pid'), 'utf8'),
       fs.readFile(path.join(dir, 'config.json'), 'utf8'),
+      savedLxcfsDevice(dir),
+      this.lxcfs.views(),
     ]);
+    // A pool member made while lxcfs was down, or with views of an lxcfs that has died since
+    // (ENOTCONN): views cannot be added to a running sandbox, so the pool makes a fresh one.
+    if (madeWith !== views?.device) {
+      throw new Error(`sandbox ${id} has /proc views ${madeWith ? `of a gone lxcfs mount (${madeWith})` : 'of the host'} while lxcfs ${views ? 'answers' : 'does not'}: make a fresh one`);
+    }
     const pid = Number(pidText.trim());
     const steps: Promise<unknown>[] = [
       this.applyEgress(id, { ...(spec.network === 'nat' ? { mode: 'nat' as const } : {}), rules: spec.egress ?? NO_EGRESS_RULES })
@@ -516,6 +532,15 @@ class OciRuntime implements Runtime {
     const held = new Set(await this.list());
     const [problems, leftovers, netLeftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held)]);
     leftovers.push(...netLeftovers);
+    const lxcfsProblem = await this.lxcfs.problem();
+    if (lxcfsProblem) problems.push(lxcfsProblem);
+    const stale = await this.staleViews(held);
+    if (stale.length) {
+      problems.push({
+        problem: `sandboxes ${stale.join(', ')} have /proc views of an lxcfs that is gone: reading /proc/meminfo, cpuinfo, uptime there fails (ENOTCONN)`,
+        fix: 'remove and make them again (roost rm, roost new): a running sandbox cannot get new views',
+      });
+    }
     if (this.ids.sharedBecause) {
       problems.push({
         problem: `every sandbox runs in the same host uid range (${SHIFT_BASE}..${SHIFT_BASE + SHIFT_SIZE - 1}): idmapped mounts do not work here (${this.ids.sharedBecause}), so a process escaping one sandbox would own the others' files and processes`,
@@ -523,6 +548,17 @@ class OciRuntime implements Runtime {
       });
     }
     return { problems, leftovers };
+  }
+
+  /** Held sandboxes whose views are of an lxcfs mount that is no longer the live one. */
+  private async staleViews(held: Set<string>): Promise<string[]> {
+    const current = (await this.lxcfs.views())?.device;
+    const stale: string[] = [];
+    for (const id of held) {
+      const device = await savedLxcfsDevice(this.bundle(id));
+      if (device && device !== current) stale.push(id);
+    }
+    return stale;
   }
 
   oomKillCount(id: string): Promise<number> {
@@ -543,7 +579,9 @@ class OciRuntime implements Runtime {
     // Sandboxes outlive the daemon on purpose: the next start adopts them.
     await Promise.allSettled([...this.busy.values()]);
     await this.network.close();
-    if ((await this.list()).length === 0) await removeIdleInstance(this.instance, this.log);
+    const idle = (await this.list()).length === 0;
+    await this.lxcfs.close(idle);
+    if (idle) await removeIdleInstance(this.instance, this.log);
   }
 }
 
@@ -572,6 +610,11 @@ async function savedHostIdBase(dir: string): Promise<number | undefined> {
   if (!config) return undefined;
   const mappings = (JSON.parse(config) as { linux?: { uidMappings?: { containerID: number; hostID: number }[] } }).linux?.uidMappings;
   return mappings?.find((m) => m.containerID === 0)?.hostID;
+}
+
+/** The lxcfs mount (device) a sandbox's views are of; undefined: it has none. */
+async function savedLxcfsDevice(dir: string): Promise<string | undefined> {
+  return (await fs.readFile(path.join(dir, 'lxcfs'), 'utf8').catch(() => '')).trim() || undefined;
 }
 
 /** The files bind-mounted over the image's /etc ones, so each sandbox has its own. */

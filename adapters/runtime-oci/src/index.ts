@@ -18,3 +18,4 @@ export { DEFAULT_DNS_LIMITS, type DnsLimits } from './dns-forwarder.js';
 export { OciNetwork, findNetworkResidue, firewallRules } from './network.js';
 export { openInstance, removeIdleInstance } from './instance.js';
 export type { EgressOpts } from './egress.js';
+export { LXCFS_FILES, DEFAULT_LXCFS_BINARY, DEFAULT_LXCFS_HOST_DIR, type LxcfsOpts } from './lxcfs.js';

@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type { SandboxLimits, SandboxSpec } from '@roost/core';
+import type { LxcfsViews } from './lxcfs.js';
 import { defaultSeccompProfile } from './seccomp.js';
 import { TOOLS_MOUNT } from './tools.js';
 import { CATATONIT, CGROUP_PARENT, DEFAULT_PATH, SHIFT_BASE, SHIFT_SIZE } from './constants.js';
@@ -54,6 +56,8 @@ interface ConfigOpts {
   hostIdBase?: number;
   /** The roostd instance's cgroup parent (default: `roost`, the default instance's). */
   cgroupParent?: string;
+  /** LXCFS views bind-mounted read-only over the sandbox's /proc and /sys files of the same name. */
+  lxcfs?: LxcfsViews;
 }
 
 export function ociConfig(spec: Omit<SandboxSpec, 'idRange'>, o: ConfigOpts): object {
@@ -66,6 +70,11 @@ export function ociConfig(spec: Omit<SandboxSpec, 'idRange'>, o: ConfigOpts): ob
     // sysfs can be mounted only because the netns is created by the engine inside the userns.
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
   ];
+  // After /proc and /sys, over their files: lxcfs answers each read with the reader's cgroup
+  // limits. runc allows bind mounts under /proc only for these lxcfs files.
+  for (const file of o.lxcfs?.files ?? []) {
+    mounts.push({ destination: `/${file}`, type: 'bind', source: path.join(o.lxcfs!.dir, file), options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+  }
   if (o.mountCgroup) {
     mounts.push({ destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] });
   }

@@ -99,6 +99,15 @@ export const configSchema = z.object({
     // below the longest string V8 makes (2^29 characters).
     maxJsonOutputBytes: z.number().int().min(1024).max(32 * 1024 * 1024),
   }).refine((http) => http.headersTimeoutMs <= http.requestTimeoutMs, 'http.headersTimeoutMs must not exceed http.requestTimeoutMs'),
+  /** Views of /proc for sandboxes (free, top, uptime show the sandbox's limits): docs/runtime-oci.md. */
+  lxcfs: z.object({
+    /** auto: the host's lxcfs at hostDir when mounted, else roostd starts its own; off: sandboxes see the host's /proc. */
+    mode: z.enum(['auto', 'off']),
+    /** The lxcfs roostd starts when the host runs none. */
+    binary: z.string().min(1),
+    /** Where a host's own lxcfs is mounted (Debian's lxcfs service). */
+    hostDir: z.string().min(1),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -125,6 +134,7 @@ const defaults: DaemonConfig = {
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
+  lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
     headersTimeoutMs: 20_000,
     requestTimeoutMs: 120_000,
@@ -188,7 +198,8 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs'>> & {
+  lxcfs?: Partial<DaemonConfig['lxcfs']>;
   http?: Partial<DaemonConfig['http']>;
   runRetention?: Partial<DaemonConfig['runRetention']>;
   quota?: Partial<DaemonConfig['quota']>;
@@ -227,6 +238,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     runRetention: { ...defaults.runRetention, ...fromFile.runRetention, ...nested.runRetention, ...overrides.runRetention },
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
+    lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

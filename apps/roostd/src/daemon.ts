@@ -136,6 +136,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
           name: config.instance ?? (config.dataDir === defaultDataDir ? 'default' : undefined),
           subnet: config.network.subnet,
         },
+        lxcfs: config.lxcfs,
       }));
   } catch (error) {
     await store.close();

@@ -22,6 +22,8 @@ export interface RuntimeConformanceOpts {
   isolation: boolean;
   /** Whether a `tty` exec gets a real pseudo-terminal (size, resize, Ctrl-C); the fake has none. */
   realTerminal: boolean;
+  /** Whether /proc (meminfo, cpuinfo, uptime) shows the sandbox's own limits (runtime-oci: LXCFS views). */
+  procViews?: boolean;
 }
 
 async function collect(process: ProcessHandle) {
@@ -634,6 +636,19 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); print("pi
       assert.notEqual(hog.exitCode, 0);
       await runtime.destroy(limited);
     });
+
+    if (opts.procViews) {
+      it("shows its own limits in /proc: meminfo, cpuinfo and uptime, not the host's", async () => {
+        const limited = await create({ limits: { cpus: 1, memoryMb: 200, pids: 64, openFiles: 1024 } });
+        const result = await sh(limited, "awk '/^MemTotal:/ {print $2}' /proc/meminfo; grep -c ^processor /proc/cpuinfo; cut -d' ' -f1 /proc/uptime");
+        const [memKb, cpus, uptime] = result.stdout.toString().trim().split('\n');
+        assert.equal(memKb, String(200 * 1024));
+        assert.equal(cpus, '1');
+        const hostUptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+        assert.ok(Number(uptime) < 60 && hostUptime - Number(uptime) > 5, `uptime ${uptime}, host ${hostUptime}`);
+        await runtime.destroy(limited);
+      });
+    }
 
     it('enforces the pids limit', async () => {
       const limited = await create({ limits: { cpus: 1, memoryMb: 128, pids: 20, openFiles: 1024 } });

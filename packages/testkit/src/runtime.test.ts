@@ -1,5 +1,5 @@
 // The conformance suite against the fake and against the real OCI driver (crun or runc).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createImageStore, createOciRuntime, findResidue } from '@roost/runtime-oci';
@@ -19,6 +19,8 @@ runtimeConformance({
   name: 'runtime-oci',
   isolation: true,
   realTerminal: true,
+  // setup installs lxcfs; the driver starts its own when the host runs none.
+  procViews: true,
   newRuntime: async () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'roost-oci-'));
     const images = createImageStore({ logger: silentLogger });
@@ -27,7 +29,12 @@ runtimeConformance({
     return {
       runtime,
       image: 'debian',
-      cleanup: () => rm(stateDir, { recursive: true, force: true }),
+      cleanup: async () => {
+        // Residue of the runtime itself: close() unmounted its own lxcfs (no sandbox was left).
+        const left = (await readFile('/proc/self/mounts', 'utf8')).split('\n').filter((l) => l.split(' ')[1]?.startsWith(`${stateDir}/`));
+        if (left.length) throw new Error(`mounts left under ${stateDir} after close: ${left.join('; ')}`);
+        await rm(stateDir, { recursive: true, force: true });
+      },
       residue: (id: string) => findResidue(stateDir, id),
     };
   },
