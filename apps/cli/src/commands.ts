@@ -214,7 +214,7 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
   Object.assign(exec, {
     unknownOption(flag: string): never {
       throw new UsageError(
-        `unknown option ${flag}: an option of the command goes after --, as in \`roost exec <sandbox> -- ls -la\`, or quote the whole script: \`roost exec <sandbox> 'ls -la'\``,
+        `unknown option '${flag}': an option of the command goes after --, as in \`roost exec <sandbox> -- ls -la\`, or quote the whole script: \`roost exec <sandbox> 'ls -la'\``,
       );
     },
   });

@@ -153,7 +153,7 @@ export function addSshCommands(program: Command, cli: CliEnv): void {
     } else if (opts.write && !opts.print) {
       const examples = covered.slice(0, 3).map((sandbox) => `ssh ${sandbox.host}`);
       printLine(
-        `${written?.changed ? 'Wrote' : 'Already up to date:'} the roost block (Host ${host}) in ${file}. ` +
+        `${written?.changed ? 'Wrote' : 'Already up to date:'} the block of roost ssh-config (Host ${host}) in ${file}. ` +
           (examples.length ? `Try: ${examples.join(', ')}` : `Try it after \`roost new <name>\`: ssh ${sshHostPrefix}<name>`),
       );
     } else printLine(block);
@@ -295,7 +295,7 @@ function configPath(path: string): string {
 /** A word of the ProxyCommand, which ssh %-expands and hands to the shell. */
 function proxyCommandWord(word: string): string {
   if (/^[\w/.,:+@=-]+$/.test(word)) return word;
-  if (/['\x00-\x1f\x7f]/.test(word)) throw new UsageError(`cannot name ${JSON.stringify(word)} in an ssh ProxyCommand: run roost from a plainer path`);
+  if (/['\x00-\x1f\x7f]/.test(word)) throw new UsageError(`cannot name ${JSON.stringify(word)} in an ssh ProxyCommand: run the roost CLI from a plainer path`);
   return `'${word.replaceAll('%', '%%')}'`;
 }
 

@@ -36,7 +36,7 @@ export function withManagedBlock(text: string, block: string): string {
     kept.push(line);
   }
   // A BEGIN without its END: which lines after it are the user's is anybody's guess.
-  if (inside) throw new Error(`the roost block in your ssh config has no "${blockEnd}" line: delete the block by hand, then run this again`);
+  if (inside) throw new Error(`the block of roost ssh-config in your ssh config has no "${blockEnd}" line: delete the block by hand, then run this again`);
   const ours = block.endsWith('\n') ? block : `${block}\n`;
   if (at === -1) return ours + (text && !text.startsWith('\n') ? '\n' : '') + text;
   kept.splice(at, 0, ours);

@@ -103,7 +103,7 @@ describe('roost run and exec: stdin, terminals, options', () => {
     assert.equal((await roost(['exec', 'box', 'ls', '-d', '/'])).exitCode, 2);
     const unknown = await roost(['exec', 'box', 'ls', '-la']);
     assert.equal(unknown.exitCode, 2);
-    assert.match(unknown.stderr, /^roost: unknown option -la: .* after --.*quote/);
+    assert.match(unknown.stderr, /^roost: unknown option '-la': .* after --.*quote/);
     // One argument is a bash script, several are argv.
     assert.equal((await roost(['exec', 'box', 'echo a | tr a b'])).stdout, 'b\n');
     assert.equal((await roost(['exec', 'box', 'echo', 'a', '|', 'tr'])).stdout, 'a | tr\n');

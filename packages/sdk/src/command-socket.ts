@@ -3,7 +3,7 @@
 // per message. Node only for now: a browser's WebSocket cannot send the Authorization header.
 import { ClientFrameKind, encodeFrame, encodeJsonFrame, maxFramePayloadBytes, maxStdinFrameBytes } from '@roost/contract/stream';
 import type { WebSocket as WsSocket } from 'ws';
-import { DaemonUnreachableError, RoostApiError } from './errors.js';
+import { errorOfAnswer, errorOfFailedRequest } from './answers.js';
 
 /**
  * What a command reads as stdin: given whole, or streamed from an async iterable (a Node Readable,
@@ -22,6 +22,9 @@ export interface CommandSocket {
   closed: Promise<void>;
   close(): void;
 }
+
+/** How much of an answer that is not the upgrade is read to say what it was. */
+const maxErrorAnswerBytes = 64 * 1024;
 
 /** Incoming messages held before the socket is paused (the reader is slower than the daemon). */
 const maxQueuedMessages = 16;
@@ -42,20 +45,32 @@ export async function openCommandSocket(apiUrl: string, path: string, token: str
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('unexpected-response', (_request, response) => {
+      // Not the upgrade: roostd refusing it (its error body), or a server that is not roostd.
+      // At most the first 64 KiB are read, as for a plain request: an unknown server's page may be endless.
       const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('error', reject);
-      response.on('end', () => {
-        let body: unknown;
-        try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          // not one of roostd's error bodies: fromBody says so
+      let size = 0;
+      let settled = false;
+      const settle = () => {
+        if (settled) return;
+        settled = true;
+        response.destroy();
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(response.headers)) {
+          if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
         }
-        reject(RoostApiError.fromBody(response.statusCode ?? 500, body));
+        const status = response.statusCode ?? 500;
+        const answer = new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status: status < 200 ? 500 : status, headers });
+        errorOfAnswer(apiUrl, answer).then(reject, reject);
+      };
+      response.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size >= maxErrorAnswerBytes) settle();
       });
+      response.on('error', () => settle());
+      response.on('end', settle);
     });
-    ws.once('error', (error) => reject(signal.aborted ? error : new DaemonUnreachableError(apiUrl, error)));
+    ws.once('error', (error) => reject(signal.aborted ? error : errorOfFailedRequest(apiUrl, error)));
   });
   ws.on('error', () => {}); // after open, a failure shows as the close below
 

@@ -163,7 +163,7 @@ describe('SSH gateway with OpenSSH', () => {
       for (let run = 0; run < 2; run++) {
         const written = await cli(['ssh-config', '--write']);
         assert.equal(written.exitCode, 0, written.stderr);
-        assert.match(written.stdout, run === 0 ? /^Wrote the roost block \(Host roost-\*\) in .*Try: ssh roost-sshbox/ : /^Already up to date/);
+        assert.match(written.stdout, run === 0 ? /^Wrote the block of roost ssh-config \(Host roost-\*\) in .*Try: ssh roost-sshbox/ : /^Already up to date/);
       }
       const text = readFileSync(userConfig, 'utf8');
       assert.equal(text.split('# --- BEGIN roost ssh-config').length, 2, 'one block');
