@@ -233,7 +233,7 @@ export class SandboxService {
   private async assertNameFree(ownerId: string, name: string): Promise<void> {
     const [holder] = await this.deps.store.sandboxesNamed(ownerId, name);
     if (holder && nameHoldingStatuses.includes(holder.status)) {
-      throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a ${holder.status === 'stopped' ? 'stopped' : holder.status} sandbox named "${name}" (${holder.id})`);
+      throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a ${holder.status} sandbox named "${name}" (${holder.id})`);
     }
   }
 
