@@ -253,15 +253,14 @@ class SqliteStore implements Store {
 
   async updateSandbox(id: string, patch: SandboxPatch, at: Date, guard: SandboxGuard = {}): Promise<boolean> {
     try {
+      // Most updates (status changes of a run) need no transaction of their own.
+      if (!guard.fromStatuses && !guard.admit) return (await this.applyPatch(this.db, id, patch, at)) > 0;
       return await this.db.transaction().execute(async (trx) => {
-        if (guard.fromStatuses || guard.admit) {
-          const row = await trx.selectFrom('sandboxes').select(['status', 'owner_id']).where('id', '=', id).executeTakeFirst();
-          if (!row) return false;
-          if (guard.fromStatuses && !guard.fromStatuses.includes(row.status as SandboxStatus)) return false;
-          if (guard.admit) guard.admit(await usageOf(trx, row.owner_id));
-        }
-        const result = await this.applyPatch(trx, id, patch, at);
-        return result > 0;
+        const row = await trx.selectFrom('sandboxes').select(['status', 'owner_id']).where('id', '=', id).executeTakeFirst();
+        if (!row) return false;
+        if (guard.fromStatuses && !guard.fromStatuses.includes(row.status as SandboxStatus)) return false;
+        if (guard.admit) guard.admit(await usageOf(trx, row.owner_id));
+        return (await this.applyPatch(trx, id, patch, at)) > 0;
       });
     } catch (error) {
       if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
@@ -271,7 +270,7 @@ class SqliteStore implements Store {
     }
   }
 
-  private async applyPatch(trx: Transaction<Tables>, id: string, patch: SandboxPatch, at: Date): Promise<number> {
+  private async applyPatch(trx: Kysely<Tables> | Transaction<Tables>, id: string, patch: SandboxPatch, at: Date): Promise<number> {
     const result = await trx
       .updateTable('sandboxes')
       .set({

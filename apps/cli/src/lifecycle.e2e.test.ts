@@ -96,6 +96,12 @@ describe('roost start, restart, prune, retention and set on a real daemon', () =
     assert.equal(ended.sandbox.exitCode, 3);
     assert.equal(ended.stdout, 'out\n');
 
+    // The SDK: sandbox() is the sandbox at creation while the script runs, the final one after wait().
+    const handle = daemon.sdk.run({ script: 'exit 5' });
+    assert.equal((await handle.sandbox())?.status, 'running');
+    assert.equal((await handle.wait()).exitCode, 5);
+    assert.deepEqual([(await handle.sandbox())?.status, (await handle.sandbox())?.exitCode], ['completed', 5]);
+
     const kept = await roost(['run', '--json', '-p', '--name', 'kept-run', 'exit 3']);
     assert.equal(kept.exitCode, 3);
     const keptJson = json<{ sandbox: SandboxJson }>(kept.stdout);

@@ -252,7 +252,7 @@ export class SandboxService {
   private async assertNameFree(ownerId: string, name: string): Promise<void> {
     const [holder] = await this.deps.store.sandboxesNamed(ownerId, name);
     if (holder && nameHoldingStatuses.includes(holder.status)) {
-      throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a ${holder.status === 'stopped' ? 'stopped' : holder.status} sandbox named "${name}" (${holder.id})`);
+      throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a ${holder.status} sandbox named "${name}" (${holder.id})`);
     }
   }
 
@@ -470,7 +470,13 @@ export class SandboxService {
         throw new RoostError('RUNTIME_FAILED', `could not change the limits of ${sandbox.name}: ${(error as Error).message}`);
       }
     }
-    await store.updateSandbox(sandbox.id, { limits }, clock.now(), { admit });
+    try {
+      await store.updateSandbox(sandbox.id, { limits }, clock.now(), { admit });
+    } catch (error) {
+      // Another change took the quota meanwhile: the runtime goes back to what the record says.
+      if (live) await runtime.updateLimits(sandbox.id, sandbox.limits).catch(() => {});
+      throw error;
+    }
   }
 
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
@@ -553,13 +559,13 @@ export class SandboxService {
     return removed;
   }
 
-  /** Deletes a record that is not live (checked in the store) and its logs; a stopped one's runtime leftovers too. */
+  /** Deletes a record that is not live (checked in the store) and its logs. */
   private async forget(id: string, statuses: SandboxStatus[]): Promise<boolean> {
     await this.settle();
     if (!(await this.deps.store.deleteSandbox(id, { fromStatuses: statuses }))) return false;
     await this.logs.remove(id);
-    // Stop and the end of a run removed its runtime part; this only makes sure (idempotent).
-    await this.destroyAndRelease(id).catch((error: unknown) => this.deps.logger.error({ sandboxId: id, err: String(error) }, 'removing a pruned sandbox failed'));
+    // Its runtime part went at stop or at the end of its run (settled above); what a failed
+    // teardown left is doctor's residue, and reconcile() removes it at the next start.
     return true;
   }
 
