@@ -127,7 +127,14 @@ export async function createOciRuntime(opts: OciRuntimeOpts): Promise<Runtime> {
   };
   const lxcfs = await Lxcfs.open(opts.stateDir, opts.lxcfs ?? {}, opts.logger);
   const rt = new OciRuntime(info, engine, network, instance, opts, toolsDir, ids, lxcfs);
-  await network.adopt(await rt.adopt());
+  try {
+    await network.adopt(await rt.adopt());
+  } catch (error) {
+    // An lxcfs started just now must not outlive a runtime that never ran (sandboxes kept from
+    // before keep theirs).
+    await lxcfs.close((await rt.list()).length === 0).catch(() => {});
+    throw error;
+  }
   return rt;
 }
 
