@@ -46,7 +46,7 @@ describe('roost CLI against a real daemon', () => {
 
   it('exec of a command that is not there exits 127, one that cannot start 126, as shells and docker exec do', async () => {
     assert.equal((await roost(['new', 'exec-codes'])).exitCode, 0);
-    const missing = await roost(['exec', 'exec-codes', 'nosuchcmd', '--flag']);
+    const missing = await roost(['exec', 'exec-codes', '--', 'nosuchcmd', '--flag']);
     assert.equal(missing.exitCode, 127, missing.stderr);
     assert.match(missing.stderr, /nosuchcmd.* not found/);
     assert.equal(missing.stderr.trimEnd().split('\n').length, 1, 'one line says why');
@@ -62,7 +62,7 @@ describe('roost CLI against a real daemon', () => {
       assert.equal(badDir.stdout, '');
     }
     // Positive controls: the command's own 255 stays 255, and a good -w works.
-    assert.equal((await roost(['exec', 'exec-codes', 'bash', '-c', 'exit 255'])).exitCode, 255);
+    assert.equal((await roost(['exec', 'exec-codes', '--', 'bash', '-c', 'exit 255'])).exitCode, 255);
     const goodDir = await roost(['exec', '-w', '/tmp', 'exec-codes', 'pwd']);
     assert.equal(goodDir.stdout, '/tmp\n');
     assert.equal((await roost(['rm', 'exec-codes'])).exitCode, 0);
