@@ -208,13 +208,12 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
-      const owner = userOf(request).id;
-      const session = await sandboxes.run(owner, body);
+      const session = await sandboxes.run(userOf(request).id, body);
       if (prefersJson(request.headers.accept)) {
         const finish = async () => {
           const exit = await session.done;
           // The record as the run left it; one removed already (by its owner) has only the first one.
-          const final = await sandboxes.get(owner, session.sandbox.id).catch((error: unknown) => {
+          const final = await sandboxes.get(session.sandbox.ownerId, session.sandbox.id).catch((error: unknown) => {
             if (error instanceof RoostError && error.code === 'SANDBOX_NOT_FOUND') return session.sandbox;
             throw error;
           });
