@@ -230,17 +230,12 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
-      const owner = userOf(request).id;
-      const session = await sandboxes.run(owner, runOptsOf(body));
+      const session = await sandboxes.run(userOf(request).id, runOptsOf(body));
       if (prefersJson(request.headers.accept)) {
         const finish = async () => {
           const exit = await session.done;
-          // The record as the run left it; one removed already (by its owner) has only the first one.
-          const final = await sandboxes.get(owner, session.sandbox.id).catch((error: unknown) => {
-            if (error instanceof RoostError && error.code === 'SANDBOX_NOT_FOUND') return session.sandbox;
-            throw error;
-          });
-          return { ...exit, sandbox: toApiSandbox(final) };
+          // The record as the run left it (the first one, if its owner removed it meanwhile), as the stream's last sandbox frame.
+          return { ...exit, sandbox: toApiSandbox(await session.ended) };
         };
         const source = { output: session.output, finish, cancel: () => session.cancel('client disconnected; the script was killed') };
         return answerJsonResult(request, reply, source, deps.limits.maxJsonOutputBytes);
