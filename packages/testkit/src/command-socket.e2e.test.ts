@@ -116,9 +116,11 @@ describe('exec and run over the WebSocket (real sandboxes)', () => {
     assert.deepEqual(leftovers.filter((leftover) => leftover.sandboxId === sandbox!.id), [], 'the one-shot sandbox is removed');
   });
 
-  it('pushes back on a client that floods stdin into a command that does not read it', async (t) => {
-    const ws = await openSocket(execPath, { command: ['sleep', '600'] });
-    const { closed } = frames(ws);
+  it('pushes back on a client that floods stdin and never reads the output', async (t) => {
+    // cat blocks on its unread output, then stops reading its input: both ways are full.
+    const ws = await openSocket(execPath, { command: ['cat'] });
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    ws.pause();
     const rssBefore = process.memoryUsage().rss;
     const chunk = encodeFrame(ClientFrameKind.stdin, randomBytes(64 * 1024));
     // Offer 512 MiB, never more than 16 MiB waiting on our side: the daemon takes what it holds.
