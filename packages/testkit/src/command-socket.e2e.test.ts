@@ -116,9 +116,11 @@ describe('exec and run over the WebSocket (real sandboxes)', () => {
     assert.deepEqual(leftovers.filter((leftover) => leftover.sandboxId === sandbox!.id), [], 'the one-shot sandbox is removed');
   });
 
-  it('pushes back on a client that floods stdin into a command that does not read it', async () => {
-    const ws = await openSocket(execPath, { command: ['sleep', '600'] });
-    const { closed } = frames(ws);
+  it('pushes back on a client that floods stdin and never reads the output', async (t) => {
+    // cat blocks on its unread output, then stops reading its input: both ways are full.
+    const ws = await openSocket(execPath, { command: ['cat'] });
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    ws.pause();
     const rssBefore = process.memoryUsage().rss;
     const chunk = encodeFrame(ClientFrameKind.stdin, randomBytes(64 * 1024));
     // Offer 512 MiB, never more than 16 MiB waiting on our side: the daemon takes what it holds.
@@ -136,11 +138,12 @@ describe('exec and run over the WebSocket (real sandboxes)', () => {
     const grownMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
     ws.terminate();
     await closed;
+    t.diagnostic(`offered ${(offered / 1048576).toFixed(0)} MiB, the daemon took ${(taken / 1048576).toFixed(1)} MiB, RSS grew ${grownMb.toFixed(0)} MB`);
     assert.ok(taken < 48 * 1024 * 1024, `the daemon took ${(taken / 1024 / 1024).toFixed(0)} MiB of stdin that nobody reads`);
     assert.ok(grownMb < 100, `RSS grew by ${grownMb.toFixed(0)} MB`);
   });
 
-  it('slows a command whose output the client does not read, with memory flat', async () => {
+  it('slows a command whose output the client does not read, with memory flat', async (t) => {
     const marker = `wsyes${randomBytes(3).toString('hex')}`;
     const ws = await openSocket(execPath, { command: ['bash', '-c', `exec -a ${marker} yes ${marker}`] });
     const { closed } = frames(ws);
@@ -151,6 +154,7 @@ describe('exec and run over the WebSocket (real sandboxes)', () => {
     const grownMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
     ws.terminate();
     await closed;
+    t.diagnostic(`RSS grew ${grownMb.toFixed(0)} MB in 3 s of unread \`yes\``);
     assert.ok(grownMb < 64, `RSS grew by ${grownMb.toFixed(0)} MB while the client did not read`);
     await waitFor(async () => (await processesWith(marker)) === '0', 'the unread command is killed with its socket');
   });
