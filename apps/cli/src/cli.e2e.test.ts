@@ -199,7 +199,12 @@ describe('roost CLI against a real daemon', () => {
   });
 
   it('survives a fork bomb: the bomb hits the pids limit and the next run works', async () => {
-    const bomb = await roost(['run', '--timeout', '20', 'bomb() { bomb | bomb & }; bomb; sleep 2; echo survived']);
+    // Waits with shell builtins only (a fork may fail now) until the cgroup counts the limit's worth of tasks.
+    const watch =
+      'f=/sys/fs/cgroup/pids/pids.current; [ -r $f ] || f=/sys/fs/cgroup/pids.current; ' +
+      'while ((SECONDS < 15)); do read n < $f; ((n >= 1000)) && { echo "at the limit"; break; }; done; echo survived';
+    const bomb = await roost(['run', '--timeout', '20', '--pids', '1024', `bomb() { bomb | bomb & }; bomb; ${watch}`]);
+    assert.match(bomb.stdout, /^at the limit\nsurvived\n$/, `the bomb reached the pids limit and the script went on: ${bomb.stderr.slice(0, 300)}`);
     assert.match(bomb.stderr, /fork: .*Resource temporarily unavailable/, 'the pids limit stopped the bomb');
     const next = await roost(['run', 'echo still fine']);
     assert.equal(next.stdout, 'still fine\n');
