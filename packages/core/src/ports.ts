@@ -457,3 +457,86 @@ export interface Logger {
   error(fields: Record<string, unknown>, msg: string): void;
   debug(fields: Record<string, unknown>, msg: string): void;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Workspaces: the writable layer of a sandbox (everything it wrote to its filesystem), kept
+// apart from the sandbox so it outlives it. Ids are core's (the store's workspace records);
+// the port knows nothing of owners or names. See docs/workspaces.md.
+
+/** Runs `capture` while every process that writes to the workspace is stopped (the cgroup
+ *  frozen), so what it captures is one point in time. Without one, the workspace is not in use. */
+export type Quiesce = <T>(capture: () => Promise<T>) => Promise<T>;
+
+/** Where the runtime finds a workspace to mount as a sandbox's writable layer. */
+export interface WorkspaceMount {
+  /** A directory holding `upper/` and `work/` on one filesystem (overlayfs needs both there).
+   *  Files in `upper/` are owned by the canonical ids (the image's on-disk owners: root of the
+   *  sandbox = SHIFT_BASE in runtime-oci), whatever host id range the sandbox gets. */
+  dir: string;
+  /** Read-only layers under `upper/`, topmost first (a fork's base), before the image. */
+  lowers: string[];
+}
+
+export interface WorkspaceUsage {
+  /** Bytes the workspace's own writes take (a fork's shared base not counted). */
+  usedBytes: number;
+  /** Enforced size; null: no limit beyond the filesystem's. */
+  limitBytes: number | null;
+}
+
+/** Where a workspace stands with the store (S3); all null/0 for a store-less implementation. */
+export interface WorkspaceSyncState {
+  /** When the last snapshot the store acknowledged was taken. */
+  lastSyncedAt: Date | null;
+  /** Bytes changed since then (an estimate; null when unknown). */
+  pendingBytes: number | null;
+  /** Set while syncs fail: since when, and the last reason. */
+  failingSince: Date | null;
+  failure: string | null;
+}
+
+export interface WorkspaceSnapshot {
+  id: string;
+  takenAt: Date;
+  /** Bytes and files of the workspace's own layer at that point. */
+  bytes: number;
+  files: number;
+}
+
+export interface WorkspacesInfo {
+  /** 'local' (this host's disk only) or 's3' (synced to an object store). */
+  kind: string;
+  /** `--disk` is enforced (a writer past it fails, the host and others unaffected). */
+  diskLimits: boolean;
+}
+
+export interface Workspaces {
+  readonly info: WorkspacesInfo;
+  /** Makes an empty workspace, or one forked copy-on-write from `base`'s latest snapshot (the
+   *  base's current state when no sandbox uses it). Rejects WORKSPACE_EXISTS for a taken id. */
+  create(id: string, opts: { diskBytes?: number | null; base?: string }): Promise<void>;
+  /** Makes the workspace ready to mount: restores it from the store when the local copy is
+   *  missing or older than the store's newest snapshot. Rejects WORKSPACE_UNREADABLE (with the
+   *  reason) rather than ever giving an empty workspace when a snapshot exists but cannot be read. */
+  open(id: string): Promise<WorkspaceMount>;
+  /** The sandbox that mounted it is gone: a last sync (implementations with a store) resolves
+   *  only once the store acknowledged it, or rejects saying the workspace is not yet safe there
+   *  (the local copy is kept either way). */
+  release(id: string): Promise<void>;
+  /** A new workspace `to` holding `from`'s state at this moment (in use: under `quiesce`). */
+  fork(from: string, to: string, opts?: { quiesce?: Quiesce; diskBytes?: number | null }): Promise<void>;
+  /** Takes a snapshot now and, with a store, pushes it; resolves once the store has it. */
+  sync(id: string, opts?: { quiesce?: Quiesce }): Promise<WorkspaceSnapshot>;
+  snapshots(id: string): Promise<WorkspaceSnapshot[]>;
+  /** Replaces the workspace's state with that snapshot's (not in use). */
+  restore(id: string, snapshotId: string): Promise<void>;
+  /** Changes the enforced size (null: none). Rejects DISK_TOO_SMALL below what it uses. */
+  resize(id: string, diskBytes: number | null): Promise<void>;
+  usage(id: string): Promise<WorkspaceUsage>;
+  syncState(id: string): Promise<WorkspaceSyncState>;
+  /** Removes it here and in the store. Idempotent. */
+  delete(id: string): Promise<void>;
+  /** Ids of the workspaces held here (for reconciliation and doctor). */
+  list(): Promise<string[]>;
+  close(): Promise<void>;
+}
