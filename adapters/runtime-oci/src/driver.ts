@@ -417,6 +417,23 @@ class OciRuntime implements Runtime {
     });
   }
 
+  /** `crun pause` / `runc pause`: the cgroup freezer stops every process of the sandbox. */
+  freeze(id: string): Promise<void> {
+    return this.serial(id, async () => {
+      if (!this.running.has(id)) throw notRunning(id);
+      await this.mustEngine(['pause', id]);
+    });
+  }
+
+  thaw(id: string): Promise<void> {
+    return this.serial(id, async () => {
+      if (!this.running.has(id)) throw notRunning(id);
+      const state = await this.engine.run(['state', id]);
+      if (state.code === 0 && (JSON.parse(state.stdout) as { status?: string }).status !== 'paused') return;
+      await this.mustEngine(['resume', id]);
+    });
+  }
+
   private async mustEngine(args: string[]): Promise<void> {
     const r = await this.engine.run(args);
     if (r.code !== 0) throw new Error(`${this.engine.name} ${args[0]} failed: ${r.stderr.trim() || `exit ${r.code}`}`);

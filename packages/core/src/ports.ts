@@ -37,6 +37,9 @@ export interface SandboxSpec {
   idRange: number;
   /** Per-sandbox egress rules (egress-rules.ts); apply with network 'nat'. Absent: none. */
   egress?: EgressRules;
+  /** The workspace to mount as its writable layer (`Workspaces.open`). Absent: a layer of the
+   *  sandbox's own that goes with it. The runtime never deletes a workspace. */
+  workspace?: WorkspaceMount;
 }
 
 export interface ExecOpts {
@@ -178,6 +181,11 @@ export interface Runtime {
    * kernel refuses (e.g. a memory limit below what the sandbox uses now).
    */
   updateLimits(id: string, limits: SandboxLimits): Promise<void>;
+  /** Stops every process of the sandbox where it is (the cgroup freezer) until `thaw`; what
+   *  they wrote before is on disk for a point-in-time capture. Rejects SANDBOX_NOT_RUNNING. */
+  freeze(id: string): Promise<void>;
+  /** Lets a frozen sandbox run again. Idempotent for a running one. */
+  thaw(id: string): Promise<void>;
   /** Replaces a running sandbox's egress rules; new connections see them at once. */
   setEgressRules(id: string, rules: EgressRules): Promise<void>;
   /** Stops and removes everything the sandbox made. Idempotent: unknown ids resolve. */

@@ -47,6 +47,19 @@ export class FakeRuntime implements Runtime {
     this.limits.set(id, { ...limits });
   }
 
+  /** Sandboxes frozen now: the fake has no processes to stop, it only records what core asked. */
+  readonly frozen = new Set<string>();
+
+  async freeze(id: string): Promise<void> {
+    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    this.frozen.add(id);
+  }
+
+  async thaw(id: string): Promise<void> {
+    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    this.frozen.delete(id);
+  }
+
   /** The fake has no network to enforce them on: it keeps them, so tests can see what core asked. */
   readonly egressRules = new Map<string, EgressRules>();
 
