@@ -579,6 +579,32 @@ export function storeConformance(opts: StoreConformanceOpts): void {
         assert.equal((await store.getSandbox('sb_1'))?.logTrimmedBytes, 9975);
         assert.equal((await store.usageOf('usr_alice')).logBytes, 25);
       });
+
+      test('trims at once remove the excess once; with appends among them the counts stay those of the chunks', async (store) => {
+        for (let i = 0; i < 4; i++) {
+          await store.insertSandbox(sandbox(`sb_${i}`, 'usr_alice', { status: 'completed', createdAt: at(i) }));
+          for (let seq = 1; seq <= 5; seq++) await store.appendLog(`sb_${i}`, { seq, stream: 'stdout', data: bytes(50) });
+        }
+        const removed = await Promise.all(Array.from({ length: 6 }, () => store.trimLogs('usr_alice', 300)));
+        assert.equal(removed.reduce((a, b) => a + b, 0), 700);
+        assert.equal((await store.usageOf('usr_alice')).logBytes, 300);
+
+        const held = async (id: string) => (await store.readLogs(id, 0, 1000)).reduce((sum, c) => sum + c.data.length, 0);
+        await Promise.all([
+          ...Array.from({ length: 20 }, (_, k) => store.appendLog(`sb_${k % 4}`, { seq: 100 + k, stream: 'stderr', data: bytes(7 + k) })),
+          ...Array.from({ length: 5 }, (_, k) => store.trimLogs('usr_alice', 200 - 20 * k)),
+        ]);
+        let total = 0;
+        for (let i = 0; i < 4; i++) {
+          const bytesHeld = await held(`sb_${i}`);
+          total += bytesHeld;
+          const record = await store.getSandbox(`sb_${i}`);
+          assert.equal(bytesHeld + (record?.logTrimmedBytes ?? 0), 250 + Array.from({ length: 5 }, (_, j) => 7 + i + 4 * j).reduce((a, b) => a + b, 0), `sb_${i}: kept + trimmed = written`);
+          assert.equal((await store.listEndedRuns('usr_alice')).find((r) => r.id === `sb_${i}`)?.logBytes, bytesHeld);
+        }
+        assert.equal((await store.usageOf('usr_alice')).logBytes, total);
+        assert.ok(total > 0);
+      });
     });
 
     describe('usage and quota overrides', () => {
