@@ -12,11 +12,13 @@ import {
   Quotas,
   SandboxService,
   WarmPool,
+  WorkspaceService,
   type Clock,
   type Logger,
   type Runtime,
   type SandboxLimits,
   type Store,
+  type Workspaces,
 } from '@roost/core';
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
@@ -30,6 +32,11 @@ export interface BuildDaemonOpts {
   runtime?: Runtime;
   /** Where the JSON log lines go (default stdout). */
   logDestination?: NodeJS.WritableStream;
+  /**
+   * The workspaces sandboxes mount (docs/workspaces.md): an instance, or a factory called once
+   * the runtime is up. Absent: no workspaces (-w refused, a sandbox's files go with it).
+   */
+  workspaces?: Workspaces | ((context: { config: DaemonConfig; logger: Logger; runtime: Runtime }) => Promise<Workspaces>);
 }
 
 export interface Daemon {
@@ -41,6 +48,8 @@ export interface Daemon {
   httpRoutes: readonly RegisteredRoute[];
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
+  /** The Workspaces the daemon mounts; undefined without workspaces. */
+  workspaces?: Workspaces;
   /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
   removeAllSandboxes(): Promise<void>;
   /** Makes a (non-admin) user and returns a token for it. */
@@ -149,8 +158,28 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
   }
   const pool = warmPool(config, limits, runtime, store, logger);
-  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
+  const workspaceQuota = { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser };
+  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(opts.workspaces && { workspaces: workspaceQuota }) });
+  let workspaces: WorkspaceService | undefined;
+  let workspacesPort: Workspaces | undefined;
+  if (opts.workspaces) {
+    try {
+      workspacesPort = typeof opts.workspaces === 'function' ? await opts.workspaces({ config, logger, runtime }) : opts.workspaces;
+    } catch (error) {
+      await runtime.close();
+      await store.close();
+      throw error;
+    }
+    workspaces = new WorkspaceService({
+      ...deps,
+      runtime,
+      workspaces: workspacesPort,
+      syncIntervalMs: config.workspaces.syncIntervalMs,
+      quota: workspaceQuota,
+    });
+  }
   const sandboxes = new SandboxService({
+    workspaces,
     ...deps,
     runtime,
     pool,
@@ -178,6 +207,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
 
   const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
+    workspaces,
     auth,
     quotas,
     logger,
@@ -214,11 +244,14 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
     pool,
+    workspaces: workspacesPort,
     async close() {
       await gateway.close();
       await app.close();
       await pool?.close();
       await sandboxes.settle();
+      await workspaces?.close();
+      await workspacesPort?.close();
       await runtime.close();
       await store.close();
       logger.info({}, 'roostd stopped');
