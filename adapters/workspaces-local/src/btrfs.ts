@@ -77,22 +77,22 @@ export interface QgroupSizes {
  * The subvolume's own qgroup (0/<id>): what it references and what only it holds. `--sync`
  * commits the filesystem first, so writes made just before are counted.
  */
-export async function qgroupSizes(path: string): Promise<QgroupSizes> {
-  const rootId = (await btrfs('inspect-internal', 'rootid', path)).trim();
-  const table = await btrfs('qgroup', 'show', '-re', '--raw', '-f', '--sync', path);
-  return parseQgroupRow(table, `0/${rootId}`, path);
+export async function qgroupSizes(path: string, opts: { sync?: boolean } = {}): Promise<QgroupSizes> {
+  // -f lists only the qgroups of the path itself: its own 0/<subvolume id> is the one level-0 row.
+  const table = await btrfs('qgroup', 'show', '-re', '--raw', '-f', ...(opts.sync === false ? [] : ['--sync']), path);
+  return parseQgroupRow(table, /^0\/\d+$/, path);
 }
 
 /** The row of `qgroupId` in `btrfs qgroup show -re --raw` output. */
-export function parseQgroupRow(table: string, qgroupId: string, what: string): QgroupSizes {
+export function parseQgroupRow(table: string, qgroupId: RegExp, what: string): QgroupSizes {
   for (const line of table.split('\n')) {
     const f = line.trim().split(/\s+/);
-    if (f[0] !== qgroupId) continue;
+    if (!f[0] || !qgroupId.test(f[0])) continue;
     const num = (s: string | undefined) => (s === undefined || s === 'none' ? null : Number(s));
     const referenced = num(f[1]);
     const exclusive = num(f[2]);
     if (referenced === null || exclusive === null || Number.isNaN(referenced) || Number.isNaN(exclusive)) break;
     return { referencedBytes: referenced, exclusiveBytes: exclusive, exclusiveLimitBytes: num(f[4]) };
   }
-  throw new Error(`no quota group ${qgroupId} for ${what} (are quotas enabled on the pool?)`);
+  throw new Error(`no quota group for ${what} (are quotas enabled on the pool?)`);
 }

@@ -223,7 +223,7 @@ export class LocalWorkspaces implements Workspaces {
     if (from) {
       await snapshotSubvolume(from, dir, false);
       // Snapshots inherit the source's limit; the caller sets the one wanted.
-      await setExclusiveLimit(dir, null);
+      if ((await qgroupSizes(dir, { sync: false })).exclusiveLimitBytes !== null) await setExclusiveLimit(dir, null);
       return;
     }
     await createSubvolume(dir);
@@ -308,15 +308,16 @@ export class LocalWorkspaces implements Workspaces {
           throw inUse(from, 'a fork needs its sandbox paused for a moment; fork through the sandbox (roost workspace fork) so it can be');
         }
         const staging = this.tmp(this.tmpName(to));
+        // The snapshot inherits the base's limit: set one only when another is asked for.
+        const baseLimit = (await qgroupSizes(this.workspaceDir(from), { sync: false })).exclusiveLimitBytes;
+        const limit = opts.diskBytes !== undefined ? opts.diskBytes : baseLimit;
         try {
           const snap = () => snapshotSubvolume(this.workspaceDir(from), staging, false);
           // btrfs writes the subvolume's dirty pages into the snapshot: what was written before
           // the freeze is in it.
           if (opts.quiesce) await opts.quiesce(snap);
           else await snap();
-          // Unless asked otherwise, the child gets its parent's size.
-          const limit = opts.diskBytes !== undefined ? opts.diskBytes : (await qgroupSizes(this.workspaceDir(from))).exclusiveLimitBytes;
-          await setExclusiveLimit(staging, limit);
+          if (limit !== baseLimit) await setExclusiveLimit(staging, limit);
           await fs.rename(staging, this.workspaceDir(to));
         } catch (error) {
           await this.removeTree(staging).catch(() => {});
@@ -352,8 +353,9 @@ export class LocalWorkspaces implements Workspaces {
     if (quiesce) await quiesce(snap);
     else await snap();
     const ms = +(performance.now() - t0).toFixed(1);
-    // The snapshot inherited the workspace's limit; it must not count against anything.
-    await setExclusiveLimit(dir, null).catch(() => {});
+    // The snapshot inherited the workspace's limit (a read-only one never grows, but a restore
+    // or fork made from it must not start with a stale one).
+    if ((await qgroupSizes(dir, { sync: false }).catch(() => undefined))?.exclusiveLimitBytes != null) await setExclusiveLimit(dir, null).catch(() => {});
     const ids = await this.snapshotIds(id);
     for (const old of ids.slice(0, Math.max(0, ids.length - this.keep))) {
       await this.removeTree(this.snapshotDir(id, old));
@@ -404,7 +406,7 @@ export class LocalWorkspaces implements Workspaces {
     const dir = this.tmp(this.tmpName(id));
     try {
       await this.makeSubvolume(dir, from);
-      const limit = this.exists(id) ? (await qgroupSizes(this.workspaceDir(id))).exclusiveLimitBytes : null;
+      const limit = this.exists(id) ? (await qgroupSizes(this.workspaceDir(id), { sync: false })).exclusiveLimitBytes : null;
       if (limit !== null) await setExclusiveLimit(dir, limit);
     } catch (error) {
       await this.removeTree(dir).catch(() => {});
