@@ -12,11 +12,13 @@ import {
   Quotas,
   SandboxService,
   WarmPool,
+  WorkspaceService,
   type Clock,
   type Logger,
   type Runtime,
   type SandboxLimits,
   type Store,
+  type Workspaces,
 } from '@roost/core';
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
@@ -30,6 +32,11 @@ export interface BuildDaemonOpts {
   runtime?: Runtime;
   /** Where the JSON log lines go (default stdout). */
   logDestination?: NodeJS.WritableStream;
+  /**
+   * The workspaces sandboxes mount (docs/workspaces.md): an instance, or a factory called once
+   * the runtime is up. Absent: no workspaces (-w refused, a sandbox's files go with it).
+   */
+  workspaces?: Workspaces | ((context: { config: DaemonConfig; logger: Logger; runtime: Runtime }) => Promise<Workspaces>);
 }
 
 export interface Daemon {
@@ -150,7 +157,26 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   }
   const pool = warmPool(config, limits, runtime, store, logger);
   const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
+  let workspaces: WorkspaceService | undefined;
+  let workspacesPort: Workspaces | undefined;
+  if (opts.workspaces) {
+    try {
+      workspacesPort = typeof opts.workspaces === 'function' ? await opts.workspaces({ config, logger, runtime }) : opts.workspaces;
+    } catch (error) {
+      await runtime.close();
+      await store.close();
+      throw error;
+    }
+    workspaces = new WorkspaceService({
+      ...deps,
+      runtime,
+      workspaces: workspacesPort,
+      syncIntervalMs: config.workspaces.syncIntervalMs,
+      quota: { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser },
+    });
+  }
   const sandboxes = new SandboxService({
+    workspaces,
     ...deps,
     runtime,
     pool,
@@ -178,6 +204,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
 
   const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
+    workspaces,
     auth,
     quotas,
     logger,
@@ -219,6 +246,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       await app.close();
       await pool?.close();
       await sandboxes.settle();
+      await workspaces?.close();
+      await workspacesPort?.close();
       await runtime.close();
       await store.close();
       logger.info({}, 'roostd stopped');

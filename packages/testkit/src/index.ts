@@ -13,3 +13,4 @@ export { silentLogger, wallClock, collectOutput } from './test-deps.js';
 export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest, type ProbeResult } from './network-conformance.js';
 export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
 export { drainOutput } from './test-deps.js';
+export { FakeWorkspaces, type FakeWorkspacesOpts } from './fake-workspaces.js';
