@@ -281,8 +281,8 @@ export function workspacesConformance(opts: WorkspacesConformanceOpts): void {
       if (residue) assert.deepEqual(await residue(id), []);
       // Its id can be used again, and starts empty.
       await ws.create(id, {});
+      assert.deepEqual(await ws.snapshots(id), [], 'no snapshot of the deleted one');
       assert.equal(await contentOf(id, 'doomed'), undefined);
-      assert.deepEqual(await ws.snapshots(id), []);
     });
 
     it('lists the workspaces it holds', async () => {

@@ -1,12 +1,21 @@
-// The Workspaces conformance suite against the local btrfs pool (a real loop-mounted pool in a
-// temp data dir). The fake runs it in fake-workspaces.test.ts.
+// The Workspaces conformance suite against the fake and against the local btrfs pool (a real
+// loop-mounted pool in a temp data dir).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLocalWorkspaces } from '@roost/workspaces-local';
+import { FakeWorkspaces } from './fake-workspaces.js';
 import { silentLogger } from './test-deps.js';
 import { workspacesConformance } from './workspaces-conformance.js';
+
+workspacesConformance({
+  name: 'FakeWorkspaces',
+  newWorkspaces: async () => {
+    const workspaces = new FakeWorkspaces();
+    return { workspaces, cleanup: async () => workspaces.dispose() };
+  },
+});
 
 workspacesConformance({
   name: 'workspaces-local (btrfs)',
