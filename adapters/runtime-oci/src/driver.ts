@@ -8,7 +8,7 @@ import type {
   AttachedSandbox, ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, Network, NetworkAttachment, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis,
   RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
-import { checkHostPrerequisites } from './prereqs.js';
+import { checkHostPrerequisites, type HostProblem } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
@@ -52,6 +52,8 @@ export interface OciRuntimeOpts {
   makeNetwork?: (instance: Instance) => Network;
   /** Where sandboxes' /proc views come from (lxcfs.ts): the host's lxcfs, roostd's own, or none. */
   lxcfs?: LxcfsOpts;
+  /** Problems of what sandboxes also depend on (the workspace pool), reported by diagnose() with the runtime's own. */
+  extraProblems?: () => Promise<HostProblem[]>;
 }
 
 /** How sandboxes' host ids are laid out on this host, decided once at start. */
@@ -581,7 +583,11 @@ class OciRuntime implements Runtime {
 
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
-    const [problems, leftovers, netLeftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held)]);
+    const [problems, leftovers, netLeftovers, extra] = await Promise.all([
+      checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held),
+      this.opts.extraProblems?.().catch((error: Error) => [{ problem: `cannot check the workspace pool: ${error.message}`, fix: 'see the daemon log' }]) ?? [],
+    ]);
+    problems.push(...extra);
     leftovers.push(...netLeftovers);
     const lxcfsProblem = await this.lxcfs.problem();
     if (lxcfsProblem) problems.push(lxcfsProblem);

@@ -16,7 +16,7 @@ import { SHIFT_BASE } from '@roost/runtime-oci';
 import {
   createSubvolume, deleteSubvolume, isSubvolume, qgroupSizes, setExclusiveLimit, snapshotSubvolume,
 } from './btrfs.js';
-import { closePool, openPool, type Pool } from './pool.js';
+import { closePool, openPool, poolProblems, type Pool } from './pool.js';
 
 export interface LocalWorkspacesOpts {
   /** roostd's data dir: the pool is <dataDir>/workspaces (a loop-mounted <dataDir>/workspaces.btrfs unless the dir is btrfs). */
@@ -83,7 +83,14 @@ export class LocalWorkspaces implements Workspaces {
   }
 
   static async open(opts: LocalWorkspacesOpts): Promise<LocalWorkspaces> {
-    const pool = await openPool({ dataDir: opts.dataDir, poolBytes: opts.poolBytes ?? DEFAULT_POOL_BYTES, logger: opts.logger });
+    let pool: Pool;
+    try {
+      pool = await openPool({ dataDir: opts.dataDir, poolBytes: opts.poolBytes ?? DEFAULT_POOL_BYTES, logger: opts.logger });
+    } catch (error) {
+      // Say what to do: the same problems `roost doctor` lists.
+      const fixes = (await poolProblems(opts.dataDir).catch(() => [])).map((p) => `${p.problem}; fix: ${p.fix}`);
+      throw new Error(`the workspace pool cannot be opened: ${(error as Error).message}${fixes.length ? ` (${fixes.join('; ')})` : ''}`, { cause: error });
+    }
     const ws = new LocalWorkspaces(pool, opts);
     try {
       await ws.settle();
