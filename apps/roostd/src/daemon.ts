@@ -50,6 +50,8 @@ export interface Daemon {
   httpRoutes: readonly RegisteredRoute[];
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
+  /** The Workspaces the daemon mounts; undefined without workspaces. */
+  workspaces?: Workspaces;
   /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
   removeAllSandboxes(): Promise<void>;
   /** Makes a (non-admin) user and returns a token for it. */
@@ -246,6 +248,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
     pool,
+    workspaces: workspacesPort,
     async close() {
       await gateway.close();
       await app.close();

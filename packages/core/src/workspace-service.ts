@@ -125,7 +125,15 @@ export class WorkspaceService {
     } catch (error) {
       if (!(error instanceof RoostError && error.code === 'WORKSPACE_NOT_FOUND') || isWorkspaceId(ref)) throw error;
     }
-    if (!record) return { record: await this.create(ownerId, ref, opts), created: true };
+    if (!record) {
+      try {
+        return { record: await this.create(ownerId, ref, opts), created: true };
+      } catch (error) {
+        // Another request made it meanwhile (two first runs at once): use that one.
+        if (!(error instanceof RoostError && error.code === 'WORKSPACE_NAME_TAKEN') || opts.base !== undefined) throw error;
+        record = await this.get(ownerId, ref);
+      }
+    }
     if (opts.base !== undefined) {
       throw new RoostError('WORKSPACE_NAME_TAKEN', `workspace ${record.name} exists: --base only makes a new workspace (use another name, or leave out --base)`);
     }

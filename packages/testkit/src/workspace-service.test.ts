@@ -77,6 +77,14 @@ describe('Workspaces in core', () => {
     assert.equal((await fake.snapshots(record!.record.id)).length, 2);
   });
 
+  it('two first runs of one workspace at once: one makes it, the other finds it (or is told it is in use), never a twin', async () => {
+    const results = await Promise.allSettled([service.create(owner, { name: 'a', workspace: 'same' }), service.create(owner, { name: 'b', workspace: 'same' })]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    assert.equal((refused.reason as RoostError).code, 'WORKSPACE_IN_USE');
+    assert.equal((await workspaces.list(owner)).length, 1);
+  });
+
   it('without -w a one-shot run leaves no workspace and still refuses --base/--disk alone', async () => {
     await run('echo x > f');
     assert.deepEqual(await workspaces.list(owner), []);
