@@ -31,6 +31,18 @@ export interface LocalWorkspacesOpts {
 }
 
 export const DEFAULT_POOL_BYTES = 20 * 1024 ** 3;
+/**
+ * What a full workspace gets above its use while mounted: overlayfs writes to work/ at mount,
+ * and btrfs refuses even a mkdir at the qgroup limit (measured: 256 KiB was enough; 4 MiB
+ * leaves room for the sandbox to remove files, which needs metadata space too).
+ */
+export const MOUNT_HEADROOM_BYTES = 4 * 1024 * 1024;
+
+/** open/<id>: who opened it, and the limit to put back when open() lifted it. */
+interface OpenMarker {
+  pid?: number;
+  raisedFrom?: number | null;
+}
 export const DEFAULT_KEEP_SNAPSHOTS = 5;
 
 /** Workspace and snapshot ids become path names: nothing that could climb out or hide. */
@@ -290,16 +302,57 @@ export class LocalWorkspaces implements Workspaces {
     checkId(id);
     return this.serial(id, async () => {
       this.mustExist(id);
-      await fs.writeFile(this.openMarker(id), `${process.pid}\n`);
-      return { dir: this.workspaceDir(id), lowers: [] };
+      const marker: OpenMarker = { ...(await this.readMarker(id)), pid: process.pid };
+      const dir = this.workspaceDir(id);
+      const q = await qgroupSizes(dir, { sync: false });
+      if (q.exclusiveLimitBytes !== null && marker.raisedFrom === undefined) {
+        // Mounting writes to work/ (overlayfs makes work/work): a workspace filled to its limit
+        // would come up read-only, and its sandbox could not even remove files. Such a one gets
+        // MOUNT_HEADROOM_BYTES above what it uses while mounted; release() puts the limit back.
+        const used = (await qgroupSizes(dir)).exclusiveBytes;
+        if (used + MOUNT_HEADROOM_BYTES > q.exclusiveLimitBytes) {
+          marker.raisedFrom = q.exclusiveLimitBytes;
+          await this.writeMarker(id, marker);
+          await setExclusiveLimit(dir, used + MOUNT_HEADROOM_BYTES);
+          this.log.warn({ workspaceId: id, usedBytes: used, limitBytes: q.exclusiveLimitBytes, headroomBytes: MOUNT_HEADROOM_BYTES }, 'workspace is full: its limit is lifted a little while mounted, so its sandbox starts writable and can remove files');
+        }
+      }
+      await this.writeMarker(id, marker);
+      return { dir, lowers: [] };
     });
   }
 
   release(id: string): Promise<void> {
     checkId(id);
     return this.serial(id, async () => {
+      const marker = await this.readMarker(id);
+      if (marker.raisedFrom !== undefined && this.exists(id)) await setExclusiveLimit(this.workspaceDir(id), marker.raisedFrom);
       await fs.rm(this.openMarker(id), { force: true });
     });
+  }
+
+  private async readMarker(id: string): Promise<OpenMarker> {
+    const text = await fs.readFile(this.openMarker(id), 'utf8').catch(() => '');
+    try {
+      const parsed = JSON.parse(text) as OpenMarker;
+      return typeof parsed === 'object' && parsed ? parsed : {};
+    } catch {
+      return {};
+    }
+  }
+
+  private async writeMarker(id: string, marker: OpenMarker): Promise<void> {
+    // Renamed into place: a crash never leaves a marker that lost the limit to put back.
+    const tmp = `${this.openMarker(id)}.tmp`;
+    await fs.writeFile(tmp, JSON.stringify(marker));
+    await fs.rename(tmp, this.openMarker(id));
+  }
+
+  /** The size set with create/fork/resize (not the headroom open may add while mounted). */
+  private async configuredLimit(id: string): Promise<number | null> {
+    const marker = await this.readMarker(id);
+    if (marker.raisedFrom !== undefined) return marker.raisedFrom;
+    return (await qgroupSizes(this.workspaceDir(id), { sync: false })).exclusiveLimitBytes;
   }
 
   fork(from: string, to: string, opts: { quiesce?: Quiesce; diskBytes?: number | null } = {}): Promise<void> {
@@ -317,7 +370,8 @@ export class LocalWorkspaces implements Workspaces {
         const staging = this.tmp(this.tmpName(to));
         // The snapshot inherits the base's limit: set one only when another is asked for.
         const baseLimit = (await qgroupSizes(this.workspaceDir(from), { sync: false })).exclusiveLimitBytes;
-        const limit = opts.diskBytes !== undefined ? opts.diskBytes : baseLimit;
+        const raisedFrom = (await this.readMarker(from)).raisedFrom;
+        const limit = opts.diskBytes !== undefined ? opts.diskBytes : raisedFrom !== undefined ? raisedFrom : baseLimit;
         try {
           const snap = () => snapshotSubvolume(this.workspaceDir(from), staging, false);
           // btrfs writes the subvolume's dirty pages into the snapshot: what was written before
@@ -413,7 +467,7 @@ export class LocalWorkspaces implements Workspaces {
     const dir = this.tmp(this.tmpName(id));
     try {
       await this.makeSubvolume(dir, from);
-      const limit = this.exists(id) ? (await qgroupSizes(this.workspaceDir(id), { sync: false })).exclusiveLimitBytes : null;
+      const limit = this.exists(id) ? await this.configuredLimit(id) : null;
       if (limit !== null) await setExclusiveLimit(dir, limit);
     } catch (error) {
       await this.removeTree(dir).catch(() => {});
@@ -479,6 +533,12 @@ export class LocalWorkspaces implements Workspaces {
         }
       }
       await setExclusiveLimit(dir, diskBytes);
+      // A new size replaces the headroom open() may have given a full workspace.
+      const marker = await this.readMarker(id);
+      if (marker.raisedFrom !== undefined) {
+        delete marker.raisedFrom;
+        await this.writeMarker(id, marker);
+      }
       this.log.info({ workspaceId: id, diskBytes }, 'workspace resized');
     });
   }
@@ -488,7 +548,8 @@ export class LocalWorkspaces implements Workspaces {
     return this.serial(id, async () => {
       this.mustExist(id);
       const q = await qgroupSizes(this.workspaceDir(id));
-      return { usedBytes: q.exclusiveBytes, limitBytes: q.exclusiveLimitBytes };
+      const raisedFrom = (await this.readMarker(id)).raisedFrom;
+      return { usedBytes: q.exclusiveBytes, limitBytes: raisedFrom !== undefined ? raisedFrom : q.exclusiveLimitBytes };
     });
   }
 

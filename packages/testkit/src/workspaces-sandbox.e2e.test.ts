@@ -167,13 +167,18 @@ describe('workspaces with real sandboxes (runtime-oci on the btrfs pool)', () =>
       // And its way to replace a directory: an opaque one.
       'rm -rf /etc/skel && mkdir /etc/skel && echo mine > /etc/skel/only',
       'test ! -e /etc/issue',
+      // What `apt install iputils-ping` leaves: a file capability (cap_net_raw+ep), as setcap writes it.
+      `python3 -c "import os, struct; os.setxattr('/usr/local/bin/roost-hello', 'security.capability', struct.pack('<5I', 0x02000001, 1 << 13, 0, 0, 0))"`,
     ].join('\n'));
     assert.equal(installed.exitCode, 0, installed.stderr);
     await destroy(first.id, ws);
 
     const second = await sandboxOn(ws);
-    const seen = await sh(second.id, 'cat /usr/lib/roost-pkg/lib.txt; roost-hello; test -e /etc/issue && echo "issue is back" || echo "issue stays deleted"; ls -A /etc/skel');
-    assert.equal(seen.stdout, 'lib v1\nhello from the package\nissue stays deleted\nonly\n', seen.stderr);
+    const seen = await sh(second.id, [
+      'cat /usr/lib/roost-pkg/lib.txt; roost-hello; test -e /etc/issue && echo "issue is back" || echo "issue stays deleted"; ls -A /etc/skel',
+      `python3 -c "import os, struct; c = os.getxattr('/usr/local/bin/roost-hello', 'security.capability'); print('cap_net_raw' if struct.unpack('<I', c[4:8])[0] & (1 << 13) else 'no cap')"`,
+    ].join('\n'));
+    assert.equal(seen.stdout, 'lib v1\nhello from the package\nissue stays deleted\nonly\ncap_net_raw\n', seen.stderr);
     await destroy(second.id, ws);
   });
 
@@ -198,11 +203,19 @@ describe('workspaces with real sandboxes (runtime-oci on the btrfs pool)', () =>
     await fs.writeFile(hostFile, randomBytes(48 * MiB));
     assert.equal((await fs.stat(hostFile)).size, 48 * MiB);
     await fs.rm(hostFile);
-    // The writer itself can still work once it frees space.
-    const freed = await sh(writer.id, 'rm -f /root/too-big && echo small > /root/after && cat /root/after');
-    assert.equal(freed.stdout, 'small\n', freed.stderr);
-    await destroy(writer.id, small);
     await destroy(neighbour.id, other);
+    // The workspace is full. The next sandbox on it still starts writable (overlayfs writes to
+    // work/ at mount; at the limit btrfs refuses even that), so it can free space.
+    await destroy(writer.id, small);
+    const next = await sandboxOn(small);
+    const freed = await sh(next.id, 'ls /root/too-big >/dev/null && rm -f /root/too-big && echo small > /root/after && cat /root/after');
+    assert.equal(freed.stdout, 'small\n', freed.stderr);
+    assert.equal((await workspaces.usage(small)).limitBytes, 32 * MiB, 'the size stays what was asked');
+    // And it is still enforced there.
+    const again = await sh(next.id, 'head -c 64M /dev/urandom > /root/again; echo "exit $?"; rm -f /root/again');
+    assert.match(again.stderr, /Disk quota exceeded/);
+    await destroy(next.id, small);
+    assert.equal((await workspaces.usage(small)).limitBytes, 32 * MiB);
   });
 
   it('forks a live sandbox\'s workspace under freeze: a file written just before is in the child', async () => {
