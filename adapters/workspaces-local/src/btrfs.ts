@@ -12,11 +12,14 @@ export interface CmdResult {
 /** Output kept per stream: these commands print a line or a small table. */
 const MAX_OUTPUT = 64 * 1024;
 
-export function runCmd(cmd: string, args: string[]): Promise<CmdResult> {
+/** A btrfs command that takes longer is killed and fails (a stuck device must not hang roostd's calls). */
+export const COMMAND_TIMEOUT_MS = 120_000;
+
+export function runCmd(cmd: string, args: string[], timeoutMs = COMMAND_TIMEOUT_MS): Promise<CmdResult> {
   return new Promise((resolve) => {
     let child;
     try {
-      child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
     } catch (error) {
       resolve({ code: 127, stdout: '', stderr: (error as Error).message });
       return;
@@ -30,7 +33,11 @@ export function runCmd(cmd: string, args: string[]): Promise<CmdResult> {
       if (stderr.length < MAX_OUTPUT) stderr += d.slice(0, MAX_OUTPUT - stderr.length);
     });
     child.on('error', (error: NodeJS.ErrnoException) => resolve({ code: 127, stdout, stderr: `${cmd}: ${error.message}` }));
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+    child.on('close', (code, signal) => resolve({
+      code: code ?? (signal ? 128 : 1),
+      stdout,
+      stderr: signal === 'SIGKILL' && code === null ? `${stderr}${cmd}: killed after ${timeoutMs} ms` : stderr,
+    }));
   });
 }
 
