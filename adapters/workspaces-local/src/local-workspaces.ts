@@ -419,6 +419,8 @@ export class LocalWorkspaces implements Workspaces {
     if ((await qgroupSizes(dir, { sync: false }).catch(() => undefined))?.exclusiveLimitBytes != null) await setExclusiveLimit(dir, null).catch(() => {});
     const ids = await this.snapshotIds(id);
     for (const old of ids.slice(0, Math.max(0, ids.length - this.keep))) {
+      // One a store is still reading stays until it lets go (a later sync prunes it).
+      if (this.held.has(`${id}/${old}`)) continue;
       await this.removeTree(this.snapshotDir(id, old));
       await fs.rm(path.join(this.snapshotsDir(id), `.${old}.json`), { force: true });
     }
@@ -512,6 +514,26 @@ export class LocalWorkspaces implements Workspaces {
     return this.removeTree(staged.dir);
   }
 
+  /** Snapshots being read (uploaded) now, with how many holds each: never pruned meanwhile. */
+  private readonly held = new Map<string, number>();
+
+  /**
+   * Keeps a snapshot from being pruned by later syncs until the returned function is called
+   * (a store uploading from snapshotDir). Idempotent release.
+   */
+  hold(id: string, snapshotId: string): () => void {
+    const key = `${id}/${snapshotId}`;
+    this.held.set(key, (this.held.get(key) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.held.get(key) ?? 1) - 1;
+      if (left > 0) this.held.set(key, left);
+      else this.held.delete(key);
+    };
+  }
+
   /** Newest local snapshot, if any (for a store to upload). */
   async latestSnapshot(id: string): Promise<{ id: string; dir: string; takenAt: Date } | undefined> {
     const latest = (await this.snapshotIds(id)).at(-1);
@@ -590,7 +612,8 @@ export class LocalWorkspaces implements Workspaces {
     this.closed = true;
     await Promise.allSettled([...this.busy.values()]);
     const openIds = await fs.readdir(path.join(this.pool.root, 'open')).catch(() => [] as string[]);
-    if (openIds.length === 0) await closePool(this.pool, this.log);
+    // A busy unmount (a shell cd'd into the pool) must not fail roostd's stop: the next start adopts the mount.
+    if (openIds.length === 0) await closePool(this.pool, this.log).catch((error: Error) => this.log.error({ root: this.pool.root, error: error.message }, 'workspace pool left mounted'));
   }
 }
 

@@ -107,6 +107,23 @@ describe('the workspace pool', () => {
     await again.close();
   });
 
+  it('keeps the newest keepSnapshots snapshots, and one a store holds until it lets go', async () => {
+    const dataDir = await newDataDir();
+    const ws = await openLocalWorkspaces({ dataDir, poolBytes: GiB, keepSnapshots: 2, logger });
+    await ws.create('w', {});
+    const first = await ws.sync('w');
+    const release = ws.hold('w', first.id);
+    const second = await ws.sync('w');
+    const third = await ws.sync('w');
+    assert.deepEqual((await ws.snapshots('w')).map((s) => s.id), [first.id, second.id, third.id], 'the held one stays');
+    assert.ok(existsSync(path.join(ws.snapshotDir('w', first.id), 'upper')), 'and can be read');
+    release();
+    release();
+    const fourth = await ws.sync('w');
+    assert.deepEqual((await ws.snapshots('w')).map((s) => s.id), [third.id, fourth.id]);
+    await ws.close();
+  });
+
   it('reports a pool file that cannot be mounted, with the fix, and refuses to open it', async () => {
     const dataDir = await newDataDir();
     const image = path.join(dataDir, POOL_IMAGE);
