@@ -30,6 +30,9 @@ describe('roost workspace, resize, sync and -w through the CLI (fake runtime and
     assert.match(shown.stdout, /^sync\s+last synced \S+ \(\S+ ago\); 0 bytes pending$/m);
     const json = JSON.parse((await roost(['workspace', 'list', '--json'])).stdout) as { name: string; usedBytes: number }[];
     assert.deepEqual(json.map((ws) => [ws.name, ws.usedBytes]), [['proj', 4]]);
+    const quota = await roost(['quota']);
+    assert.match(quota.stdout, /^workspaces\s+1\s+200\s+daemon$/m);
+    assert.match(quota.stdout, /^workspace disk\s+0 bytes\s+10 TiB\s+daemon$/m);
   });
 
   it('new gets a workspace of its name: stop/start keep files, status shows it, rm keeps it and says so', async () => {

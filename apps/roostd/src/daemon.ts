@@ -162,7 +162,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
   }
   const pool = warmPool(config, limits, runtime, store, logger);
-  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
+  const workspaceQuota = { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser };
+  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(opts.workspaces && { workspaces: workspaceQuota }) });
   let workspaces: WorkspaceService | undefined;
   let workspacesPort: Workspaces | undefined;
   const workspacesFrom = opts.workspaces ?? (opts.runtime ? undefined : localWorkspaces);
@@ -179,7 +180,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       runtime,
       workspaces: workspacesPort,
       syncIntervalMs: config.workspaces.syncIntervalMs,
-      quota: { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser },
+      quota: workspaceQuota,
     });
   }
   const sandboxes = new SandboxService({

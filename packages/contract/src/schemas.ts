@@ -384,6 +384,15 @@ export const quotaSchema = z
         logBytes: z.number().int(),
       })
       .describe('What the user holds now: live sandboxes and the sums of their limits, and stored log bytes'),
+    workspaces: z
+      .object({
+        count: z.number().int(),
+        diskBytes: z.number().int().describe('Sum of the sizes (--disk) of the user\'s workspaces'),
+        maxCount: z.number().int(),
+        maxDiskBytes: z.number().int(),
+      })
+      .optional()
+      .describe('Workspaces held and their limits (the daemon\'s, the same for every user); absent on a daemon without workspaces'),
   })
   .meta({ id: 'Quota' });
 export type Quota = z.infer<typeof quotaSchema>;

@@ -227,6 +227,31 @@ describe('Workspaces in core', () => {
     assert.equal(fake.syncCount, count);
   });
 
+  it('after a restart: a kept sandbox is synced again on schedule; one whose processes died releases its workspace', async () => {
+    const kept = await service.create(owner, { name: 'kept' });
+    const died = await service.create(owner, { name: 'died' });
+    await workspaces.close();
+    await runtime.destroy(died.id);
+    workspaces = new WorkspaceService({ store, workspaces: fake, runtime, clock, logger: silentLogger, newId, syncIntervalMs: 30_000 });
+    const restarted = new SandboxService({
+      store,
+      runtime,
+      clock,
+      logger: silentLogger,
+      newId,
+      defaults: { image: 'debian', limits: { cpus: 1, memoryMb: 512, pids: 256, openFiles: 1024 }, network: 'none' },
+      quotas: new Quotas({ store, defaults: roomyQuota, now: () => clock.now() }),
+      workspaces,
+    });
+    await restarted.reconcile();
+    assert.equal((await restarted.get(owner, 'died')).status, 'stopped');
+    assert.equal(fake.inUse(died.workspaceId!), false);
+    const before = fake.quiesced.length;
+    clock.advance(30_000);
+    await workspaces.settle();
+    assert.deepEqual(fake.quiesced.slice(before), [`sync ${kept.workspaceId}`]);
+  });
+
   it('resize records the new size; --disk on run -w sizes a new workspace; sizes below use are refused', async () => {
     await run('head -c 1000 /dev/zero > f', { workspace: 'sized', diskBytes: 5_000_000_000 });
     const record = await workspaces.get(owner, 'sized');
