@@ -7,11 +7,11 @@ describe('btrfs output', () => {
     const table = [
       'Qgroupid    Referenced    Exclusive  Max referenced  Max exclusive   Path ',
       '--------    ----------    ---------  --------------  -------------   ---- ',
-      '0/256          5259264      5259264            none       52428800   ws/a',
+      '0/256          5259264      5259264        52428800             none   ws/a',
     ].join('\n');
-    assert.deepEqual(parseQgroupRow(table, /^0\/\d+$/, 'a'), { referencedBytes: 5259264, exclusiveBytes: 5259264, exclusiveLimitBytes: 52428800 });
+    assert.deepEqual(parseQgroupRow(table, /^0\/\d+$/, 'a'), { referencedBytes: 5259264, exclusiveBytes: 5259264, referencedLimitBytes: 52428800 });
     const unlimited = table.replace('52428800', '    none');
-    assert.equal(parseQgroupRow(unlimited, /^0\/\d+$/, 'a').exclusiveLimitBytes, null);
+    assert.equal(parseQgroupRow(unlimited, /^0\/\d+$/, 'a').referencedLimitBytes, null);
     assert.throws(() => parseQgroupRow(table.split('\n').slice(0, 2).join('\n'), /^0\/\d+$/, 'ws/a'), /no quota group for ws\/a/);
   });
 

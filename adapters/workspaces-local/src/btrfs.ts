@@ -2,6 +2,7 @@
 // 6.2's `--format json` aborts on qgroup sizes (an internal unit error), so sizes are read from
 // the text table with --raw.
 import { spawn } from 'node:child_process';
+import { dirname } from 'node:path';
 
 export interface CmdResult {
   code: number;
@@ -68,16 +69,25 @@ export async function isSubvolume(path: string): Promise<boolean> {
   return (await runCmd('btrfs', ['subvolume', 'show', path])).code === 0;
 }
 
-/** Exclusive-size limit of the subvolume at `path`; null lifts it. */
-export async function setExclusiveLimit(path: string, bytes: number | null): Promise<void> {
-  await btrfs('qgroup', 'limit', '-e', bytes === null ? 'none' : String(bytes), path);
+/**
+ * Limit on what the subvolume at `path` references (its whole content, shared or not); null
+ * lifts it. Not the exclusive size: a workspace's own read-only snapshots share its data, so
+ * after every snapshot its exclusive size drops to nearly nothing and an exclusive limit would
+ * let it write its whole size again.
+ */
+export async function setReferencedLimit(path: string, bytes: number | null): Promise<void> {
+  // Named by qgroup id on the parent's path: the ioctl's transaction is charged to the subvolume
+  // it is issued on, so issued on a full workspace itself it fails with EDQUOT and a full
+  // workspace could never be given more room.
+  const rootId = (await btrfs('inspect-internal', 'rootid', path)).trim();
+  await btrfs('qgroup', 'limit', bytes === null ? 'none' : String(bytes), `0/${rootId}`, dirname(path));
 }
 
 export interface QgroupSizes {
   referencedBytes: number;
   exclusiveBytes: number;
-  /** null: none. */
-  exclusiveLimitBytes: number | null;
+  /** Limit on referenced bytes; null: none. */
+  referencedLimitBytes: number | null;
 }
 
 /**
@@ -99,7 +109,7 @@ export function parseQgroupRow(table: string, qgroupId: RegExp, what: string): Q
     const referenced = num(f[1]);
     const exclusive = num(f[2]);
     if (referenced === null || exclusive === null || Number.isNaN(referenced) || Number.isNaN(exclusive)) break;
-    return { referencedBytes: referenced, exclusiveBytes: exclusive, exclusiveLimitBytes: num(f[4]) };
+    return { referencedBytes: referenced, exclusiveBytes: exclusive, referencedLimitBytes: num(f[3]) };
   }
   throw new Error(`no quota group for ${what} (are quotas enabled on the pool?)`);
 }

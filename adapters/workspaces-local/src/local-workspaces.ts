@@ -14,7 +14,7 @@ import type {
 } from '@roost/core';
 import { SHIFT_BASE } from '@roost/runtime-oci';
 import {
-  createSubvolume, deleteSubvolume, isSubvolume, qgroupSizes, setExclusiveLimit, snapshotSubvolume,
+  createSubvolume, deleteSubvolume, isSubvolume, qgroupSizes, setReferencedLimit, snapshotSubvolume,
 } from './btrfs.js';
 import { closePool, openPool, poolProblems, type Pool } from './pool.js';
 
@@ -242,7 +242,7 @@ export class LocalWorkspaces implements Workspaces {
     if (from) {
       await snapshotSubvolume(from, dir, false);
       // Snapshots inherit the source's limit; the caller sets the one wanted.
-      if ((await qgroupSizes(dir, { sync: false })).exclusiveLimitBytes !== null) await setExclusiveLimit(dir, null);
+      if ((await qgroupSizes(dir, { sync: false })).referencedLimitBytes !== null) await setReferencedLimit(dir, null);
       return;
     }
     await createSubvolume(dir);
@@ -262,7 +262,7 @@ export class LocalWorkspaces implements Workspaces {
     const staging = this.tmp(this.tmpName(id));
     try {
       await this.makeSubvolume(staging, source);
-      if (diskBytes != null) await setExclusiveLimit(staging, diskBytes);
+      if (diskBytes != null) await setReferencedLimit(staging, diskBytes);
       if (this.exists(id)) throw new RoostError('WORKSPACE_EXISTS', `workspace ${id} already exists`, { workspaceId: id });
       await fs.rename(staging, this.workspaceDir(id));
     } catch (error) {
@@ -305,16 +305,16 @@ export class LocalWorkspaces implements Workspaces {
       const marker: OpenMarker = { ...(await this.readMarker(id)), pid: process.pid };
       const dir = this.workspaceDir(id);
       const q = await qgroupSizes(dir, { sync: false });
-      if (q.exclusiveLimitBytes !== null && marker.raisedFrom === undefined) {
+      if (q.referencedLimitBytes !== null && marker.raisedFrom === undefined) {
         // Mounting writes to work/ (overlayfs makes work/work): a workspace filled to its limit
         // would come up read-only, and its sandbox could not even remove files. Such a one gets
         // MOUNT_HEADROOM_BYTES above what it uses while mounted; release() puts the limit back.
-        const used = (await qgroupSizes(dir)).exclusiveBytes;
-        if (used + MOUNT_HEADROOM_BYTES > q.exclusiveLimitBytes) {
-          marker.raisedFrom = q.exclusiveLimitBytes;
+        const used = (await qgroupSizes(dir)).referencedBytes;
+        if (used + MOUNT_HEADROOM_BYTES > q.referencedLimitBytes) {
+          marker.raisedFrom = q.referencedLimitBytes;
           await this.writeMarker(id, marker);
-          await setExclusiveLimit(dir, used + MOUNT_HEADROOM_BYTES);
-          this.log.warn({ workspaceId: id, usedBytes: used, limitBytes: q.exclusiveLimitBytes, headroomBytes: MOUNT_HEADROOM_BYTES }, 'workspace is full: its limit is lifted a little while mounted, so its sandbox starts writable and can remove files');
+          await setReferencedLimit(dir, used + MOUNT_HEADROOM_BYTES);
+          this.log.warn({ workspaceId: id, usedBytes: used, limitBytes: q.referencedLimitBytes, headroomBytes: MOUNT_HEADROOM_BYTES }, 'workspace is full: its limit is lifted a little while mounted, so its sandbox starts writable and can remove files');
         }
       }
       await this.writeMarker(id, marker);
@@ -326,7 +326,7 @@ export class LocalWorkspaces implements Workspaces {
     checkId(id);
     return this.serial(id, async () => {
       const marker = await this.readMarker(id);
-      if (marker.raisedFrom !== undefined && this.exists(id)) await setExclusiveLimit(this.workspaceDir(id), marker.raisedFrom);
+      if (marker.raisedFrom !== undefined && this.exists(id)) await setReferencedLimit(this.workspaceDir(id), marker.raisedFrom);
       await fs.rm(this.openMarker(id), { force: true });
     });
   }
@@ -352,7 +352,7 @@ export class LocalWorkspaces implements Workspaces {
   private async configuredLimit(id: string): Promise<number | null> {
     const marker = await this.readMarker(id);
     if (marker.raisedFrom !== undefined) return marker.raisedFrom;
-    return (await qgroupSizes(this.workspaceDir(id), { sync: false })).exclusiveLimitBytes;
+    return (await qgroupSizes(this.workspaceDir(id), { sync: false })).referencedLimitBytes;
   }
 
   fork(from: string, to: string, opts: { quiesce?: Quiesce; diskBytes?: number | null } = {}): Promise<void> {
@@ -369,7 +369,7 @@ export class LocalWorkspaces implements Workspaces {
         }
         const staging = this.tmp(this.tmpName(to));
         // The snapshot inherits the base's limit: set one only when another is asked for.
-        const baseLimit = (await qgroupSizes(this.workspaceDir(from), { sync: false })).exclusiveLimitBytes;
+        const baseLimit = (await qgroupSizes(this.workspaceDir(from), { sync: false })).referencedLimitBytes;
         const raisedFrom = (await this.readMarker(from)).raisedFrom;
         const limit = opts.diskBytes !== undefined ? opts.diskBytes : raisedFrom !== undefined ? raisedFrom : baseLimit;
         try {
@@ -378,7 +378,7 @@ export class LocalWorkspaces implements Workspaces {
           // the freeze is in it.
           if (opts.quiesce) await opts.quiesce(snap);
           else await snap();
-          if (limit !== baseLimit) await setExclusiveLimit(staging, limit);
+          if (limit !== baseLimit) await setReferencedLimit(staging, limit);
           await fs.rename(staging, this.workspaceDir(to));
         } catch (error) {
           await this.removeTree(staging).catch(() => {});
@@ -416,7 +416,7 @@ export class LocalWorkspaces implements Workspaces {
     const ms = +(performance.now() - t0).toFixed(1);
     // The snapshot inherited the workspace's limit (a read-only one never grows, but a restore
     // or fork made from it must not start with a stale one).
-    if ((await qgroupSizes(dir, { sync: false }).catch(() => undefined))?.exclusiveLimitBytes != null) await setExclusiveLimit(dir, null).catch(() => {});
+    if ((await qgroupSizes(dir, { sync: false }).catch(() => undefined))?.referencedLimitBytes != null) await setReferencedLimit(dir, null).catch(() => {});
     const ids = await this.snapshotIds(id);
     for (const old of ids.slice(0, Math.max(0, ids.length - this.keep))) {
       // One a store is still reading stays until it lets go (a later sync prunes it).
@@ -470,7 +470,7 @@ export class LocalWorkspaces implements Workspaces {
     try {
       await this.makeSubvolume(dir, from);
       const limit = this.exists(id) ? await this.configuredLimit(id) : null;
-      if (limit !== null) await setExclusiveLimit(dir, limit);
+      if (limit !== null) await setReferencedLimit(dir, limit);
     } catch (error) {
       await this.removeTree(dir).catch(() => {});
       throw error;
@@ -549,12 +549,12 @@ export class LocalWorkspaces implements Workspaces {
       this.mustExist(id);
       const dir = this.workspaceDir(id);
       if (diskBytes !== null) {
-        const used = (await qgroupSizes(dir)).exclusiveBytes;
+        const used = (await qgroupSizes(dir)).referencedBytes;
         if (diskBytes < used) {
           throw new RoostError('DISK_TOO_SMALL', `workspace ${id} already uses ${used} bytes, more than ${diskBytes}`, { workspaceId: id, usedBytes: used });
         }
       }
-      await setExclusiveLimit(dir, diskBytes);
+      await setReferencedLimit(dir, diskBytes);
       // A new size replaces the headroom open() may have given a full workspace.
       const marker = await this.readMarker(id);
       if (marker.raisedFrom !== undefined) {
@@ -571,7 +571,7 @@ export class LocalWorkspaces implements Workspaces {
       this.mustExist(id);
       const q = await qgroupSizes(this.workspaceDir(id));
       const raisedFrom = (await this.readMarker(id)).raisedFrom;
-      return { usedBytes: q.exclusiveBytes, limitBytes: raisedFrom !== undefined ? raisedFrom : q.exclusiveLimitBytes };
+      return { usedBytes: q.referencedBytes, limitBytes: raisedFrom !== undefined ? raisedFrom : q.referencedLimitBytes };
     });
   }
 

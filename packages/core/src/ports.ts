@@ -540,7 +540,7 @@ export interface WorkspaceMount {
 }
 
 export interface WorkspaceUsage {
-  /** Bytes the workspace's own writes take (a fork's shared base not counted). */
+  /** Bytes the workspace holds (what a fork inherited from its base included). */
   usedBytes: number;
   /** Enforced size; null: no limit beyond the filesystem's. */
   limitBytes: number | null;

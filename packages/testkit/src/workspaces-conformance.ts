@@ -217,12 +217,12 @@ export function workspacesConformance(opts: WorkspacesConformanceOpts): void {
       await ws.resize(id, null);
       assert.equal((await ws.usage(id)).limitBytes, null);
 
-      // A fork's shared data is its base's: the fork's own use starts near zero.
+      // A fork holds what it inherited, like a cloned disk: its size counts the base's files.
       const child = newId();
       await ws.fork(id, child, { diskBytes: 8 * MiB });
       const childUsage = await ws.usage(child);
       assert.equal(childUsage.limitBytes, 8 * MiB);
-      if (ws.info.diskLimits) assert.ok(childUsage.usedBytes < MiB, `a fork does not pay for its base (${childUsage.usedBytes})`);
+      assert.ok(childUsage.usedBytes >= 3 * MiB && childUsage.usedBytes < 8 * MiB, `a fork counts the 3 MiB it inherited (${childUsage.usedBytes})`);
     });
 
     it('enforces the disk size when it says it does', async (t) => {
@@ -232,9 +232,13 @@ export function workspacesConformance(opts: WorkspacesConformanceOpts): void {
       }
       const id = newId();
       await ws.create(id, { diskBytes: 8 * MiB });
-      const mount = await open(id);
+      const first = await open(id);
       // Reachable first: 4 MiB fits.
-      await write(mount, 'fits', randomBytes(4 * MiB));
+      await write(first, 'fits', randomBytes(4 * MiB));
+      await release(id);
+      // A snapshot shares the workspace's data: the size must hold after one all the same.
+      await ws.sync(id);
+      const mount = await open(id);
       const handle = await fs.open(upper(mount, 'too-much'), 'w');
       let failure: NodeJS.ErrnoException | undefined;
       try {
