@@ -115,6 +115,10 @@ export const configSchema = z.object({
     /** Workspaces one user may have, and the sum of their `--disk` sizes (a quota like `quota`'s, the same for every user). */
     perUser: z.number().int().min(0),
     diskBytesPerUser: z.number().int().min(0),
+    /** Size of the btrfs pool file <dataDir>/workspaces.btrfs when roostd makes it (preallocated; docs/operations.md, "The workspace pool"). */
+    poolBytes: z.number().int().min(256 * 1024 * 1024, 'at least 256 MiB (268435456)'),
+    /** Local snapshots kept per workspace (roost workspace snapshots); older ones are deleted after each sync. */
+    keepSnapshots: z.number().int().min(1).max(1000),
   }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
@@ -142,7 +146,7 @@ const defaults: DaemonConfig = {
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
-  workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4 },
+  workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4, poolBytes: 20 * 1024 ** 3, keepSnapshots: 5 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
     headersTimeoutMs: 20_000,
@@ -201,6 +205,8 @@ const nestedEnvKeys = {
   ROOST_RUN_RETENTION_COUNT: ['runRetention', 'count', integer],
   ROOST_RUN_RETENTION_BYTES: ['runRetention', 'bytes', integer],
   ROOST_WORKSPACE_SYNC_INTERVAL_MS: ['workspaces', 'syncIntervalMs', integer],
+  ROOST_WORKSPACE_POOL_BYTES: ['workspaces', 'poolBytes', integer],
+  ROOST_WORKSPACE_KEEP_SNAPSHOTS: ['workspaces', 'keepSnapshots', integer],
 } as const;
 
 /**

@@ -22,6 +22,7 @@ import {
 } from '@roost/core';
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { openLocalWorkspaces, poolProblems } from '@roost/workspaces-local';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { defaultDataDir, splitAddr, type DaemonConfig } from './config.js';
@@ -34,7 +35,8 @@ export interface BuildDaemonOpts {
   logDestination?: NodeJS.WritableStream;
   /**
    * The workspaces sandboxes mount (docs/workspaces.md): an instance, or a factory called once
-   * the runtime is up. Absent: no workspaces (-w refused, a sandbox's files go with it).
+   * the runtime is up. Absent: the local btrfs pool in the data dir (workspaces-local) with the
+   * real runtime; none with an injected one (-w refused, a sandbox's files go with it).
    */
   workspaces?: Workspaces | ((context: { config: DaemonConfig; logger: Logger; runtime: Runtime }) => Promise<Workspaces>);
 }
@@ -146,6 +148,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
           subnet: config.network.subnet,
         },
         lxcfs: config.lxcfs,
+        // doctor: a workspace pool that cannot be mounted, with its fix.
+        extraProblems: () => poolProblems(config.dataDir),
       }));
   } catch (error) {
     await store.close();
@@ -162,9 +166,10 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(opts.workspaces && { workspaces: workspaceQuota }) });
   let workspaces: WorkspaceService | undefined;
   let workspacesPort: Workspaces | undefined;
-  if (opts.workspaces) {
+  const workspacesFrom = opts.workspaces ?? (opts.runtime ? undefined : localWorkspaces);
+  if (workspacesFrom) {
     try {
-      workspacesPort = typeof opts.workspaces === 'function' ? await opts.workspaces({ config, logger, runtime }) : opts.workspaces;
+      workspacesPort = typeof workspacesFrom === 'function' ? await workspacesFrom({ config, logger, runtime }) : workspacesFrom;
     } catch (error) {
       await runtime.close();
       await store.close();
@@ -258,6 +263,16 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       logger.flush();
     },
   };
+}
+
+/** The workspaces on this host's disk: the btrfs pool in the data dir (docs/workspaces.md). */
+function localWorkspaces({ config, logger }: { config: DaemonConfig; logger: Logger }): Promise<Workspaces> {
+  return openLocalWorkspaces({
+    dataDir: config.dataDir,
+    poolBytes: config.workspaces.poolBytes,
+    keepSnapshots: config.workspaces.keepSnapshots,
+    logger,
+  });
 }
 
 /** On the first start, and whenever the file went missing, writes a fresh admin token (0600). */

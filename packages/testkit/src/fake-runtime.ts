@@ -54,17 +54,21 @@ export class FakeRuntime implements Runtime {
     this.limits.set(id, { ...limits });
   }
 
-  /** Sandboxes frozen now: the fake has no processes to stop, it only records what core asked. */
+  /** Sandboxes frozen now (tests see what core asked); their process groups are SIGSTOPped, as a cgroup freezer would stop them. */
   readonly frozen = new Set<string>();
 
   async freeze(id: string): Promise<void> {
-    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     this.frozen.add(id);
+    for (const pid of sandbox.pids) killGroup(pid, 'SIGSTOP');
   }
 
   async thaw(id: string): Promise<void> {
-    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     this.frozen.delete(id);
+    for (const pid of sandbox.pids) killGroup(pid, 'SIGCONT');
   }
 
   /** The fake has no network to enforce them on: it keeps them, so tests can see what core asked. */

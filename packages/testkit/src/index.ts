@@ -1,5 +1,6 @@
 export { startDaemon, type StartDaemonOpts, type TestDaemon } from './start-daemon.js';
 export { runtimeConformance } from './runtime-conformance.js';
+export { workspacesConformance, type WorkspacesConformanceOpts } from './workspaces-conformance.js';
 export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';

@@ -56,6 +56,8 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
       logLevel: 'debug',
       ...opts.config,
       pool: { size: 0, ...opts.config?.pool },
+      // A test daemon's btrfs workspace pool (real driver): preallocated, so smaller than roostd's 20 GiB.
+      workspaces: { poolBytes: 2 * 1024 ** 3, ...opts.config?.workspaces },
     },
   );
   let daemon;
