@@ -44,6 +44,10 @@ describe('workspaces with real sandboxes, through the CLI', () => {
     // Positive control first: the package is on PATH in the workspace; without -w it is not.
     const plain = await roost(['run', 'command -v roost-hello || echo absent']);
     assert.equal(plain.stdout, 'absent\n');
+    // --base: a new workspace starts as a copy; its writes never change the base.
+    const child = await roost(['run', '-w', 'tools-try', '--base', 'tools', 'roost-hello; echo mine > /root/only-child']);
+    assert.equal(child.stdout, 'hello from the package\n', child.stderr);
+    assert.equal((await roost(['run', '-w', 'tools', 'test -e /root/only-child || echo base-unchanged'])).stdout, 'base-unchanged\n');
   });
 
   it('stop and start of `new dev` keep its files; rm keeps the workspace, a new dev finds them', async () => {
@@ -87,6 +91,13 @@ describe('workspaces with real sandboxes, through the CLI', () => {
     // Writes in the copy never change the original.
     assert.equal((await roost(['run', '-w', 'live-copy', 'echo changed > /root/stamp'])).exitCode, 0);
     assert.equal((await roost(['exec', 'live', 'cat /root/stamp'])).stdout, `${stamp}\n`);
+    // roost sync takes a snapshot of the running sandbox; workspace snapshots lists it.
+    const synced = await roost(['sync', 'live']);
+    assert.equal(synced.exitCode, 0, synced.stderr);
+    const snapshotId = /snapshot (\S+)/.exec(synced.stdout)?.[1];
+    assert.ok(snapshotId, synced.stdout);
+    assert.match((await roost(['workspace', 'snapshots', 'live'])).stdout, new RegExp(`^${snapshotId}\\s`, 'm'));
+    assert.equal((await roost(['exec', 'live', 'echo thawed'])).stdout, 'thawed\n');
     assert.equal((await roost(['rm', 'live'])).exitCode, 0);
   });
 });
