@@ -391,6 +391,8 @@ class SqliteStore implements Store {
         .select(['id', 'name', 'status'])
         .where('workspace_id', '=', id)
         .where('status', 'in', [...nameHoldingStatuses])
+        // The live one, if any: that is the one to stop first.
+        .orderBy((eb) => eb.case().when('status', '=', 'stopped').then(1).else(0).end())
         .executeTakeFirst();
       if (holder) {
         const name = (await trx.selectFrom('workspaces').select('name').where('id', '=', id).executeTakeFirst())?.name ?? id;

@@ -44,6 +44,10 @@ describe('workspaces with real sandboxes, through the CLI', () => {
     // Positive control first: the package is on PATH in the workspace; without -w it is not.
     const plain = await roost(['run', 'command -v roost-hello || echo absent']);
     assert.equal(plain.stdout, 'absent\n');
+    // --base: a new workspace starts as a copy; its writes never change the base.
+    const child = await roost(['run', '-w', 'tools-try', '--base', 'tools', 'roost-hello; echo mine > /root/only-child']);
+    assert.equal(child.stdout, 'hello from the package\n', child.stderr);
+    assert.equal((await roost(['run', '-w', 'tools', 'test -e /root/only-child || echo base-unchanged'])).stdout, 'base-unchanged\n');
   });
 
   it('stop and start of `new dev` keep its files; rm keeps the workspace, a new dev finds them', async () => {
@@ -67,9 +71,12 @@ describe('workspaces with real sandboxes, through the CLI', () => {
     assert.match(big.stderr, /Disk quota exceeded|No space left on device/);
     const other = await roost(['run', '-w', 'roomy', 'head -c 100M /dev/zero > /root/f && echo ok']);
     assert.equal(other.stdout, 'ok\n', other.stderr);
+    // The full workspace still opens writable: its next run can make room and write again.
+    const next = await roost(['run', '-w', 'small', 'rm /root/big && echo room > /root/s && cat /root/s']);
+    assert.equal(next.stdout, 'room\n', next.stderr);
     const shown = JSON.parse((await roost(['workspace', 'show', 'small', '--json'])).stdout) as WorkspaceJson;
     assert.equal(shown.limitBytes, 64 * 1024 * 1024);
-    assert.ok(shown.usedBytes > 10 * 1024 * 1024 && shown.usedBytes <= 64 * 1024 * 1024, `used ${shown.usedBytes}`);
+    assert.ok(shown.usedBytes > 10 * 1024 * 1024 && shown.usedBytes < 64 * 1024 * 1024, `used ${shown.usedBytes}`);
   });
 
   it('fork of a running sandbox has the file written just before; the sandbox runs on', async () => {
@@ -84,6 +91,13 @@ describe('workspaces with real sandboxes, through the CLI', () => {
     // Writes in the copy never change the original.
     assert.equal((await roost(['run', '-w', 'live-copy', 'echo changed > /root/stamp'])).exitCode, 0);
     assert.equal((await roost(['exec', 'live', 'cat /root/stamp'])).stdout, `${stamp}\n`);
+    // roost sync takes a snapshot of the running sandbox; workspace snapshots lists it.
+    const synced = await roost(['sync', 'live']);
+    assert.equal(synced.exitCode, 0, synced.stderr);
+    const snapshotId = /snapshot (\S+)/.exec(synced.stdout)?.[1];
+    assert.ok(snapshotId, synced.stdout);
+    assert.match((await roost(['workspace', 'snapshots', 'live'])).stdout, new RegExp(`^${snapshotId}\\s`, 'm'));
+    assert.equal((await roost(['exec', 'live', 'echo thawed'])).stdout, 'thawed\n');
     assert.equal((await roost(['rm', 'live'])).exitCode, 0);
   });
 });

@@ -163,10 +163,10 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   }
   const pool = warmPool(config, limits, runtime, store, logger);
   const workspaceQuota = { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser };
-  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(opts.workspaces && { workspaces: workspaceQuota }) });
+  const workspacesFrom = opts.workspaces ?? (opts.runtime ? undefined : localWorkspaces);
+  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(workspacesFrom && { workspaces: workspaceQuota }) });
   let workspaces: WorkspaceService | undefined;
   let workspacesPort: Workspaces | undefined;
-  const workspacesFrom = opts.workspaces ?? (opts.runtime ? undefined : localWorkspaces);
   if (workspacesFrom) {
     try {
       workspacesPort = typeof workspacesFrom === 'function' ? await workspacesFrom({ config, logger, runtime }) : workspacesFrom;

@@ -11,6 +11,7 @@ import {
   type SandboxStatus,
   type Store,
   type UserUsage,
+  type WorkspaceRecord,
 } from '@roost/core';
 
 export interface StoreUnderTest {
@@ -644,6 +645,97 @@ export function storeConformance(opts: StoreConformanceOpts): void {
         const changes = [{ sandboxes: 5 }, { cpus: 2 }, { memoryMb: 512 }, { pids: 100 }, { timeoutSec: 60 }, { logBytes: 1000 }];
         await Promise.all(changes.map((change, i) => store.changeQuotaOverrides('usr_alice', change, at(i))));
         assert.deepEqual(await store.getQuotaOverrides('usr_alice'), Object.assign({}, ...changes));
+      });
+    });
+
+    describe('workspace records', () => {
+      const workspace = (id: string, ownerId: string, fields: Partial<WorkspaceRecord> = {}): WorkspaceRecord => ({
+        id,
+        ownerId,
+        name: id,
+        diskBytes: null,
+        baseId: null,
+        createdAt: at(1),
+        updatedAt: at(1),
+        lastUsedAt: null,
+        ...fields,
+      });
+
+      test('a record reads back as written; names are unique per owner; admit sees the owner\'s holdings', async (store) => {
+        const full = workspace('ws_full', 'usr_alice', { name: 'proj', diskBytes: 5 * 2 ** 30, baseId: 'ws_base', lastUsedAt: at(2) });
+        await store.insertWorkspace(full);
+        assert.deepEqual(await store.getWorkspace('ws_full'), full);
+        assert.deepEqual(await store.workspaceNamed('usr_alice', 'proj'), full);
+        assert.equal(await store.workspaceNamed('usr_bob', 'proj'), undefined);
+        await assert.rejects(store.insertWorkspace(workspace('ws_twin', 'usr_alice', { name: 'proj' })), { code: 'WORKSPACE_NAME_TAKEN' });
+        await store.insertWorkspace(workspace('ws_bobs', 'usr_bob', { name: 'proj' }));
+        let seen: unknown;
+        await store.insertWorkspace(workspace('ws_two', 'usr_alice', { diskBytes: 100, createdAt: at(3) }), (held) => (seen = held));
+        assert.deepEqual(seen, { workspaces: 1, diskBytes: 5 * 2 ** 30 });
+        await assert.rejects(
+          store.insertWorkspace(workspace('ws_refused', 'usr_alice'), () => {
+            throw Object.assign(new Error('over'), { code: 'QUOTA_EXCEEDED' });
+          }),
+          { code: 'QUOTA_EXCEEDED' },
+        );
+        assert.deepEqual((await store.listWorkspaces('usr_alice')).map((w) => w.id), ['ws_two', 'ws_full']);
+        assert.equal(await store.updateWorkspace('ws_two', { diskBytes: null, lastUsedAt: at(5) }, at(5)), true);
+        assert.deepEqual(await store.getWorkspace('ws_two'), workspace('ws_two', 'usr_alice', { createdAt: at(3), updatedAt: at(5), lastUsedAt: at(5) }));
+        assert.equal(await store.updateWorkspace('ws_none', { diskBytes: 1 }, at(5)), false);
+      });
+
+      test('one live sandbox per workspace: a second is refused naming the first; stopped and ended ones do not hold it', async (store) => {
+        await store.insertWorkspace(workspace('ws_a', 'usr_alice', { name: 'a' }));
+        await store.insertSandbox(sandbox('sb_one', 'usr_alice', { name: 'one', workspaceId: 'ws_a' }));
+        assert.equal((await store.getSandbox('sb_one'))?.workspaceId, 'ws_a');
+        await assert.rejects(store.insertSandbox(sandbox('sb_two', 'usr_alice', { name: 'two', workspaceId: 'ws_a' })), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'WORKSPACE_IN_USE');
+          assert.match(error.message, /sandbox one \(sb_one, running\)/);
+          return true;
+        });
+        assert.equal(await store.getSandbox('sb_two'), undefined);
+        // Stopped: another may mount it; then the stopped one cannot become live again.
+        await store.updateSandbox('sb_one', { status: 'stopped' }, at(2));
+        await store.insertSandbox(sandbox('sb_two', 'usr_alice', { name: 'two', workspaceId: 'ws_a' }));
+        await assert.rejects(store.updateSandbox('sb_one', { status: 'pending' }, at(3), { fromStatuses: ['stopped'] }), { code: 'WORKSPACE_IN_USE' });
+        await assert.rejects(store.updateSandbox('sb_one', { status: 'running' }, at(3)), { code: 'WORKSPACE_IN_USE' });
+        assert.equal((await store.getSandbox('sb_one'))?.status, 'stopped');
+        // Ended: holds nothing.
+        await store.updateSandbox('sb_two', { status: 'completed' }, at(4));
+        assert.equal(await store.updateSandbox('sb_one', { status: 'pending' }, at(5), { fromStatuses: ['stopped'] }), true);
+        // A workspace can be given to a sandbox later (one made before workspaces).
+        await store.insertSandbox(sandbox('sb_old', 'usr_alice', { name: 'old', status: 'stopped' }));
+        assert.equal(await store.updateSandbox('sb_old', { workspaceId: 'ws_a' }, at(6)), true);
+        assert.equal((await store.getSandbox('sb_old'))?.workspaceId, 'ws_a');
+      });
+
+      test('parallel inserts on one workspace: exactly one gets it', async (store) => {
+        await store.insertWorkspace(workspace('ws_a', 'usr_alice'));
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, i) => store.insertSandbox(sandbox(`sb_${i}`, 'usr_alice', { name: `n${i}`, workspaceId: 'ws_a' }))),
+        );
+        assert.deepEqual(outcomes(results), { fulfilled: 1, codes: Array(7).fill('WORKSPACE_IN_USE') });
+      });
+
+      test('deleteWorkspace is refused while a live or stopped sandbox uses it; sandboxesUsingWorkspace lists live first', async (store) => {
+        await store.insertWorkspace(workspace('ws_a', 'usr_alice', { name: 'a' }));
+        await store.insertSandbox(sandbox('sb_stopped', 'usr_alice', { name: 'st', status: 'stopped', workspaceId: 'ws_a', createdAt: at(5) }));
+        await store.insertSandbox(sandbox('sb_live', 'usr_alice', { name: 'lv', workspaceId: 'ws_a', createdAt: at(1) }));
+        await store.insertSandbox(sandbox('sb_ended', 'usr_alice', { name: 'en', status: 'completed', workspaceId: 'ws_a' }));
+        assert.deepEqual((await store.sandboxesUsingWorkspace('ws_a')).map((s) => s.id), ['sb_live', 'sb_stopped']);
+        await assert.rejects(store.deleteWorkspace('ws_a'), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'WORKSPACE_IN_USE');
+          assert.match(error.message, /sandbox lv \(sb_live, running\)/);
+          return true;
+        });
+        await store.deleteSandbox('sb_live');
+        await assert.rejects(store.deleteWorkspace('ws_a'), { code: 'WORKSPACE_IN_USE', message: /stopped/ });
+        await store.deleteSandbox('sb_stopped');
+        assert.equal(await store.deleteWorkspace('ws_a'), true);
+        assert.equal(await store.getWorkspace('ws_a'), undefined);
+        assert.equal(await store.deleteWorkspace('ws_a'), false);
+        // The ended run keeps the id of the workspace it used.
+        assert.equal((await store.getSandbox('sb_ended'))?.workspaceId, 'ws_a');
       });
     });
 
