@@ -108,6 +108,15 @@ export const configSchema = z.object({
     /** Where a host's own lxcfs is mounted (Debian's lxcfs service). */
     hostDir: z.string().min(1),
   }),
+  /** Files copied in (`roost cp`, PUT …/files) and uploaded for runs (`run -f`, POST /api/v1/files). */
+  files: z.object({
+    /** The most bytes one archive or uploaded file may have (UPLOAD_TOO_LARGE past it). */
+    maxUploadBytes: z.number().int().min(1024),
+    /** How long an uploaded file is kept for runs to use. */
+    retentionSec: z.number().int().min(60),
+    /** Uploaded bytes one user may have stored at once. */
+    maxStoredBytesPerUser: z.number().int().min(1024),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -133,6 +142,7 @@ const defaults: DaemonConfig = {
   // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  files: { maxUploadBytes: 1024 * 1024 * 1024, retentionSec: 86_400, maxStoredBytesPerUser: 2 * 1024 * 1024 * 1024 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
@@ -182,6 +192,7 @@ const nestedEnvKeys = {
   ROOST_SUBNET: ['network', 'subnet', (v: string) => v],
   ROOST_EGRESS_ALLOW_CIDRS: ['network', 'egressAllowCidrs', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_POOL_SIZE: ['pool', 'size', integer],
+  ROOST_MAX_UPLOAD_BYTES: ['files', 'maxUploadBytes', integer],
   ROOST_POOL_IMAGES: ['pool', 'images', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_QUOTA_SANDBOXES: ['quota', 'sandboxes', integer],
   ROOST_QUOTA_CPUS: ['quota', 'cpus', decimal],
@@ -198,8 +209,9 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'files'>> & {
   lxcfs?: Partial<DaemonConfig['lxcfs']>;
+  files?: Partial<DaemonConfig['files']>;
   http?: Partial<DaemonConfig['http']>;
   runRetention?: Partial<DaemonConfig['runRetention']>;
   quota?: Partial<DaemonConfig['quota']>;
@@ -239,6 +251,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
     lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
+    files: { ...defaults.files, ...fromFile.files, ...nested.files, ...overrides.files },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {
