@@ -63,6 +63,15 @@ describe('roost cp and run -f on a real daemon', () => {
   let env: Record<string, string>;
   let work: string;
   const roost = (args: string[], opts: { stdin?: string | Uint8Array; cwd?: string } = {}) => runCli(args, { env, ...opts });
+  /** The daemon cleans up after a cut-off upload once it sees the connection go. */
+  const waitForEmpty = async (dir: string) => {
+    for (let tries = 0; ; tries++) {
+      const listed = await inside(`ls -A ${dir}`);
+      if (listed === '') return;
+      if (tries > 50) assert.equal(listed, '', `${dir} still holds something`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
   const inside = async (script: string) => {
     const result = await roost(['exec', 'box', script]);
     assert.equal(result.exitCode, 0, `${script}: ${result.stderr}`);
@@ -239,6 +248,41 @@ describe('roost cp and run -f on a real daemon', () => {
     const refused = await roost(['cp', '--user', 'nobody', join(work, 'owned'), 'box:/root/']);
     assert.equal(refused.exitCode, 1);
     assert.match(refused.stderr, /Permission denied.*\(COPY_FAILED\)/);
+  });
+
+  it('the SDK and the HTTP API: files.write/read, putArchive of a stream, errors with codes, a cut-off upload leaves nothing', async () => {
+    const sb = await daemon.sdk.sandboxes.get('box');
+    await sb.files.write('/root/sdk.txt', 'from the sdk\n');
+    assert.equal(new TextDecoder().decode(await sb.files.read('/root/sdk.txt')), 'from the sdk\n');
+    await assert.rejects(sb.files.read('/root/none'), (error: { code?: string }) => error.code === 'PATH_NOT_FOUND');
+
+    // Plain fetch, as curl would: status codes and error bodies.
+    const url = (path: string) => `${daemon.url}/api/v1/sandboxes/box/files?path=${encodeURIComponent(path)}`;
+    const auth = { authorization: `Bearer ${daemon.adminToken}` };
+    const missing = await fetch(url('/no/such'), { headers: auth });
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as { error: { code: string } }).error.code, 'PATH_NOT_FOUND');
+    const relative = await fetch(url('root/x'), { headers: auth });
+    assert.equal(relative.status, 400);
+    assert.equal(((await relative.json()) as { error: { code: string } }).error.code, 'INVALID_PATH');
+    const nul = await fetch(url('/root/a\0b'), { headers: auth });
+    assert.equal(((await nul.json()) as { error: { code: string } }).error.code, 'INVALID_PATH');
+    const wrongType = await fetch(url('/root'), { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(wrongType.status, 400);
+
+    // An upload whose source fails midway: the request is cut, nothing appears, no temporary directory stays.
+    await inside('mkdir -p /root/cut');
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      yield rawTar([{ name: 'partial.bin', data: 'x'.repeat(100_000) }]).subarray(0, 50_000);
+      // Positive control: the half-extracted archive is there while the upload is under way.
+      for (let tries = 0; !/^\.roost-cp-/m.test(await inside('ls -A /root/cut')); tries++) {
+        assert.ok(tries < 50, 'the extraction never started');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error('the source broke');
+    }
+    await assert.rejects(sb.files.putArchive('/root/cut', failing(), { into: true }));
+    await waitForEmpty('/root/cut');
   });
 
   it('run -f puts the files into the working directory before the script starts', async () => {
