@@ -239,6 +239,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
         return await deps.files.putArchive(userOf(request).id, ref, {
           path: query.path,
           into: query.into === 'true',
+          create: query.create === 'true',
           ...(query.user && { user: query.user }),
           source: rawBodyOf(request, 'putArchive'),
         });

@@ -158,6 +158,20 @@ describe('roost cp and run -f on a real daemon', () => {
     const fromStdin = await roost(['cp', '-', 'box:/opt/copy'], { stdin: tar.stdoutBytes });
     assert.equal(fromStdin.exitCode, 0, fromStdin.stderr);
     assert.equal(await inside('cat /opt/copy/a /opt/copy/b'), 'a\nb\n');
+
+    // A local directory's contents ("/.") to a missing path: it is made, with the directory's mode.
+    const local = join(work, 'contents');
+    mkdirSync(join(local, 'inner'), { recursive: true });
+    chmodSync(local, 0o750);
+    writeFileSync(join(local, 'inner', 'c'), 'c\n');
+    const made = await roost(['cp', `${local}/.`, 'box:/opt/made']);
+    assert.equal(made.exitCode, 0, made.stderr);
+    assert.equal(await inside("stat -c %a /opt/made && cat /opt/made/inner/c && ls -A /opt | grep -c '^.roost-cp-' || true"), '750\nc\n0\n');
+    // And out: the sandbox directory's contents into a missing local path.
+    const out = join(work, 'data-out');
+    const contentsOut = await roost(['cp', 'box:/opt/data/.', out]);
+    assert.equal(contentsOut.exitCode, 0, contentsOut.stderr);
+    assert.deepEqual(readdirSync(out).sort(), ['a', 'b']);
   });
 
   it('never writes outside the sandbox: a traversal archive and a symlink to / inside it stay inside', async () => {

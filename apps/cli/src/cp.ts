@@ -55,7 +55,7 @@ The rules of docker cp:
   a path ending in /                     must be an existing directory
   a directory to a missing path          is created as that path, with the directory's contents
   a directory to an existing directory   lands inside it (dir/<name>), merging with what is there
-  SRC ending in /.                       copies the directory's contents into DST (an existing directory, for a sandbox)
+  SRC ending in /.                       copies the directory's contents into DST (made when missing)
 Symlinks are copied as symlinks, never followed. Files copied in belong to the sandbox's default
 user (--user to pick another); files copied out belong to you. A copy that fails or is cut off
 leaves nothing half-written: it is extracted beside its destination and moved into place whole.
@@ -89,8 +89,12 @@ Examples:
       remote = dst;
       local = src.kind === 'local' ? src.path : '-';
       const tar = src.kind === 'local' ? await localArchive(src.path) : (process.stdin as AsyncIterable<Uint8Array>);
-      const into = src.kind === 'stdio' || (src.kind === 'local' && /\/\.$/.test(src.path));
-      const result = await roost.putArchive(dst.ref, dst.path, progress.count(tar, 'sent'), { into, ...(opts.user && { user: opts.user }) });
+      const contents = src.kind === 'local' && /\/\.$/.test(src.path);
+      const result = await roost.putArchive(dst.ref, dst.path, progress.count(tar, 'sent'), {
+        into: src.kind === 'stdio' || contents,
+        create: contents,
+        ...(opts.user && { user: opts.user }),
+      });
       bytes = result.bytes;
     } else {
       remote = src as { ref: string; path: string };
@@ -120,7 +124,8 @@ async function localArchive(path: string): Promise<AsyncIterable<Uint8Array>> {
   });
   if (contents) {
     if (!info.isDirectory()) throw new UsageError(`${path}: "/." copies a directory's contents, and this is not a directory`);
-    return createTar({ cwd: full, portable: true }, await readdir(full)) as unknown as AsyncIterable<Uint8Array>;
+    // "./" first: the directory's own mode, for a destination made from it.
+    return createTar({ cwd: full, portable: true }, ['.']) as unknown as AsyncIterable<Uint8Array>;
   }
   return createTar({ cwd: dirname(full), portable: true }, [basename(full)]) as unknown as AsyncIterable<Uint8Array>;
 }

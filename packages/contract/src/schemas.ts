@@ -380,6 +380,10 @@ export const putArchiveQuerySchema = z.object({
     .describe(
       'true: extract every entry of the archive into path, an existing directory (as `docker cp - box:/dir`). Default: the archive holds one top-level entry, copied to path with the rules of docker cp (into path when it is a directory, else as path; a path ending in / must be an existing directory)',
     ),
+  create: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe('With into=true: a missing path is created (its parent must exist) with the mode of the archive\'s "./" entry, as `docker cp dir/. box:/new` does'),
   user: unixUserSchema.optional().describe('Who extracts, and so who owns the files (default: the sandbox\'s default user, as SSH logs in)'),
 });
 export type PutArchiveQuery = z.infer<typeof putArchiveQuerySchema>;

@@ -48,7 +48,8 @@ const exitRefused = 92;
 
 /**
  * $1 destination as the user wrote it (normalised, "/" kept at the end when they wrote one),
- * $2 temporary directory name, $3 "1": extract every entry into $1 (an existing directory).
+ * $2 temporary directory name, $3 "1": extract every entry into $1 (an existing directory);
+ * "2": the same, but a missing $1 is created (its parent must exist) from the archive's "./".
  * POSIX sh with GNU tar / coreutils flags (the default image's); another tar says so in stderr.
  */
 const copyInScript = `
@@ -57,6 +58,7 @@ command -v tar >/dev/null 2>&1 || { echo "this image has no tar" >&2; exit ${exi
 dst=$1; tmpname=$2; into=$3
 if [ -d "$dst" ]; then
   base=$dst
+  [ "$into" = 2 ] && into=1
 else
   case $dst in */) echo "no such directory in the sandbox: $dst" >&2; exit ${exitNotFound};; esac
   [ "$into" = 1 ] && { echo "no such directory in the sandbox: $dst" >&2; exit ${exitNotFound}; }
@@ -76,6 +78,11 @@ place() {
   fi
   mv -f -T -- "$1" "$2" || exit ${exitRefused}
 }
+if [ "$into" = 2 ]; then
+  # A directory's contents to a new path: the extracted directory becomes it, in one rename.
+  mv -T -- "$tmp" "$dst" || exit ${exitRefused}
+  exit 0
+fi
 set -- "$tmp"/* "$tmp"/.[!.]* "$tmp"/..?*
 if [ "$into" = 1 ]; then
   for e do [ -e "$e" ] || [ -L "$e" ] || continue; place "$e" "$dst/\${e##*/}"; done
@@ -107,6 +114,8 @@ const maxStderrBytes = 8 * 1024;
 export interface PutArchiveOpts {
   path: string;
   into?: boolean;
+  /** With into: a missing path is created (its parent must exist), as docker cp does for SRC/. */
+  create?: boolean;
   user?: string;
   /** The tar stream; it is read one chunk at a time, as fast as the sandbox's tar takes it. */
   source: AsyncIterable<Uint8Array>;
@@ -137,7 +146,7 @@ export class SandboxFiles {
     const tmpName = `.roost-cp-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
     const dst = target.trailingSlash && target.path !== '/' ? `${target.path}/` : target.path;
     const session = await this.sandboxes.exec(ownerId, sandbox.id, {
-      command: ['sh', '-c', copyInScript, 'roost-cp', dst, tmpName, opts.into ? '1' : '0'],
+      command: ['sh', '-c', copyInScript, 'roost-cp', dst, tmpName, opts.into ? (opts.create ? '2' : '1') : '0'],
       user: opts.user ?? sandbox.defaultUser,
       stdin: 'stream',
     });

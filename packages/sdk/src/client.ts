@@ -64,6 +64,8 @@ export type ByteSource = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
  */
 export interface PutArchiveOpts extends CallOpts {
   into?: boolean;
+  /** With `into`: create `path` when it is missing (its parent must exist), from the archive's "./". */
+  create?: boolean;
   user?: string;
 }
 
@@ -192,7 +194,12 @@ export class Roost {
    * await roost.putArchive('dev', '/tmp', createReadStream('many.tar'), { into: true });
    */
   putArchive(ref: string, path: string, tar: ByteSource | Uint8Array, opts: PutArchiveOpts = {}): Promise<PutArchiveResult> {
-    const query = new URLSearchParams({ path, ...(opts.into && { into: 'true' }), ...(opts.user && { user: opts.user }) });
+    const query = new URLSearchParams({
+      path,
+      ...(opts.into && { into: 'true' }),
+      ...(opts.create && { create: 'true' }),
+      ...(opts.user && { user: opts.user }),
+    });
     return this.rawRequest('PUT', `${sandboxPath(ref)}/files?${query}`, tar, 'application/x-tar', opts.signal);
   }
 
