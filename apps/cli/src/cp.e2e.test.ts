@@ -309,6 +309,14 @@ describe('roost cp and run -f on a real daemon', () => {
     assert.equal(run.exitCode, 0, run.stderr);
     assert.equal(run.stdout, `hello from /root/hello.py\n${digest}  data.bin\n/root\n`);
 
+    // With stdin the run goes over the WebSocket: the files are there too.
+    const piped = await roost(['run', '-f', script, 'head -c 5 hello.py; echo; cat'], { stdin: 'piped\n' });
+    assert.equal(piped.exitCode, 0, piped.stderr);
+    assert.equal(piped.stdout, 'print\npiped\n');
+
+    const unknownId = await daemon.sdk.run({ script: 'true', fileIds: ['file_0000000000000000'] }).wait().catch((error: { code?: string }) => error.code);
+    assert.equal(unknownId, 'FILE_NOT_FOUND');
+
     const missing = await roost(['run', '-f', join(work, 'nope.txt'), 'true']);
     assert.equal(missing.exitCode, 2);
     assert.match(missing.stderr, /-f .*nope\.txt: no such local file/);
