@@ -117,6 +117,18 @@ export const configSchema = z.object({
     /** Uploaded bytes one user may have stored at once. */
     maxStoredBytesPerUser: z.number().int().min(1024),
   }),
+  /** Workspaces (docs/workspaces.md). */
+  workspaces: z.object({
+    /** How often a running sandbox's workspace is synced (also on stop and `roost sync`); 0: only then. */
+    syncIntervalMs: z.number().int().min(0),
+    /** Workspaces one user may have, and the sum of their `--disk` sizes (a quota like `quota`'s, the same for every user). */
+    perUser: z.number().int().min(0),
+    diskBytesPerUser: z.number().int().min(0),
+    /** Size of the btrfs pool file <dataDir>/workspaces.btrfs when roostd makes it (preallocated; docs/operations.md, "The workspace pool"). */
+    poolBytes: z.number().int().min(256 * 1024 * 1024, 'at least 256 MiB (268435456)'),
+    /** Local snapshots kept per workspace (roost workspace snapshots); older ones are deleted after each sync. */
+    keepSnapshots: z.number().int().min(1).max(1000),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -144,6 +156,7 @@ const defaults: DaemonConfig = {
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   files: { maxUploadBytes: 1024 * 1024 * 1024, retentionSec: 86_400, maxStoredBytesPerUser: 2 * 1024 * 1024 * 1024 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
+  workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4, poolBytes: 20 * 1024 ** 3, keepSnapshots: 5 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
     headersTimeoutMs: 20_000,
@@ -202,6 +215,9 @@ const nestedEnvKeys = {
   ROOST_QUOTA_LOG_BYTES: ['quota', 'logBytes', integer],
   ROOST_RUN_RETENTION_COUNT: ['runRetention', 'count', integer],
   ROOST_RUN_RETENTION_BYTES: ['runRetention', 'bytes', integer],
+  ROOST_WORKSPACE_SYNC_INTERVAL_MS: ['workspaces', 'syncIntervalMs', integer],
+  ROOST_WORKSPACE_POOL_BYTES: ['workspaces', 'poolBytes', integer],
+  ROOST_WORKSPACE_KEEP_SNAPSHOTS: ['workspaces', 'keepSnapshots', integer],
 } as const;
 
 /**
@@ -209,7 +225,8 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'files'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'workspaces' | 'files'>> & {
+  workspaces?: Partial<DaemonConfig['workspaces']>;
   lxcfs?: Partial<DaemonConfig['lxcfs']>;
   files?: Partial<DaemonConfig['files']>;
   http?: Partial<DaemonConfig['http']>;
@@ -252,6 +269,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
     lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
     files: { ...defaults.files, ...fromFile.files, ...nested.files, ...overrides.files },
+    workspaces: { ...defaults.workspaces, ...fromFile.workspaces, ...nested.workspaces, ...overrides.workspaces },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

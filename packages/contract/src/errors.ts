@@ -79,6 +79,33 @@ export const errorCodes = {
   TAR_NOT_AVAILABLE: { status: 409, hint: 'Copying in and out runs the image\'s own tar: use an image with tar (the default image has it), or install it (apt-get install tar).' },
   COPY_FAILED: { status: 409, hint: 'The message says what the sandbox\'s tar or mv reported (a permission, a directory in the way); try another path or --user.' },
   FILE_NOT_FOUND: { status: 404, hint: 'Upload the file again (uploaded files are kept for a limited time) and use the id it answers.' },
+  // Workspaces (issue 21): see docs/workspaces.md.
+  INVALID_WORKSPACE_NAME: {
+    status: 400,
+    hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-" (as sandbox names).',
+  },
+  WORKSPACE_NOT_FOUND: { status: 404, hint: 'Run `roost workspace list` to see your workspaces; `roost run -w <name>` makes one on first use.' },
+  WORKSPACE_NAME_TAKEN: { status: 409, hint: 'Use the one you have (`roost workspace show <name>`), remove it with `roost workspace rm <name>`, or pick another name.' },
+  // Two sandboxes writing one workspace at once would corrupt it.
+  WORKSPACE_IN_USE: {
+    status: 409,
+    hint: 'Stop or remove the sandbox named in the message first (`roost stop <name>`), or fork the workspace and use the copy (`roost workspace fork <ws> <new>`).',
+  },
+  WORKSPACE_EXISTS: { status: 409, hint: 'The workspace store already holds one with that id: run `roost doctor` (admins) and see docs/workspaces.md.' },
+  WORKSPACE_UNREADABLE: {
+    status: 500,
+    hint: 'Its snapshot could not be read, so it was not started empty: see the message and docs/workspaces.md ("When a workspace cannot be read"); `roost workspace snapshots <ws>` lists the others to restore.',
+  },
+  WORKSPACE_SNAPSHOT_NOT_FOUND: { status: 404, hint: 'Run `roost workspace snapshots <ws>` to see its snapshots.' },
+  WORKSPACE_SYNC_FAILED: {
+    status: 503,
+    hint: 'The local copy is kept and syncs go on retrying; `roost status <name>` shows since when it fails and why. Run `roost sync <name>` once the store is back.',
+  },
+  DISK_TOO_SMALL: { status: 400, hint: 'Ask for at least what the workspace uses now (`roost status <name>` shows it), or delete files first.' },
+  WORKSPACES_UNAVAILABLE: {
+    status: 503,
+    hint: 'This daemon runs without a workspace store: run it on a host where `roost doctor` reports no workspace problems (docs/workspaces.md).',
+  },
   RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },
   INTERNAL: { status: 500, hint: 'This is a bug in Roost: see the daemon log (the request id is in the message).' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -11,3 +11,4 @@ export * from './quotas.js';
 export * from './egress-rules.js';
 export * from './connection-caps.js';
 export * from './files.js';
+export * from './workspace-service.js';

@@ -1,5 +1,6 @@
 export { startDaemon, type StartDaemonOpts, type TestDaemon } from './start-daemon.js';
 export { runtimeConformance } from './runtime-conformance.js';
+export { workspacesConformance, type WorkspacesConformanceOpts } from './workspaces-conformance.js';
 export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';
@@ -12,3 +13,5 @@ export { silentLogger, wallClock, collectOutput } from './test-deps.js';
 export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest, type ProbeResult } from './network-conformance.js';
 export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
 export { drainOutput } from './test-deps.js';
+export { storeConformance, type StoreConformanceOpts, type StoreUnderTest } from './store-conformance.js';
+export { FakeWorkspaces, type FakeWorkspacesOpts } from './fake-workspaces.js';
