@@ -1,7 +1,7 @@
 // From the contract's exec and run requests to core's options: stdin given whole is decoded,
 // a terminal gets its default TERM.
 import { bytesPerGb, type ExecRequest, type RunRequest } from '@roost/contract';
-import { RoostError, type CreateSandboxOpts, type ExecSandboxOpts, type RunOpts, type StdinOpt } from '@roost/core';
+import { RoostError, type CreateSandboxOpts, type ExecSandboxOpts, type FileUploads, type RunFile, type RunOpts, type StdinOpt } from '@roost/core';
 
 const defaultTerm = 'xterm-256color';
 
@@ -16,7 +16,7 @@ export function execOptsOf(request: ExecRequest, streamed = false): ExecSandboxO
 }
 
 export function runOptsOf(request: RunRequest, streamed = false): RunOpts {
-  const { stdin, stdinEncoding, ...rest } = request;
+  const { stdin, stdinEncoding, fileIds: _, ...rest } = request;
   return { ...sandboxOptsOf(rest), script: rest.script, stdin: stdinOf(stdin, stdinEncoding, streamed) };
 }
 
@@ -48,4 +48,14 @@ function stdinOf(stdin: string | undefined, encoding: 'utf8' | 'base64' | undefi
     throw new RoostError('VALIDATION_FAILED', 'stdin with stdinEncoding base64 is not valid base64');
   }
   return Buffer.from(stdin, 'base64');
+}
+
+/** The uploaded files a run names, checked before its sandbox is made (FILE_NOT_FOUND). */
+export async function runFilesOf(uploads: FileUploads, ownerId: string, ids: string[] | undefined): Promise<RunFile[]> {
+  const files: RunFile[] = [];
+  for (const id of ids ?? []) {
+    const file = await uploads.get(ownerId, id);
+    files.push({ name: file.name, open: () => uploads.content(file) });
+  }
+  return files;
 }

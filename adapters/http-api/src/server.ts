@@ -18,6 +18,8 @@ import {
   RoostError,
   type AuthService,
   type ExecSession,
+  type FileUploads,
+  type SandboxFiles,
   type Quotas,
   type SandboxRecord,
   type SandboxService,
@@ -31,12 +33,17 @@ import { toHttpError } from './errors.js';
 import { answerJsonResult, prefersJson } from './json-result.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
-import { execOptsOf, gbToBytes, runOptsOf, sandboxOptsOf } from './command-opts.js';
+import { execOptsOf, gbToBytes, runFilesOf, runOptsOf, sandboxOptsOf } from './command-opts.js';
 import { StreamResponse, type FrameSink, type SessionFrames } from './stream-response.js';
 import { serveUpgrades } from './upgrades.js';
+import { serveArchive } from './archive-response.js';
 
 export interface HttpApiDeps {
   sandboxes: SandboxService;
+  /** Tar streams in and out of sandboxes. */
+  files: SandboxFiles;
+  /** Files uploaded for runs. */
+  uploads: FileUploads;
   /** Absent: the daemon runs without workspaces (their routes answer WORKSPACES_UNAVAILABLE). */
   workspaces?: WorkspaceService;
   auth: AuthService;
@@ -267,6 +274,68 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     return { removed: (await sandboxes.prune(userOf(request).id, body)).map(toApiSandbox) };
   });
 
+  // Tar and file bodies reach their handler as the request stream itself (never buffered whole;
+  // the body limit does not apply, files.maxUploadBytes does).
+  for (const mediaType of ['application/x-tar', 'application/octet-stream']) {
+    app.addContentTypeParser(mediaType, (_request, payload, done) => done(null, payload));
+  }
+  const rawBodyOf = (request: FastifyRequest, name: 'putArchive' | 'uploadFile'): AsyncIterable<Uint8Array> => {
+    const body = request.body as AsyncIterable<Uint8Array> | undefined;
+    if (!body || typeof body[Symbol.asyncIterator] !== 'function') {
+      throw new RoostError('VALIDATION_FAILED', `send the body as ${routes[name].rawBody.mediaType}`);
+    }
+    return body;
+  };
+  app.route({
+    ...mount('putArchive'),
+    handler: async (request, reply) => {
+      const { ref } = parse(routes.putArchive.params, request.params);
+      const query = parse(routes.putArchive.query, request.query);
+      try {
+        return await deps.files.putArchive(userOf(request).id, ref, {
+          path: query.path,
+          into: query.into === 'true',
+          create: query.create === 'true',
+          ...(query.user && { user: query.user }),
+          source: rawBodyOf(request, 'putArchive'),
+        });
+      } catch (error) {
+        // The rest of the body is not read: close the connection after the answer rather than drain it.
+        if (!request.raw.complete) void reply.header('connection', 'close');
+        throw error;
+      }
+    },
+  });
+  app.route({
+    ...mount('getArchive'),
+    handler: async (request, reply) => {
+      const { ref } = parse(routes.getArchive.params, request.params);
+      const query = parse(routes.getArchive.query, request.query);
+      const archive = await deps.files.getArchive(userOf(request).id, ref, { path: query.path, ...(query.user && { user: query.user }) });
+      reply.hijack();
+      await serveArchive(reply.raw, archive, request.log);
+    },
+  });
+  app.route({
+    ...mount('uploadFile'),
+    handler: async (request, reply) => {
+      const query = parse(routes.uploadFile.query, request.query);
+      try {
+        const file = await deps.uploads.save(userOf(request).id, query.name, rawBodyOf(request, 'uploadFile'));
+        return reply.status(201).send({
+          id: file.id,
+          name: file.name,
+          sizeBytes: file.sizeBytes,
+          createdAt: file.createdAt.toISOString(),
+          expiresAt: file.expiresAt.toISOString(),
+        });
+      } catch (error) {
+        if (!request.raw.complete) void reply.header('connection', 'close');
+        throw error;
+      }
+    },
+  });
+
   app.route({
     ...mount('exec'),
     handler: async (request, reply) => {
@@ -286,7 +355,8 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
     ...mount('run'),
     handler: async (request, reply) => {
       const body = parse(routes.run.body, request.body);
-      const session = await sandboxes.run(userOf(request).id, runOptsOf(body));
+      const owner = userOf(request).id;
+      const session = await sandboxes.run(owner, { ...runOptsOf(body), files: await runFilesOf(deps.uploads, owner, body.fileIds) });
       if (prefersJson(request.headers.accept)) {
         const finish = async () => {
           const exit = await session.done;

@@ -13,9 +13,9 @@ import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
 import type { FastifyInstance } from 'fastify';
 import { FrameKind, routes, type RouteSpec, type Sandbox } from '@roost/contract';
-import { RoostError, type AuthService, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
+import { RoostError, type AuthService, type FileUploads, type SandboxRecord, type SandboxService, type UserRecord } from '@roost/core';
 import { serveCommandSocket, type CommandSocketOpts } from './command-socket.js';
-import { execOptsOf, runOptsOf } from './command-opts.js';
+import { execOptsOf, runFilesOf, runOptsOf } from './command-opts.js';
 import { toHttpError } from './errors.js';
 import { writeRawResponse, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
@@ -23,6 +23,7 @@ import { bearerToken, parse } from './request.js';
 export interface UpgradeDeps {
   auth: AuthService;
   sandboxes: SandboxService;
+  uploads: FileUploads;
   limits: HttpLimits;
   acceptSshStream(stream: Duplex, remoteAddress: string, sandboxId: string): void;
   /** The POST routes' streaming of a session, so both ways send the same frames. */
@@ -120,7 +121,7 @@ export function serveUpgrades(app: FastifyInstance, deps: UpgradeDeps): void {
     if (route === routes.runWebSocket) {
       return commandSocket(async (request) => {
         const body = parse(routes.runWebSocket.webSocket.firstMessage, request);
-        const session = await deps.sandboxes.run(user.id, runOptsOf(body, true));
+        const session = await deps.sandboxes.run(user.id, { ...runOptsOf(body, true), files: await runFilesOf(deps.uploads, user.id, body.fileIds) });
         return {
           session,
           frames: {

@@ -1,11 +1,13 @@
 // The commands of `roost`, as data: each declares its arguments and options and a handler that
 // talks to the daemon only through the SDK.
+import { stat } from 'node:fs/promises';
 import { Command } from 'commander';
 import type { Sandbox } from '@roost/sdk';
 import { checkArguments, cliLimits } from './arguments.js';
 import { addVersionCommand, cliVersion } from './version.js';
 import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, saveCredentials, type CliEnv } from './credentials.js';
+import { addCpCommand } from './cp.js';
 import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
 import { addWorkspaceCommands, diskGb } from './workspace-commands.js';
@@ -168,15 +170,25 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
         .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
         .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout', cliLimits.timeoutSec.max))
         .option('-i, --interactive', 'send stdin even from a terminal (from a pipe or file it is sent anyway)')
+        .option('-f, --file <path>', 'upload a local file into the working directory (/root/<name>) before the script starts (repeatable)', collectList)
         .addHelpText(
           'after',
           "\nWithout -w or -p the sandbox and its files are gone when the script ends. With -w <ws> the\nworkspace keeps them (and everything installed) for the next run with -w <ws>; with -p the\nsandbox stays, its files in a workspace of its name.\n\nExamples:\n  roost run 'echo hi'\n  roost run -w proj 'apt-get install -y jq'   # then: roost run -w proj 'jq --version'\n  roost run -w try --base proj 'make test'    # a copy of proj; proj is unchanged\n  roost run -p --name dev --disk 10 'git clone …'",
         ),
     ),
   ).action(
-    async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number; interactive?: boolean } & SandboxFlags & JsonOpt) => {
+    async (
+      script: string,
+      opts: { persistent?: boolean; name?: string; timeout?: number; interactive?: boolean; file?: string[] } & SandboxFlags & JsonOpt,
+    ) => {
       const roost = await client(cli);
+      for (const file of opts.file ?? []) {
+        const info = await stat(file).catch(() => undefined);
+        if (!info?.isFile()) throw new UsageError(`-f ${file}: no such local file (give a file; for directories use roost cp)`);
+      }
+      const fileIds = opts.file ? await roost.uploadFiles(opts.file) : undefined;
       const handle = roost.run({
+        ...(fileIds && { fileIds }),
         ...(sendsStdin(opts.interactive) && { stdin: process.stdin }),
         script,
         persistent: opts.persistent,
@@ -438,6 +450,7 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
 
   addSshCommands(program, cli);
   addQuotaCommands(program, cli);
+  addCpCommand(program, cli);
   addWorkspaceCommands(program, cli);
   addVersionCommand(program, cli);
   checkArguments(program);

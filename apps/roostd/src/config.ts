@@ -108,6 +108,15 @@ export const configSchema = z.object({
     /** Where a host's own lxcfs is mounted (Debian's lxcfs service). */
     hostDir: z.string().min(1),
   }),
+  /** Files copied in (`roost cp`, PUT …/files) and uploaded for runs (`run -f`, POST /api/v1/files). */
+  files: z.object({
+    /** The most bytes one archive or uploaded file may have (UPLOAD_TOO_LARGE past it). */
+    maxUploadBytes: z.number().int().min(1024),
+    /** How long an uploaded file is kept for runs to use. */
+    retentionSec: z.number().int().min(60),
+    /** Uploaded bytes one user may have stored at once. */
+    maxStoredBytesPerUser: z.number().int().min(1024),
+  }),
   /** Workspaces (docs/workspaces.md). */
   workspaces: z.object({
     /** How often a running sandbox's workspace is synced (also on stop and `roost sync`); 0: only then. */
@@ -145,6 +154,7 @@ const defaults: DaemonConfig = {
   // 20 sandboxes at the default limits fit in every total, so the count is what binds first.
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
+  files: { maxUploadBytes: 1024 * 1024 * 1024, retentionSec: 86_400, maxStoredBytesPerUser: 2 * 1024 * 1024 * 1024 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
   workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4, poolBytes: 20 * 1024 ** 3, keepSnapshots: 5 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
@@ -195,6 +205,7 @@ const nestedEnvKeys = {
   ROOST_SUBNET: ['network', 'subnet', (v: string) => v],
   ROOST_EGRESS_ALLOW_CIDRS: ['network', 'egressAllowCidrs', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_POOL_SIZE: ['pool', 'size', integer],
+  ROOST_MAX_UPLOAD_BYTES: ['files', 'maxUploadBytes', integer],
   ROOST_POOL_IMAGES: ['pool', 'images', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean)],
   ROOST_QUOTA_SANDBOXES: ['quota', 'sandboxes', integer],
   ROOST_QUOTA_CPUS: ['quota', 'cpus', decimal],
@@ -214,9 +225,10 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'workspaces'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'workspaces' | 'files'>> & {
   workspaces?: Partial<DaemonConfig['workspaces']>;
   lxcfs?: Partial<DaemonConfig['lxcfs']>;
+  files?: Partial<DaemonConfig['files']>;
   http?: Partial<DaemonConfig['http']>;
   runRetention?: Partial<DaemonConfig['runRetention']>;
   quota?: Partial<DaemonConfig['quota']>;
@@ -256,6 +268,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
     lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
+    files: { ...defaults.files, ...fromFile.files, ...nested.files, ...overrides.files },
     workspaces: { ...defaults.workspaces, ...fromFile.workspaces, ...nested.workspaces, ...overrides.workspaces },
   };
   const result = configSchema.safeParse(merged);

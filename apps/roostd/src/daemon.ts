@@ -10,6 +10,7 @@ import {
   AuthService,
   maxTimerDelayMs,
   Quotas,
+  SandboxFiles,
   SandboxService,
   WarmPool,
   WorkspaceService,
@@ -26,6 +27,7 @@ import { openLocalWorkspaces, poolProblems } from '@roost/workspaces-local';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { defaultDataDir, splitAddr, type DaemonConfig } from './config.js';
+import { DiskUploads } from './uploads.js';
 import { version } from './version.js';
 
 export interface BuildDaemonOpts {
@@ -210,8 +212,17 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   const sshListen = splitAddr(config.sshAddr);
   let sshPort = sshListen.port;
 
+  const files = new SandboxFiles(sandboxes, { maxUploadBytes: config.files.maxUploadBytes });
+  const uploads = await DiskUploads.open({
+    dir: join(config.dataDir, 'uploads'),
+    ...config.files,
+    now: () => deps.clock.now(),
+    logger,
+  });
   const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
+    files,
+    uploads,
     workspaces,
     auth,
     quotas,

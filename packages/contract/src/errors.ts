@@ -70,6 +70,15 @@ export const errorCodes = {
     status: 409,
     hint: 'This roostd runs as many sandboxes as its share of host uids allows: remove ones you no longer need (`roost rm`), or ask an admin (docs/operations.md, "Host id regions").',
   },
+  INVALID_PATH: { status: 400, hint: 'Give an absolute path inside the sandbox, e.g. box:/root/file (no NUL bytes, at most 4096 bytes).' },
+  PATH_NOT_FOUND: { status: 404, hint: 'Check the path inside the sandbox: `roost exec <name> ls -la <dir>` shows what is there.' },
+  UPLOAD_TOO_LARGE: {
+    status: 413,
+    hint: 'Send less, or ask an admin to raise files.maxUploadBytes in the daemon\'s config; nothing was left half-written in the sandbox.',
+  },
+  TAR_NOT_AVAILABLE: { status: 409, hint: 'Copying in and out runs the image\'s own tar: use an image with tar (the default image has it), or install it (apt-get install tar).' },
+  COPY_FAILED: { status: 409, hint: 'The message says what the sandbox\'s tar or mv reported (a permission, a directory in the way); try another path or --user.' },
+  FILE_NOT_FOUND: { status: 404, hint: 'Upload the file again (uploaded files are kept for a limited time) and use the id it answers.' },
   // Workspaces (issue 21): see docs/workspaces.md.
   INVALID_WORKSPACE_NAME: {
     status: 400,

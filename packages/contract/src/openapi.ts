@@ -36,7 +36,7 @@ export function buildOpenApiDocument(version: string): JsonObject {
         description: route.success.stream
           ? `${streamMediaType} unless the Accept header prefers application/json (no Accept, or */*, gets the stream)`
           : 'Success',
-        ...((route.success.schema || route.success.stream) && {
+        ...((route.success.schema || route.success.stream || route.success.rawMediaType) && {
           content: {
             ...(route.success.stream && {
               [streamMediaType]: {
@@ -45,6 +45,7 @@ export function buildOpenApiDocument(version: string): JsonObject {
               },
             }),
             ...(route.success.schema && { 'application/json': { schema: schemaOf(route.success.schema) } }),
+            ...(route.success.rawMediaType && { [route.success.rawMediaType]: { schema: { type: 'string', format: 'binary' } } }),
           },
         }),
       },
@@ -61,6 +62,13 @@ export function buildOpenApiDocument(version: string): JsonObject {
       ...(parameters.length > 0 && { parameters }),
       ...(route.body && {
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(route.body) } } },
+      }),
+      ...(route.rawBody && {
+        requestBody: {
+          required: true,
+          description: route.rawBody.description,
+          content: { [route.rawBody.mediaType]: { schema: { type: 'string', format: 'binary' } } },
+        },
       }),
       responses,
       ...(route.webSocket?.firstMessage && { 'x-websocket-first-message': schemaOf(route.webSocket.firstMessage) }),

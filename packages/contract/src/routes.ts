@@ -4,7 +4,7 @@ import { z } from 'zod';
 import * as s from './schemas.js';
 
 export interface RouteSpec {
-  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** OpenAPI-style path, e.g. /api/v1/sandboxes/{ref} */
   path: string;
   summary: string;
@@ -16,6 +16,8 @@ export interface RouteSpec {
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
+  /** A body that is not JSON but streamed bytes of this media type (a tar, a file). */
+  rawBody?: { mediaType: string; description: string };
   /**
    * A WebSocket route (GET + Upgrade). `firstMessage`: the JSON the client sends first; then
    * frames of stream.ts both ways (one per binary message).
@@ -25,7 +27,7 @@ export interface RouteSpec {
    * Status and schema of the success response, in application/json; `stream` means the route
    * answers application/vnd.roost.stream unless the client's Accept prefers application/json.
    */
-  success: { status: number; schema?: z.ZodType; stream?: boolean };
+  success: { status: number; schema?: z.ZodType; stream?: boolean; rawMediaType?: string };
 }
 
 export const routes = {
@@ -192,6 +194,34 @@ export const routes = {
     params: s.sandboxRefParamsSchema,
     webSocket: {},
     success: { status: 101 },
+  },
+  putArchive: {
+    method: 'PUT',
+    path: '/api/v1/sandboxes/{ref}/files',
+    summary:
+      'Copy files into a sandbox: the body is a tar stream (application/x-tar), extracted inside the sandbox by its own tar as the sandbox\'s default user (or `user`), into a temporary directory beside the destination and moved into place only once whole. Bounded by files.maxUploadBytes (UPLOAD_TOO_LARGE).',
+    params: s.sandboxRefParamsSchema,
+    query: s.putArchiveQuerySchema,
+    rawBody: { mediaType: 'application/x-tar', description: 'A tar archive (ustar, pax or GNU)' },
+    success: { status: 200, schema: s.putArchiveResultSchema },
+  },
+  getArchive: {
+    method: 'GET',
+    path: '/api/v1/sandboxes/{ref}/files',
+    summary:
+      'Copy files out of a sandbox: a tar stream of path (its last component as the top entry; symlinks kept as symlinks), read inside the sandbox by its own tar. A missing path is PATH_NOT_FOUND; a tar that fails midway cuts the response short.',
+    params: s.sandboxRefParamsSchema,
+    query: s.getArchiveQuerySchema,
+    success: { status: 200, rawMediaType: 'application/x-tar' },
+  },
+  uploadFile: {
+    method: 'POST',
+    path: '/api/v1/files',
+    summary:
+      'Upload a file for later runs (the Mags uploadFiles): the body is its bytes; answers its id, which a run\'s fileIds puts into the sandbox\'s working directory before the script starts. Bounded by files.maxUploadBytes; kept files.retentionSec.',
+    query: s.uploadFileQuerySchema,
+    rawBody: { mediaType: 'application/octet-stream', description: 'The file\'s bytes' },
+    success: { status: 201, schema: s.uploadedFileSchema },
   },
   resizeSandbox: {
     method: 'POST',

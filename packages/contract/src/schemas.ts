@@ -193,6 +193,11 @@ export const runRequestSchema = z
     persistent: z.boolean().optional().describe('Keep the sandbox after the script ends (default false)'),
     timeoutSec: timeoutSecSchema.optional().describe('Kill the script after this many seconds (at most your quota\'s timeoutSec)'),
     ...stdinOptions,
+    fileIds: z
+      .array(z.string().min(1).max(64))
+      .max(64)
+      .optional()
+      .describe('Files uploaded with POST /api/v1/files: each is in the working directory (/root/<name>) before the script starts'),
   })
   .meta({ id: 'RunRequest' });
 export type RunRequest = z.infer<typeof runRequestSchema>;
@@ -409,6 +414,64 @@ export type UpdateQuotaRequest = z.infer<typeof updateQuotaRequestSchema>;
 export const userRefParamsSchema = z.object({
   user: z.string().min(1).max(200).describe('User name or id'),
 });
+
+// Files in and out of a sandbox: tar streams, as docker's archive API (PUT/GET …/archive).
+const sandboxPathSchema = z
+  .string()
+  .min(1)
+  .max(4096)
+  .describe('An absolute path inside the sandbox; "." and ".." are resolved lexically (never above /), NUL is refused');
+
+export const putArchiveQuerySchema = z.object({
+  path: sandboxPathSchema,
+  into: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe(
+      'true: extract every entry of the archive into path, an existing directory (as `docker cp - box:/dir`). Default: the archive holds one top-level entry, copied to path with the rules of docker cp (into path when it is a directory, else as path; a path ending in / must be an existing directory)',
+    ),
+  create: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe('With into=true: a missing path is created (its parent must exist) with the mode of the archive\'s "./" entry, as `docker cp dir/. box:/new` does'),
+  user: unixUserSchema.optional().describe('Who extracts, and so who owns the files (default: the sandbox\'s default user, as SSH logs in)'),
+});
+export type PutArchiveQuery = z.infer<typeof putArchiveQuerySchema>;
+
+export const getArchiveQuerySchema = z.object({
+  path: sandboxPathSchema.describe('An absolute path inside the sandbox: a file, a directory (with everything under it) or a symlink (kept as one); ending in "/." it is the directory\'s contents'),
+  user: unixUserSchema.optional().describe('Who reads (default: the sandbox\'s default user)'),
+});
+export type GetArchiveQuery = z.infer<typeof getArchiveQuerySchema>;
+
+export const putArchiveResultSchema = z
+  .object({
+    path: z.string().describe('Where the archive landed (the normalized path)'),
+    bytes: z.number().int().describe('Bytes of the archive received'),
+  })
+  .meta({ id: 'PutArchiveResult' });
+export type PutArchiveResult = z.infer<typeof putArchiveResultSchema>;
+
+export const uploadFileQuerySchema = z.object({
+  name: z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[^/\0]+$/, 'a file name without "/"')
+    .refine((name) => name !== '.' && name !== '..', 'a file name, not "." or ".."')
+    .describe('The file\'s name; a run with its id finds it under this name in its working directory (/root)'),
+});
+
+export const uploadedFileSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    sizeBytes: z.number().int(),
+    createdAt: z.string(),
+    expiresAt: z.string().describe('When the daemon forgets the file'),
+  })
+  .meta({ id: 'UploadedFile' });
+export type UploadedFile = z.infer<typeof uploadedFileSchema>;
 
 export const listWorkspacesResponseSchema = z.object({ workspaces: z.array(workspaceSchema) }).meta({ id: 'WorkspaceList' });
 

@@ -10,4 +10,5 @@ export * from './ssh-keys.js';
 export * from './quotas.js';
 export * from './egress-rules.js';
 export * from './connection-caps.js';
+export * from './files.js';
 export * from './workspace-service.js';

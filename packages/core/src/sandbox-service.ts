@@ -3,6 +3,7 @@
 import type { Duplex, Writable } from 'node:stream';
 import { normaliseEgressRules, NO_EGRESS_RULES } from './egress-rules.js';
 import { RoostError } from './errors.js';
+import { placeRunFile, type RunFile } from './files.js';
 import { assertValidSandboxName, isSandboxId } from './names.js';
 import { mergeOutput, type OutputChunk } from './output.js';
 import { admitSandbox, admitTimeout, type Quotas } from './quotas.js';
@@ -126,6 +127,8 @@ export interface ExecSandboxOpts {
   cwd?: string;
   timeoutSec?: number;
   stdin?: StdinOpt;
+  /** A user of the sandbox (name or uid; default root). */
+  user?: string;
   /** Run under a terminal (the runtime's roost-pty); ExecSession.resize changes its size. */
   tty?: TerminalOpts;
 }
@@ -134,6 +137,8 @@ export interface RunOpts extends CreateSandboxOpts {
   script: string;
   timeoutSec?: number;
   stdin?: StdinOpt;
+  /** Files put into the working directory (/root) before the script starts (`run -f`). */
+  files?: RunFile[];
 }
 
 export interface ExitResult extends ExitStatus {
@@ -458,6 +463,7 @@ export class SandboxService {
       cwd: opts.cwd,
       stdin: opts.stdin !== undefined,
       tty: opts.tty,
+      ...(opts.user !== undefined && { user: opts.user }),
     });
     return this.watch(sandbox, process, { timeoutSec: opts.timeoutSec, oomKillsBefore, stdin: opts.stdin }, (chunks) => chunks);
   }
@@ -503,6 +509,14 @@ export class SandboxService {
     admitTimeout(quota, opts.timeoutSec, 'run');
     const sandbox = await this.createWithin(ownerId, { ...opts, persistent: opts.persistent ?? false }, quota);
     let process: ProcessHandle;
+    try {
+      for (const file of opts.files ?? []) {
+        await placeRunFile((command) => this.startProcess(sandbox, { command, stdin: true }), file);
+      }
+    } catch (error) {
+      await this.finishRun(sandbox, { exitCode: 1, reason: `the files could not be put in place: ${(error as Error).message}` });
+      throw error;
+    }
     try {
       process = await this.startProcess(sandbox, { command: ['bash', '-c', opts.script], stdin: opts.stdin !== undefined });
     } catch (error) {

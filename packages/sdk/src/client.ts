@@ -13,11 +13,14 @@ import type {
   UpdateSandboxRequest,
   PruneRequest,
   PruneResult,
+  PutArchiveResult,
+  UploadedFile,
   Whoami,
   Workspace,
   WorkspaceSnapshot,
   SyncResult,
 } from '@roost/contract';
+import { firstFileOfTar, singleFileTar } from './tar.js';
 import { streamMediaType } from '@roost/contract/stream';
 import { CommandHandle } from './command.js';
 import { checkMediaType, errorOfAnswer, errorOfFailedRequest } from './answers.js';
@@ -53,6 +56,26 @@ export interface StdinOpts {
 }
 
 export type CreateSandboxOpts = CreateSandboxRequest & CallOpts;
+
+/** Bytes that stream: a web ReadableStream, a Node Readable, any async iterable of chunks. */
+export type ByteSource = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/**
+ * `into`: extract every entry of the archive into `path`, an existing directory (as
+ * `docker cp - box:/dir`); without it the archive holds one top-level entry, copied to `path`
+ * with docker cp's rules. `user`: who extracts and owns the files (default: the sandbox's default user).
+ */
+export interface PutArchiveOpts extends CallOpts {
+  into?: boolean;
+  /** With `into`: create `path` when it is missing (its parent must exist), from the archive's "./". */
+  create?: boolean;
+  user?: string;
+}
+
+/** `user`: who reads (default: the sandbox's default user). */
+export interface GetArchiveOpts extends CallOpts {
+  user?: string;
+}
 export type RunOpts = Omit<RunRequest, 'stdin' | 'stdinEncoding'> & StdinOpts & CallOpts;
 /** `tty`: run under a terminal of this size (output then all comes as stdout); `resize()` changes it. */
 export type ExecOpts = Omit<ExecRequest, 'command' | 'stdin' | 'stdinEncoding'> & StdinOpts & CallOpts;
@@ -201,6 +224,73 @@ export class Roost {
   }
 
   /**
+   * Copies files into a running sandbox: `tar` is a tar stream, sent as it is read (never held
+   * whole) and extracted inside the sandbox. Past the daemon's files.maxUploadBytes it fails
+   * with UPLOAD_TOO_LARGE and leaves nothing half-written.
+   * @example
+   * await roost.putArchive('dev', '/srv/app', createReadStream('app.tar')); // app.tar holds one entry, e.g. app/
+   * @example
+   * await roost.putArchive('dev', '/tmp', createReadStream('many.tar'), { into: true });
+   */
+  putArchive(ref: string, path: string, tar: ByteSource | Uint8Array, opts: PutArchiveOpts = {}): Promise<PutArchiveResult> {
+    const query = new URLSearchParams({
+      path,
+      ...(opts.into && { into: 'true' }),
+      ...(opts.create && { create: 'true' }),
+      ...(opts.user && { user: opts.user }),
+    });
+    return this.rawRequest('PUT', `${sandboxPath(ref)}/files?${query}`, tar, 'application/x-tar', opts.signal);
+  }
+
+  /**
+   * Copies files out of a running sandbox: a tar stream of `path` (its last component as the
+   * top entry; ending in "/." its contents). A missing path rejects with PATH_NOT_FOUND.
+   * @example
+   * const tar = await roost.getArchive('dev', '/var/log');
+   * await pipeline(Readable.fromWeb(tar), createWriteStream('logs.tar'));
+   */
+  async getArchive(ref: string, path: string, opts: GetArchiveOpts = {}): Promise<ReadableStream<Uint8Array>> {
+    const query = new URLSearchParams({ path, ...(opts.user && { user: opts.user }) });
+    const response = await this.send('GET', `${sandboxPath(ref)}/files?${query}`, undefined, opts.signal, 'application/x-tar');
+    if (!response.body) throw new NotRoostdError(this.apiUrl, 'an empty answer to a copy out');
+    return response.body;
+  }
+
+  /**
+   * Uploads a file for later runs (Mags' uploadFile): `fileIds` of a run puts it into the
+   * sandbox's working directory (/root/<name>) before the script starts.
+   * @example
+   * const { id } = await roost.uploadFile('data.csv', readFileSync('data.csv'));
+   * await roost.run({ script: 'wc -l data.csv', fileIds: [id] }).wait();
+   */
+  uploadFile(name: string, data: ByteSource | Uint8Array | string, opts: CallOpts = {}): Promise<UploadedFile> {
+    const body = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    return this.rawRequest('POST', `/api/v1/files?${new URLSearchParams({ name })}`, body, 'application/octet-stream', opts.signal);
+  }
+
+  /**
+   * Uploads local files (Node only; the Mags method) and resolves with their ids, in order.
+   * @example
+   * const fileIds = await roost.uploadFiles(['./script.py']);
+   * await roost.run({ script: 'python3 script.py', fileIds }).wait();
+   */
+  async uploadFiles(filePaths: string[], opts: CallOpts = {}): Promise<string[]> {
+    const { createReadStream } = await import('node:fs');
+    const { basename } = await import('node:path');
+    const ids: string[] = [];
+    for (const path of filePaths) ids.push((await this.uploadFile(basename(path), createReadStream(path), opts)).id);
+    return ids;
+  }
+
+  /** A request whose body streams as the given media type; answers JSON. */
+  private async rawRequest<T>(method: string, path: string, body: ByteSource | Uint8Array, contentType: string, signal?: AbortSignal): Promise<T> {
+    const response = await this.send(method, path, { raw: body, contentType }, signal, 'application/json');
+    return (await response.json().catch((error: Error) => {
+      throw error instanceof SyntaxError ? new NotRoostdError(this.apiUrl, `JSON that does not parse (${error.message})`) : error;
+    })) as T;
+  }
+
+  /**
    * Output of the sandbox's script; with `follow`, until it ends.
    * @example for await (const chunk of roost.logs('sb-1', { follow: true }).output()) …
    */
@@ -233,15 +323,18 @@ export class Roost {
   private async send(method: string, path: string, body: unknown, signal: AbortSignal | undefined, accept: string) {
     const headers: Record<string, string> = { accept };
     if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    const raw = isRawBody(body) ? body : undefined;
+    if (body !== undefined) headers['content-type'] = raw ? raw.contentType : 'application/json';
     let response: Response;
     try {
       response = await (this.opts.fetch ?? fetch)(`${this.apiUrl}${path}`, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: raw ? (raw.raw as RequestInit['body']) : body === undefined ? undefined : JSON.stringify(body),
         signal,
-      });
+        // fetch streams a request body only half-duplex (the answer after the whole body).
+        ...(raw && !(raw.raw instanceof Uint8Array) && { duplex: 'half' }),
+      } as RequestInit);
     } catch (error) {
       if (signal?.aborted) throw error;
       throw errorOfFailedRequest(this.apiUrl, error);
@@ -508,6 +601,16 @@ export class SandboxHandle {
     return this.roost.exec(this.info.id, command, opts);
   }
 
+  /**
+   * Files in and out of this sandbox: tar streams, or one file whole.
+   * @example
+   * await sb.files.write('/root/hello.txt', 'hi\n');
+   * const text = new TextDecoder().decode(await sb.files.read('/root/hello.txt'));
+   */
+  get files(): SandboxFiles {
+    return new SandboxFiles(this.roost, this.info.id);
+  }
+
   /** @example await sb.stop(); */
   stop(opts: CallOpts = {}): Promise<Sandbox> {
     return this.roost.sandboxes.stop(this.info.id, opts);
@@ -526,6 +629,62 @@ export class SandboxHandle {
   /** @example await sb.remove(); */
   remove(opts: CallOpts = {}): Promise<void> {
     return this.roost.sandboxes.remove(this.info.id, opts);
+  }
+}
+
+function isRawBody(body: unknown): body is { raw: ByteSource | Uint8Array; contentType: string } {
+  return typeof body === 'object' && body !== null && 'raw' in body && 'contentType' in body && Object.keys(body).length === 2;
+}
+
+/** `sb.files`: tar streams in and out, and single files whole. */
+export class SandboxFiles {
+  constructor(
+    private readonly roost: Roost,
+    private readonly ref: string,
+  ) {}
+
+  /** @example await sb.files.putArchive('/srv', createReadStream('app.tar')); */
+  putArchive(path: string, tar: ByteSource, opts: PutArchiveOpts = {}): Promise<PutArchiveResult> {
+    return this.roost.putArchive(this.ref, path, tar, opts);
+  }
+
+  /** @example const tar = await sb.files.getArchive('/var/log'); */
+  getArchive(path: string, opts: GetArchiveOpts = {}): Promise<ReadableStream<Uint8Array>> {
+    return this.roost.getArchive(this.ref, path, opts);
+  }
+
+  /**
+   * Writes one file whole (its directory must exist); it appears at once, complete, owned by
+   * the sandbox's default user (or `user`).
+   * @example await sb.files.write('/root/config.json', JSON.stringify(config));
+   */
+  async write(path: string, data: Uint8Array | string, opts: PutArchiveOpts & { mode?: number } = {}): Promise<void> {
+    const cut = path.lastIndexOf('/');
+    if (cut < 0 || cut === path.length - 1) throw new Error(`"${path}" is not an absolute path to a file`);
+    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    const tar = singleFileTar(path.slice(cut + 1), bytes, opts.mode);
+    await this.roost.putArchive(this.ref, path.slice(0, cut) || '/', tar, { ...opts, into: true });
+  }
+
+  /**
+   * Reads one regular file whole (for big files or directories, use getArchive).
+   * @example const bytes = await sb.files.read('/etc/hostname');
+   */
+  async read(path: string, opts: GetArchiveOpts = {}): Promise<Uint8Array> {
+    const tar = await this.roost.getArchive(this.ref, path, opts);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of tar as unknown as AsyncIterable<Uint8Array>) {
+      chunks.push(chunk);
+      size += chunk.length;
+    }
+    const whole = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      whole.set(chunk, offset);
+      offset += chunk.length;
+    }
+    return firstFileOfTar(whole);
   }
 }
 

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 
 /**
  * Drop-in `fetch` for `new Roost({ fetch: nodeHttpFetch })`: supports what the SDK uses
- * (method, headers, a string body, AbortSignal, a streamed response body).
+ * (method, headers, a string, bytes or a streamed body, AbortSignal, a streamed response body).
  *
  * @example
  * import { nodeHttpFetch } from '@roost/sdk/node';
@@ -34,6 +34,20 @@ export const nodeHttpFetch: typeof fetch = async (input, init = {}) => {
     signal?.addEventListener('abort', onAbort, { once: true });
     req.on('error', reject);
     req.on('close', () => signal?.removeEventListener('abort', onAbort));
-    req.end(typeof init.body === 'string' ? init.body : undefined);
+    const body = init.body as unknown;
+    if (body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array) {
+      req.end(body ?? undefined);
+      return;
+    }
+    // A streamed body, piped with backpressure. An answer that comes before the whole body went
+    // (an error: too large, no such sandbox) stops the sending; the server closes the connection.
+    const source = body instanceof ReadableStream ? Readable.fromWeb(body as import('node:stream/web').ReadableStream) : Readable.from(body as AsyncIterable<Uint8Array>);
+    source.on('error', (error) => req.destroy(error));
+    req.once('response', () => {
+      if (source.readableEnded) return;
+      source.unpipe(req);
+      source.destroy();
+    });
+    source.pipe(req);
   });
 };

@@ -11,6 +11,8 @@ export interface CliResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
+  /** stdout as bytes (a tar stream, binary output). */
+  stdoutBytes: Buffer;
   stderr: string;
 }
 
@@ -21,13 +23,15 @@ export interface RunCliOpts {
   onSpawn?(child: import('node:child_process').ChildProcess): void;
   /** What the CLI reads on stdin (a pipe, then EOF); default: nothing, EOF at once. */
   stdin?: string | Uint8Array;
+  /** Working directory of the CLI (default: the test's). */
+  cwd?: string;
 }
 
 export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult> {
   const home = mkdtempSync(join(tmpdir(), 'roost-home-'));
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: home, ...opts.env };
   for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
-  const child = spawn(process.execPath, [cliPath, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cliPath, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'], ...(opts.cwd && { cwd: opts.cwd }) });
   opts.onSpawn?.(child);
   // The CLI may exit before reading its stdin; that is not the test's failure.
   child.stdin.on('error', () => {});
@@ -40,7 +44,8 @@ export function runCli(args: string[], opts: RunCliOpts = {}): Promise<CliResult
     child.on('error', reject);
     child.on('close', (exitCode, signal) => {
       rmSync(home, { recursive: true, force: true });
-      resolve({ exitCode, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
+      const stdoutBytes = Buffer.concat(stdout);
+      resolve({ exitCode, signal, stdout: stdoutBytes.toString('utf8'), stdoutBytes, stderr: Buffer.concat(stderr).toString('utf8') });
     });
   });
 }
