@@ -1,0 +1,3 @@
+export { SyncEngine, DEFAULT_CHUNK_BYTES, type SyncEngineOpts, type PushResult, type GcResult } from './engine.js';
+export { ObjectStore, s3ConfigFromEnv, describeStore, type S3StoreConfig } from './store.js';
+export { FsMeta, defaultFsmetaPath } from './fsmeta.js';
