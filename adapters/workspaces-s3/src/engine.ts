@@ -298,7 +298,11 @@ export class SyncEngine {
       await ensureLease();
       await pool.add(async () => {
         const key = keys.chunk(hash);
-        if (await this.store.head(key)) return; // stored by another push or workspace: kept once
+        // Stored by another push or workspace: kept once. The size is checked because a PUT cut
+        // off mid-body leaves a truncated object on s3rver (measured: a push killed with -9);
+        // AWS never stores a partial PUT, but the next push must not trust one anywhere.
+        const existing = await this.store.head(key);
+        if (existing && existing.size === data.length) return;
         await this.store.put(key, data);
         result.uploadedBytes += data.length;
         result.uploadedChunks++;

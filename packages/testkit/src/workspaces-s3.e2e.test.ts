@@ -356,7 +356,7 @@ describe('S3 workspace sync engine (real s3rver)', () => {
     writeFileSync(join(upper, 'replaced.bin'), newData);
     await sync.push(upper, 'gc');
     const chunkDir = join(s3.dir, s3.bucket, 'gc', 'chunks');
-    const countChunks = () => readdirSync(chunkDir, { recursive: true, encoding: 'utf8' }).filter((n) => n.endsWith('._S3rver_object')).length;
+    const countChunks = () => !existsSync(chunkDir) ? 0 : readdirSync(chunkDir, { recursive: true, encoding: 'utf8' }).filter((n) => n.endsWith('._S3rver_object')).length;
     assert.equal(countChunks(), 6);
 
     await sync.store.put('leases/push-held-by-a-test', Buffer.from('{}'));
