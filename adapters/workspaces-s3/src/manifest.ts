@@ -6,8 +6,8 @@
 // whatever the size of the tree.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { createGunzip, createGzip, type Gzip } from 'node:zlib';
 
 export type EntryType = 'd' | 'f' | 'l' | 'c' | 'b' | 'p' | 's';
@@ -84,7 +84,7 @@ export class ManifestWriter {
   bytes = 0;
 
   constructor(readonly path: string) {
-    this.gzip = createGzip({ level: 6 });
+    this.gzip = createGzip({ level: 1 });
     this.file = createWriteStream(path, { mode: 0o600 });
     this.gzip.pipe(this.file);
     this.done = new Promise((resolve, reject) => {
@@ -95,23 +95,37 @@ export class ManifestWriter {
     this.done.catch(() => {});
   }
 
-  /** Resolves once the line is buffered below the stream's high-water mark (back pressure). */
-  async write(entry: Entry): Promise<void> {
+  private pending = '';
+
+  /** `line`: the entry's JSON when the caller has it already (an entry reused from the cache).
+   *  Returns a promise only when the buffer went to the stream and it asked to wait. */
+  write(entry: Entry, line?: string): Promise<void> | undefined {
     if (entry.t !== 'd') this.files++;
     if (entry.t === 'f' && entry.l === undefined && entry.lb === undefined) this.bytes += entry.s ?? 0;
-    await this.writeLine(JSON.stringify(entry));
+    return this.writeLine(line ?? JSON.stringify(entry));
   }
 
-  private async writeLine(line: string): Promise<void> {
-    const data = line + '\n';
+  // Lines gather in a string of up to 64 KiB before they go to gzip and the digest: per-line
+  // stream writes cost more than the rest of a no-op push together (measured: ~150 µs a file).
+  private writeLine(line: string): Promise<void> | undefined {
+    this.pending += line + '\n';
+    if (this.pending.length < 65536) return undefined;
+    return this.flush();
+  }
+
+  private flush(): Promise<void> | undefined {
+    const data = this.pending;
+    this.pending = '';
     this.digest.update(data);
-    if (!this.gzip.write(data)) await new Promise<void>((resolve) => this.gzip.once('drain', resolve));
+    if (!this.gzip.write(data)) return new Promise<void>((resolve) => this.gzip.once('drain', resolve));
+    return undefined;
   }
 
   /** Writes the trailer and closes; returns the sha256 of the uncompressed manifest. */
   async finish(): Promise<string> {
     const trailer: Trailer = { end: true, files: this.files, bytes: this.bytes };
-    await this.writeLine(JSON.stringify(trailer));
+    this.pending += JSON.stringify(trailer) + '\n';
+    await this.flush();
     this.gzip.end();
     await this.done;
     return this.digest.digest('hex');
@@ -126,29 +140,50 @@ export class ManifestWriter {
 
 export class ManifestCorrupt extends Error {}
 
+export interface ManifestLine {
+  entry: Entry;
+  /** The line as stored, so an entry copied to the next manifest is not serialized again. */
+  line: string;
+}
+
 /**
- * Reads a gzipped manifest stream entry by entry; after the last entry, `trailer` and `sha256`
- * are set. Throws ManifestCorrupt when it is not a complete manifest (no trailer, bad JSON, bad gzip).
+ * Reads a gzipped manifest stream in batches of entries (one batch per decompressed block:
+ * a promise per block, not per line); after the last, `trailer` and `sha256` are set. Throws
+ * ManifestCorrupt when it is not a complete manifest (no trailer, bad JSON, bad gzip).
  */
-export async function* readManifest(source: Readable, result: { trailer?: Trailer; sha256?: string } = {}): AsyncGenerator<Entry> {
+export async function* readManifestBatches(source: Readable, result: { trailer?: Trailer; sha256?: string } = {}): AsyncGenerator<ManifestLine[]> {
   const gunzip = createGunzip();
   const digest = createHash('sha256');
   source.on('error', (error) => gunzip.destroy(error));
   source.pipe(gunzip);
-  const lines = createInterface({ input: gunzip, crlfDelay: Infinity });
   let trailer: Trailer | undefined;
+  let partial = '';
+  // A block may end inside a multi-byte character: the decoder keeps it for the next block.
+  const decoder = new StringDecoder('utf8');
   try {
-    for await (const line of lines) {
-      digest.update(line + '\n');
-      if (trailer) throw new ManifestCorrupt('a line after the trailer');
-      let parsed: Entry | Trailer;
-      try {
-        parsed = JSON.parse(line) as Entry | Trailer;
-      } catch {
-        throw new ManifestCorrupt('a line that is not JSON');
+    for await (const block of gunzip) {
+      const text = partial + decoder.write(block as Buffer);
+      const cut = text.lastIndexOf('\n');
+      if (cut < 0) {
+        partial = text;
+        continue;
       }
-      if ((parsed as Trailer).end === true) trailer = parsed as Trailer;
-      else yield parsed as Entry;
+      partial = text.slice(cut + 1);
+      const complete = text.slice(0, cut + 1);
+      digest.update(complete);
+      const batch: ManifestLine[] = [];
+      for (const line of complete.slice(0, -1).split('\n')) {
+        if (trailer) throw new ManifestCorrupt('a line after the trailer');
+        let parsed: Entry | Trailer;
+        try {
+          parsed = JSON.parse(line) as Entry | Trailer;
+        } catch {
+          throw new ManifestCorrupt('a line that is not JSON');
+        }
+        if ((parsed as Trailer).end === true) trailer = parsed as Trailer;
+        else batch.push({ entry: parsed as Entry, line });
+      }
+      if (batch.length > 0) yield batch;
     }
   } catch (error) {
     if (error instanceof ManifestCorrupt) throw error;
@@ -157,12 +192,18 @@ export async function* readManifest(source: Readable, result: { trailer?: Traile
     throw error;
   } finally {
     source.destroy();
+    gunzip.destroy();
   }
-  if (!trailer) throw new ManifestCorrupt('it ends before its trailer (truncated)');
+  if (!trailer || partial !== '') throw new ManifestCorrupt('it ends before its trailer (truncated)');
   result.trailer = trailer;
   result.sha256 = digest.digest('hex');
 }
 
-export function readManifestFile(path: string, result?: { trailer?: Trailer; sha256?: string }): AsyncGenerator<Entry> {
-  return readManifest(createReadStream(path), result);
+/** The same, entry by entry. */
+export async function* readManifest(source: Readable, result: { trailer?: Trailer; sha256?: string } = {}): AsyncGenerator<Entry> {
+  for await (const batch of readManifestBatches(source, result)) for (const { entry } of batch) yield entry;
+}
+
+export function readManifestFile(path: string, result?: { trailer?: Trailer; sha256?: string }): AsyncGenerator<ManifestLine[]> {
+  return readManifestBatches(createReadStream(path), result);
 }
