@@ -30,6 +30,10 @@ export interface Entry {
   /** Regular file: size and the sha256 of each chunk. */
   s?: number;
   h?: string[];
+  /** A small file packed with others: its offset in the pack (the one object in `h`) and its
+   *  own sha256. */
+  o?: number;
+  fh?: string;
   /** A hard link: the path (same encoding as p/pb) of the entry that holds the content. */
   l?: string;
   lb?: string;

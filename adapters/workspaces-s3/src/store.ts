@@ -167,6 +167,30 @@ export class ObjectStore {
     return Buffer.concat(parts, length);
   }
 
+  /** Reads the object into `buffer` (restore reuses a few buffers instead of allocating one per
+   *  chunk: measured, allocation and GC were a tenth of a restore's CPU). Returns its length, or
+   *  null when it does not exist; an object larger than the buffer is not what Roost wrote. */
+  async getInto(key: string, buffer: Buffer): Promise<number | null> {
+    const found = await this.getStream(key);
+    if (!found) return null;
+    let length = 0;
+    try {
+      for await (const part of found.body) {
+        const piece = part as Buffer;
+        if (length + piece.length > buffer.length) {
+          found.body.destroy();
+          throw new RoostError('WORKSPACE_UNREADABLE', `${key} is larger than it can be (${buffer.length} bytes): it is not what Roost wrote`);
+        }
+        piece.copy(buffer, length);
+        length += piece.length;
+      }
+    } catch (error) {
+      if (error instanceof RoostError) return buffer.length + 1;
+      this.fail(error, `reading ${key}`);
+    }
+    return length;
+  }
+
   async head(key: string): Promise<{ size: number; lastModified: Date; metadata: Record<string, string> } | null> {
     try {
       const answer = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.prefix + key }));
