@@ -70,6 +70,18 @@ export const errorCodes = {
     status: 409,
     hint: 'This roostd runs as many sandboxes as its share of host uids allows: remove ones you no longer need (`roost rm`), or ask an admin (docs/operations.md, "Host id regions").',
   },
+  // Workspaces in an object store (adapters/workspaces-s3). 503: nothing is wrong with the
+  // request; the store did not answer or refused, and the local copy is kept.
+  WORKSPACE_STORE_UNAVAILABLE: {
+    status: 503,
+    hint: 'Check that the workspace store (ROOST_S3_URL, ROOST_S3_BUCKET and the AWS_* credentials) is up and reachable; nothing local was deleted, and the next sync catches up.',
+  },
+  // 500, never an empty workspace: a snapshot exists but some of it is missing or corrupt.
+  WORKSPACE_UNREADABLE: {
+    status: 500,
+    hint: 'The message names the missing or corrupt objects; restore an older snapshot (`roost workspace snapshots <ws>`) or repair the bucket. Roost never starts it empty instead.',
+  },
+  WORKSPACE_SNAPSHOT_NOT_FOUND: { status: 404, hint: 'Run `roost workspace snapshots <ws>` to see the snapshots the store keeps.' },
   RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },
   INTERNAL: { status: 500, hint: 'This is a bug in Roost: see the daemon log (the request id is in the message).' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -290,6 +290,9 @@ describe('S3 workspace sync engine (real s3rver)', () => {
     const missingData = randomBytes(300_000);
     writeFileSync(join(upper, 'will-be-corrupt.bin'), corruptData);
     writeFileSync(join(upper, 'will-be-missing.bin'), missingData);
+    // The only small file: its pack holds just its bytes, so the pack's hash is the file's.
+    const packedData = randomBytes(5000);
+    writeFileSync(join(upper, 'packed-small.txt'), packedData);
     const sync = engine('damaged');
     await sync.push(upper, 'damaged');
     const corruptHash = sha256Pieces(corruptData)[1]!;
@@ -312,15 +315,22 @@ describe('S3 workspace sync engine (real s3rver)', () => {
     const bytes = readFileSync(corruptFile);
     bytes[50] = bytes[50]! ^ 0xff;
     writeFileSync(corruptFile, bytes);
+    const packHash = sha256Pieces(packedData)[0]!;
+    const packFile = s3.objectFile(`chunks/${packHash.slice(0, 2)}/${packHash}`);
+    const packBytes = readFileSync(packFile);
+    packBytes[4000] = packBytes[4000]! ^ 0x01;
+    writeFileSync(packFile, packBytes);
     const corrupted = await restoreFails(join(work, 'damaged-1'));
-    assert.ok((corrupted.details?.corrupted as string[]).some((what) => what.includes(corruptHash) && what.includes('will-be-corrupt.bin')));
+    const corruptList = corrupted.details?.corrupted as string[];
+    assert.ok(corruptList.some((what) => what.includes(corruptHash) && what.includes('will-be-corrupt.bin')), corruptList.join('; '));
+    assert.ok(corruptList.some((what) => what.includes(packHash) && what.includes('packed-small.txt')), corruptList.join('; '));
     assert.match(corrupted.message, /corrupted/);
 
     const missingFile = s3.objectFile(`chunks/${missingHash.slice(0, 2)}/${missingHash}`);
     for (const suffix of ['object', 'object.md5', 'metadata.json']) rmSync(missingFile.replace(/object$/, suffix), { force: true });
     const missing = await restoreFails(join(work, 'damaged-2'));
     assert.ok((missing.details?.missing as string[]).some((what) => what.includes(missingHash) && what.includes('will-be-missing.bin')));
-    assert.equal(missing.details?.count, 2);
+    assert.equal(missing.details?.count, 3);
   });
 
   it('keeps the last N snapshots, any of which restores', async () => {
