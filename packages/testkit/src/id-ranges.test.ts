@@ -1,6 +1,8 @@
 // Host id ranges (SandboxSpec.idRange): allocated in the store, one per sandbox and per pool
 // member, freed when the runtime has removed the sandbox, kept across a restart. Core logic over
 // the FakeRuntime and SQLite; the real driver's side is adapters/runtime-oci/src/id-ranges.e2e.test.ts.
+// The store's own rules (lowest free range, same holder same range, reuse, 500 at once) are in
+// the Store conformance suite (store-conformance.ts).
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,26 +50,6 @@ describe('host id ranges', () => {
     for (const id of await runtime.list()) await runtime.destroy(id);
     await store.close();
     rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('the store gives the lowest free range, the same one again to its holder, and reuses freed ones', async () => {
-    assert.equal(await store.allocateIdRange('a'), 0);
-    assert.equal(await store.allocateIdRange('b'), 1);
-    assert.equal(await store.allocateIdRange('c'), 2);
-    assert.equal(await store.allocateIdRange('b'), 1, 'a holder keeps its range');
-    await store.releaseIdRange('b');
-    await store.releaseIdRange('b');
-    assert.equal(await store.allocateIdRange('d'), 1, 'the gap is filled first');
-    assert.equal(await store.allocateIdRange('e'), 3);
-    await store.releaseIdRange('a');
-    assert.equal(await store.allocateIdRange('f'), 0);
-    assert.deepEqual(await held(), { f: 0, d: 1, c: 2, e: 3 });
-  });
-
-  it('500 allocations at once get 500 different ranges', async () => {
-    const got = await Promise.all(Array.from({ length: 500 }, (_, i) => store.allocateIdRange(`h${i}`)));
-    assert.equal(new Set(got).size, 500);
-    assert.deepEqual([...got].sort((a, b) => a - b), Array.from({ length: 500 }, (_, i) => i));
   });
 
   it('each sandbox is made with its own range; rm, stop and an ended run free theirs for the next sandbox', async () => {

@@ -13,3 +13,4 @@ export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest,
 export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
 export { drainOutput } from './test-deps.js';
 export { startS3, type TestS3 } from './s3-server.js';
+export { storeConformance, type StoreConformanceOpts, type StoreUnderTest } from './store-conformance.js';
