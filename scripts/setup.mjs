@@ -32,6 +32,8 @@ const debianPackages = [
   { name: 'gcc', present: '/usr/bin/gcc' },
   { name: 'libc6-dev', present: '/usr/include/pty.h' },
   { name: 'patchelf', present: '/usr/bin/patchelf' },
+  // Workspaces: the btrfs pool (mkfs.btrfs, subvolumes, snapshots, qgroup limits for --disk).
+  { name: 'btrfs-progs', present: '/usr/sbin/mkfs.btrfs' },
   // Tests: a static busybox for an image that is not Debian.
   { name: 'busybox-static', present: '/bin/busybox' },
 ];

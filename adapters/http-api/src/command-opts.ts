@@ -1,7 +1,7 @@
 // From the contract's exec and run requests to core's options: stdin given whole is decoded,
 // a terminal gets its default TERM.
-import type { ExecRequest, RunRequest } from '@roost/contract';
-import { RoostError, type ExecSandboxOpts, type RunOpts, type StdinOpt } from '@roost/core';
+import { bytesPerGb, type ExecRequest, type RunRequest } from '@roost/contract';
+import { RoostError, type CreateSandboxOpts, type ExecSandboxOpts, type RunOpts, type StdinOpt } from '@roost/core';
 
 const defaultTerm = 'xterm-256color';
 
@@ -17,7 +17,24 @@ export function execOptsOf(request: ExecRequest, streamed = false): ExecSandboxO
 
 export function runOptsOf(request: RunRequest, streamed = false): RunOpts {
   const { stdin, stdinEncoding, ...rest } = request;
-  return { ...rest, stdin: stdinOf(stdin, stdinEncoding, streamed) };
+  return { ...sandboxOptsOf(rest), script: rest.script, stdin: stdinOf(stdin, stdinEncoding, streamed) };
+}
+
+/** The API's workspace fields (Mags names: workspace_id, base_workspace_id, disk_gb) as core's options. */
+export function sandboxOptsOf<T extends { workspaceId?: string; baseWorkspaceId?: string; diskGb?: number }>(
+  request: T,
+): Omit<T, 'workspaceId' | 'baseWorkspaceId' | 'diskGb'> & Pick<CreateSandboxOpts, 'workspace' | 'baseWorkspace' | 'diskBytes'> {
+  const { workspaceId, baseWorkspaceId, diskGb, ...rest } = request;
+  return {
+    ...rest,
+    ...(workspaceId !== undefined && { workspace: workspaceId }),
+    ...(baseWorkspaceId !== undefined && { baseWorkspace: baseWorkspaceId }),
+    ...(diskGb !== undefined && { diskBytes: gbToBytes(diskGb) }),
+  };
+}
+
+export function gbToBytes(gb: number): number {
+  return Math.round(gb * bytesPerGb);
 }
 
 function stdinOf(stdin: string | undefined, encoding: 'utf8' | 'base64' | undefined, streamed: boolean): StdinOpt | undefined {

@@ -8,8 +8,10 @@ import {
   routes,
   type RouteName,
   type RouteSpec,
+  bytesPerGb,
   type Sandbox,
   type SshInfo,
+  type Workspace,
   type SshKey,
 } from '@roost/contract';
 import {
@@ -21,17 +23,22 @@ import {
   type SandboxService,
   type SshKeyRecord,
   type UserRecord,
+  type WorkspaceService,
+  type WorkspaceSnapshot,
+  type WorkspaceView,
 } from '@roost/core';
 import { toHttpError } from './errors.js';
 import { answerJsonResult, prefersJson } from './json-result.js';
 import { answerClientError, guardConnections, serverOptions, type HttpLimits } from './limits.js';
 import { bearerToken, parse } from './request.js';
-import { execOptsOf, runOptsOf } from './command-opts.js';
+import { execOptsOf, gbToBytes, runOptsOf, sandboxOptsOf } from './command-opts.js';
 import { StreamResponse, type FrameSink, type SessionFrames } from './stream-response.js';
 import { serveUpgrades } from './upgrades.js';
 
 export interface HttpApiDeps {
   sandboxes: SandboxService;
+  /** Absent: the daemon runs without workspaces (their routes answer WORKSPACES_UNAVAILABLE). */
+  workspaces?: WorkspaceService;
   auth: AuthService;
   quotas: Quotas;
   logger: FastifyBaseLogger;
@@ -174,7 +181,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   });
   on('createSandbox', async (request) => {
     const body = parse(routes.createSandbox.body, request.body);
-    return toApiSandbox(await sandboxes.create(userOf(request).id, body));
+    return toApiSandbox(await sandboxes.create(userOf(request).id, sandboxOptsOf(body)));
   });
   on('listSandboxes', async (request) => {
     const query = parse(routes.listSandboxes.query, request.query);
@@ -183,7 +190,7 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   });
   on('getSandbox', async (request) => {
     const { ref } = parse(routes.getSandbox.params, request.params);
-    return toApiSandbox(await sandboxes.get(userOf(request).id, ref));
+    return withWorkspace(await sandboxes.get(userOf(request).id, ref));
   });
   on('removeSandbox', async (request) => {
     const { ref } = parse(routes.removeSandbox.params, request.params);
@@ -196,15 +203,64 @@ export function buildHttpApi(deps: HttpApiDeps): HttpApi {
   });
   on('stopSandbox', async (request) => {
     const { ref } = parse(routes.stopSandbox.params, request.params);
-    return toApiSandbox(await sandboxes.stop(userOf(request).id, ref));
+    return withWorkspace(await sandboxes.stop(userOf(request).id, ref));
   });
   on('startSandbox', async (request) => {
     const { ref } = parse(routes.startSandbox.params, request.params);
-    return toApiSandbox(await sandboxes.start(userOf(request).id, ref));
+    return withWorkspace(await sandboxes.start(userOf(request).id, ref));
   });
   on('restartSandbox', async (request) => {
     const { ref } = parse(routes.restartSandbox.params, request.params);
-    return toApiSandbox(await sandboxes.restart(userOf(request).id, ref));
+    return withWorkspace(await sandboxes.restart(userOf(request).id, ref));
+  });
+
+  /** A sandbox with its workspace's disk use and sync state, for the answers about one sandbox. */
+  const withWorkspace = async (sandbox: SandboxRecord): Promise<Sandbox> => {
+    const view = await sandboxes.workspaceOf(sandbox);
+    return { ...toApiSandbox(sandbox), ...(view && { workspace: toApiWorkspace(view) }) };
+  };
+  const workspacesOf = (): WorkspaceService => {
+    if (!deps.workspaces) throw new RoostError('WORKSPACES_UNAVAILABLE', 'this daemon runs without workspaces');
+    return deps.workspaces;
+  };
+  on('resizeSandbox', async (request) => {
+    const { ref } = parse(routes.resizeSandbox.params, request.params);
+    const body = parse(routes.resizeSandbox.body, request.body);
+    const sandbox = await sandboxes.resize(userOf(request).id, ref, body.diskGb === null ? null : gbToBytes(body.diskGb));
+    return withWorkspace(sandbox);
+  });
+  on('syncSandbox', async (request) => {
+    const { ref } = parse(routes.syncSandbox.params, request.params);
+    const { sandbox, snapshot } = await sandboxes.sync(userOf(request).id, ref);
+    return { sandbox: await withWorkspace(await sandboxes.get(userOf(request).id, sandbox.id)), snapshot: toApiSnapshot(snapshot) };
+  });
+  on('listWorkspaces', async (request) => ({ workspaces: (await workspacesOf().list(userOf(request).id)).map(toApiWorkspace) }));
+  on('getWorkspace', async (request) => {
+    const { ref } = parse(routes.getWorkspace.params, request.params);
+    return toApiWorkspace(await workspacesOf().show(userOf(request).id, ref));
+  });
+  on('deleteWorkspace', async (request) => {
+    const { ref } = parse(routes.deleteWorkspace.params, request.params);
+    await workspacesOf().remove(userOf(request).id, ref);
+  });
+  on('forkWorkspace', async (request) => {
+    const { ref } = parse(routes.forkWorkspace.params, request.params);
+    const body = parse(routes.forkWorkspace.body, request.body);
+    const workspaces = workspacesOf();
+    const record = await workspaces.fork(userOf(request).id, ref, body.name, body.diskGb === undefined ? {} : { diskBytes: gbToBytes(body.diskGb) });
+    return toApiWorkspace(await workspaces.view(record));
+  });
+  on('listWorkspaceSnapshots', async (request) => {
+    const { ref } = parse(routes.listWorkspaceSnapshots.params, request.params);
+    const workspaces = workspacesOf();
+    const { record, snapshots } = await workspaces.snapshots(userOf(request).id, ref);
+    return { workspace: toApiWorkspace(await workspaces.view(record)), snapshots: snapshots.map(toApiSnapshot) };
+  });
+  on('restoreWorkspace', async (request) => {
+    const { ref } = parse(routes.restoreWorkspace.params, request.params);
+    const body = parse(routes.restoreWorkspace.body, request.body);
+    const workspaces = workspacesOf();
+    return toApiWorkspace(await workspaces.view(await workspaces.restore(userOf(request).id, ref, body.snapshot)));
   });
   on('pruneSandboxes', async (request) => {
     const body = parse(routes.pruneSandboxes.body, request.body);
@@ -355,7 +411,32 @@ export function toApiSandbox(sandbox: SandboxRecord): Sandbox {
     defaultUser: sandbox.defaultUser,
     allowNet: sandbox.egress.allow,
     denyNet: sandbox.egress.deny,
+    workspaceId: sandbox.workspaceId,
     createdAt: sandbox.createdAt.toISOString(),
     updatedAt: sandbox.updatedAt.toISOString(),
   };
+}
+
+export function toApiWorkspace(view: WorkspaceView): Workspace {
+  const { record, usage, sync, usedBy } = view;
+  return {
+    id: record.id,
+    name: record.name,
+    diskGb: record.diskBytes === null ? null : record.diskBytes / bytesPerGb,
+    baseId: record.baseId,
+    createdAt: record.createdAt.toISOString(),
+    updatedAt: record.updatedAt.toISOString(),
+    lastUsedAt: record.lastUsedAt?.toISOString() ?? null,
+    usedBy,
+    usedBytes: usage.usedBytes,
+    limitBytes: usage.limitBytes,
+    lastSyncedAt: sync.lastSyncedAt?.toISOString() ?? null,
+    pendingBytes: sync.pendingBytes,
+    failingSince: sync.failingSince?.toISOString() ?? null,
+    failure: sync.failure,
+  };
+}
+
+function toApiSnapshot(snapshot: WorkspaceSnapshot) {
+  return { id: snapshot.id, takenAt: snapshot.takenAt.toISOString(), bytes: snapshot.bytes, files: snapshot.files };
 }

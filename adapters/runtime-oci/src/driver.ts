@@ -8,7 +8,7 @@ import type {
   AttachedSandbox, ConnectOpts, EgressRules, ExecOpts, ListenOpts, Logger, Network, NetworkAttachment, NetworkMode, ProcessHandle, Runtime, RuntimeDiagnosis,
   RuntimeInfo, SandboxAddress, SandboxListener, SandboxSpec,
 } from '@roost/core';
-import { checkHostPrerequisites } from './prereqs.js';
+import { checkHostPrerequisites, type HostProblem } from './prereqs.js';
 import { findOrphans } from './residue.js';
 import { oomKillCount, removeCgroups } from './cgroups.js';
 import { SHIFT_BASE, SHIFT_SIZE } from './constants.js';
@@ -20,7 +20,7 @@ import { Lxcfs, type LxcfsOpts } from './lxcfs.js';
 import { OciNetwork, readSavedAddress } from './network.js';
 import { baseEnv, execProcess, ociConfig, ociResources } from './oci-config.js';
 import { mustRun } from './proc.js';
-import { mountOverlay, unmountAll } from './overlay.js';
+import { mountOverlay, mountsUnder, unmountAll } from './overlay.js';
 import { processHandle, terminalDimension } from './process-handle.js';
 import { connectedStream, relayListener } from './relay-streams.js';
 import { buildToolsCommand, DEFAULT_IDMAP_HELPER, DEFAULT_TOOLS_DIR, missingTools, SANDBOX_TOOLS } from './tools.js';
@@ -52,6 +52,8 @@ export interface OciRuntimeOpts {
   makeNetwork?: (instance: Instance) => Network;
   /** Where sandboxes' /proc views come from (lxcfs.ts): the host's lxcfs, roostd's own, or none. */
   lxcfs?: LxcfsOpts;
+  /** Problems of what sandboxes also depend on (the workspace pool), reported by diagnose() with the runtime's own. */
+  extraProblems?: () => Promise<HostProblem[]>;
 }
 
 /** How sandboxes' host ids are laid out on this host, decided once at start. */
@@ -297,10 +299,20 @@ class OciRuntime implements Runtime {
       undo.push(async () => this.hostIdBases.delete(id));
       await fs.mkdir(dir, { mode: 0o711 });
       undo.push(() => fs.rm(dir, { recursive: true, force: true }));
-      for (const d of ['upper', 'work', 'rootfs', 'image']) await fs.mkdir(path.join(dir, d), { mode: 0o755 });
-      // The overlay root takes the upper dir's owner: it must be root of the sandbox.
-      await fs.chown(path.join(dir, 'upper'), base, base);
-      await fs.chown(path.join(dir, 'work'), base, base);
+      for (const d of ['rootfs', 'image']) await fs.mkdir(path.join(dir, d), { mode: 0o755 });
+      if (spec.workspace) {
+        // Where the workspace's idmapped view (and its lowers') are attached while mounting.
+        await fs.mkdir(path.join(dir, 'ws'), { mode: 0o755 });
+        for (let i = 0; i < spec.workspace.lowers.length; i++) await fs.mkdir(path.join(dir, `ws-lower-${i}`), { mode: 0o755 });
+        // Which workspace it mounts: for people reading the bundle (roostd never deletes it).
+        await fs.writeFile(path.join(dir, 'workspace.json'), JSON.stringify(spec.workspace));
+      } else {
+        for (const d of ['upper', 'work']) {
+          await fs.mkdir(path.join(dir, d), { mode: 0o755 });
+          // The overlay root takes the upper dir's owner: it must be root of the sandbox.
+          await fs.chown(path.join(dir, d), base, base);
+        }
+      }
 
       const files = etcFiles(dir);
       // The files must exist for the engine's bind mounts; they get their content once the
@@ -323,9 +335,21 @@ class OciRuntime implements Runtime {
       for (const file of Object.values(files)) await fs.chown(file, base, base);
 
       undo.push(() => unmountAll(dir));
-      const [upper, work, rootfs] = ['upper', 'work', 'rootfs'].map((d) => path.join(dir, d)) as [string, string, string];
-      if (base === SHIFT_BASE) await mountOverlay(lower, upper, work, rootfs);
-      else await mountIdmappedOverlay(this.ids.helper, { lower, staging: path.join(dir, 'image'), upper, work, target: rootfs, hostBase: base });
+      const rootfs = path.join(dir, 'rootfs');
+      const ws = spec.workspace;
+      if (ws && base === SHIFT_BASE) {
+        // The fallback's sandboxes run as the canonical ids themselves: no mapping to do.
+        await mountOverlay([...ws.lowers, lower].join(':'), path.join(ws.dir, 'upper'), path.join(ws.dir, 'work'), rootfs);
+      } else if (ws) {
+        await mountIdmappedOverlay(this.ids.helper, {
+          lower, staging: path.join(dir, 'image'), target: rootfs, hostBase: base,
+          workspace: { dir: ws.dir, staging: path.join(dir, 'ws'), lowers: ws.lowers.map((l, i) => ({ dir: l, staging: path.join(dir, `ws-lower-${i}`) })) },
+        });
+      } else {
+        const [upper, work] = [path.join(dir, 'upper'), path.join(dir, 'work')];
+        if (base === SHIFT_BASE) await mountOverlay(lower, upper, work, rootfs);
+        else await mountIdmappedOverlay(this.ids.helper, { lower, staging: path.join(dir, 'image'), upper, work, target: rootfs, hostBase: base });
+      }
       const tMount = performance.now();
 
       const pidFile = path.join(dir, 'init.pid');
@@ -543,7 +567,12 @@ class OciRuntime implements Runtime {
     await step('unmount', () => unmountAll(dir));
     await step('cgroups', () => removeCgroups(this.instance.cgroupParent, id));
     if (!problems.length) {
-      await step('bundle', () => fs.rm(dir, { recursive: true, force: true }));
+      await step('bundle', async () => {
+        // rm must never reach through a mount: with a workspace that would delete its files.
+        const left = await mountsUnder(dir);
+        if (left.length) throw new Error(`still mounted: ${left.join(', ')}`);
+        await fs.rm(dir, { recursive: true, force: true });
+      });
       this.hostIdBases.delete(id);
     }
     if (problems.length) {
@@ -554,7 +583,11 @@ class OciRuntime implements Runtime {
 
   async diagnose(): Promise<RuntimeDiagnosis> {
     const held = new Set(await this.list());
-    const [problems, leftovers, netLeftovers] = await Promise.all([checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held)]);
+    const [problems, leftovers, netLeftovers, extra] = await Promise.all([
+      checkHostPrerequisites(), findOrphans(this.instance, held), this.network.diagnose(held),
+      this.opts.extraProblems?.().catch((error: Error) => [{ problem: `cannot check the workspace pool: ${error.message}`, fix: 'see the daemon log' }]) ?? [],
+    ]);
+    problems.push(...extra);
     leftovers.push(...netLeftovers);
     const lxcfsProblem = await this.lxcfs.problem();
     if (lxcfsProblem) problems.push(lxcfsProblem);

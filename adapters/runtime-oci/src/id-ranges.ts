@@ -113,22 +113,36 @@ export function overlappingClaim(base: number, claims: HostIdClaim[]): HostIdCla
   return claims.find((c) => c.first < base + SHIFT_SIZE && base < c.end);
 }
 
-export interface IdmappedOverlay {
+export type IdmappedOverlay = {
   /** The image's rootfs (on-disk owners SHIFT_BASE+k). */
   lower: string;
   /** An empty dir where the idmapped view of `lower` is attached while the overlay is mounted. */
   staging: string;
-  upper: string;
-  work: string;
   target: string;
   /** Host id that the image's SHIFT_BASE (root) becomes. */
   hostBase: number;
-}
+} & (
+  | { upper: string; work: string; workspace?: undefined }
+  | {
+    upper?: undefined;
+    work?: undefined;
+    /**
+     * A workspace (Workspaces.open): its upper/ and work/, owned by the canonical ids like the
+     * image, are seen through an idmapped mount too (plus host root as itself, for overlayfs's
+     * own work); its lowers, topmost first, are stacked above the image. Each staging is an
+     * empty dir, as `staging` is.
+     */
+    workspace: { dir: string; staging: string; lowers: Array<{ dir: string; staging: string }> };
+  }
+);
 
-/** Mounts the overlay with the image seen through an idmapped mount (~2 ms, one helper run). */
+/** Mounts the overlay with the image (and a workspace, if any) seen through idmapped mounts (~2 ms, one helper run). */
 export async function mountIdmappedOverlay(helper: string, o: IdmappedOverlay): Promise<void> {
+  const layers = o.workspace
+    ? ['--ws', o.workspace.dir, '--ws-staging', o.workspace.staging, ...o.workspace.lowers.flatMap((l) => ['--ws-lower', l.dir, '--ws-lower-staging', l.staging])]
+    : ['--upper', o.upper, '--work', o.work];
   const r = await runCmd(helper, [
-    'overlay', '--lower', o.lower, '--staging', o.staging, '--upper', o.upper, '--work', o.work,
+    'overlay', '--lower', o.lower, '--staging', o.staging, ...layers,
     '--from', String(SHIFT_BASE), '--to', String(o.hostBase), '--count', String(SHIFT_SIZE), o.target,
   ]);
   if (r.code !== 0) throw new Error(r.stderr.trim() || `${path.basename(helper)} exited ${r.code}`);

@@ -14,6 +14,14 @@ export interface HostProbeOpts {
   uid?: number;
   /** The in-sandbox tools dir (default: this checkout's native/build/tools). */
   toolsDir?: string;
+  /** The running kernel's modules dir (default /lib/modules/<release>). */
+  modulesDir?: string;
+}
+
+/** Whether a module (e.g. kernel/fs/btrfs) is there to load: a dir or a .ko file under `modulesDir`. */
+async function kernelHasModule(modulesDir: string | undefined, module: string): Promise<boolean> {
+  const dir = modulesDir ?? path.join('/lib/modules', (await fs.readFile('/proc/sys/kernel/osrelease', 'utf8').catch(() => '')).trim());
+  return existsSync(path.join(dir, module)) || existsSync(path.join(dir, `${module}.ko`));
 }
 
 /** What stops the OCI driver from working on this host, each with the command that fixes it. */
@@ -53,6 +61,16 @@ export async function checkHostPrerequisites(opts: HostProbeOpts = {}): Promise<
     if (!has(bin)) problems.push({ problem: `the ${bin} command is missing`, fix: 'apt-get install -y util-linux' });
   }
   if (!has('nft')) problems.push({ problem: 'nft (the firewall of the sandbox bridge) is missing', fix: 'apt-get install -y nftables' });
+  // Workspaces (adapters/workspaces-local): a btrfs pool with quotas for --disk.
+  if (!has('btrfs') || !has('mkfs.btrfs')) {
+    problems.push({ problem: 'btrfs-progs is missing: workspaces (files kept across runs, --disk, forks) cannot be made', fix: 'apt-get install -y btrfs-progs' });
+  }
+  if (!/\bbtrfs\b/.test(filesystems) && !(await kernelHasModule(opts.modulesDir, 'kernel/fs/btrfs'))) {
+    problems.push({
+      problem: 'the kernel has no btrfs: the workspace pool cannot be mounted',
+      fix: 'modprobe btrfs (or boot a kernel built with CONFIG_BTRFS_FS)',
+    });
+  }
   if (!has('mmdebstrap')) {
     problems.push({ problem: 'mmdebstrap (builds the default image) is missing', fix: 'apt-get install -y mmdebstrap' });
   }

@@ -171,6 +171,29 @@ export const migrations: Record<string, Migration> = {
                 WHERE status IN ('pending', 'running', 'sleeping')`.execute(db);
     },
   },
+  '0010_workspaces': {
+    async up(db: Kysely<unknown>) {
+      // A workspace outlives its sandboxes: its files are the Workspaces port's, its name and
+      // size are here. Names are unique per owner.
+      await db.schema
+        .createTable('workspaces')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('owner_id', 'text', (c) => c.notNull().references('users.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('disk_bytes', 'integer')
+        .addColumn('base_id', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .execute();
+      await sql`CREATE UNIQUE INDEX workspaces_owner_name ON workspaces (owner_id, name)`.execute(db);
+      // No foreign key: ended runs keep the id of a workspace removed since.
+      await db.schema.alterTable('sandboxes').addColumn('workspace_id', 'text').execute();
+      // A workspace is mounted by at most one live sandbox: two overlays on one upper dir corrupt it.
+      await sql`CREATE UNIQUE INDEX sandboxes_live_workspace ON sandboxes (workspace_id)
+                WHERE workspace_id IS NOT NULL AND status IN ('pending', 'running', 'sleeping')`.execute(db);
+    },
+  },
 };
 
 /** `<name>-<n>` with the lowest n not in `taken`, cut so it stays a valid name (63 characters, no '-' at the end). */

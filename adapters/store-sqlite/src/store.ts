@@ -21,6 +21,9 @@ import {
   type Store,
   type TokenRecord,
   type UserRecord,
+  type WorkspaceHoldings,
+  type WorkspacePatch,
+  type WorkspaceRecord,
 } from '@roost/core';
 import { migrations } from './migrations.js';
 
@@ -55,8 +58,19 @@ interface Tables {
     status_reason: string | null;
     log_bytes: number;
     log_trimmed_bytes: number;
+    workspace_id: string | null;
     created_at: string;
     updated_at: string;
+  };
+  workspaces: {
+    id: string;
+    owner_id: string;
+    name: string;
+    disk_bytes: number | null;
+    base_id: string | null;
+    created_at: string;
+    updated_at: string;
+    last_used_at: string | null;
   };
   user_quotas: {
     user_id: string;
@@ -208,6 +222,7 @@ class SqliteStore implements Store {
         await trx.insertInto('sandboxes').values(toRow(sandbox)).execute();
       });
     } catch (error) {
+      if (sandbox.workspaceId) await this.throwIfWorkspaceTaken(error, sandbox.workspaceId);
       if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new RoostError('SANDBOX_NAME_TAKEN', `you already have a sandbox named "${sandbox.name}" (live or stopped)`);
       }
@@ -263,6 +278,8 @@ class SqliteStore implements Store {
         return (await this.applyPatch(trx, id, patch, at)) > 0;
       });
     } catch (error) {
+      const workspaceId = (await this.db.selectFrom('sandboxes').select('workspace_id').where('id', '=', id).executeTakeFirst())?.workspace_id;
+      if (workspaceId) await this.throwIfWorkspaceTaken(error, workspaceId);
       if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new RoostError('SANDBOX_NAME_TAKEN', 'another of your sandboxes has taken its name meanwhile');
       }
@@ -286,6 +303,7 @@ class SqliteStore implements Store {
         ...(patch.egress !== undefined && { egress_rules: JSON.stringify(patch.egress) }),
         ...(patch.exitCode !== undefined && { exit_code: patch.exitCode }),
         ...(patch.statusReason !== undefined && { status_reason: patch.statusReason }),
+        ...(patch.workspaceId !== undefined && { workspace_id: patch.workspaceId }),
         updated_at: at.toISOString(),
       })
       .where('id', '=', id)
@@ -303,6 +321,96 @@ class SqliteStore implements Store {
       const result = await trx.deleteFrom('sandboxes').where('id', '=', id).executeTakeFirst();
       return Number(result.numDeletedRows) > 0;
     });
+  }
+
+  /** A unique-index failure on the live-workspace index becomes WORKSPACE_IN_USE naming the sandbox that has it. */
+  private async throwIfWorkspaceTaken(error: unknown, workspaceId: string): Promise<void> {
+    if ((error as { code?: string }).code !== 'SQLITE_CONSTRAINT_UNIQUE' || !/workspace_id/.test((error as Error).message)) return;
+    const [holder] = await this.sandboxesUsingWorkspace(workspaceId);
+    const workspace = await this.getWorkspace(workspaceId);
+    throw new RoostError(
+      'WORKSPACE_IN_USE',
+      `workspace ${workspace?.name ?? workspaceId} is in use by sandbox ${holder ? `${holder.name} (${holder.id}, ${holder.status})` : 'another sandbox'}`,
+      { sandboxId: holder?.id },
+    );
+  }
+
+  async insertWorkspace(workspace: WorkspaceRecord, admit?: (held: WorkspaceHoldings) => void): Promise<void> {
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        if (admit) {
+          const row = await trx
+            .selectFrom('workspaces')
+            .select([sql<number>`COUNT(*)`.as('count'), sql<number>`COALESCE(SUM(disk_bytes), 0)`.as('bytes')])
+            .where('owner_id', '=', workspace.ownerId)
+            .executeTakeFirstOrThrow();
+          admit({ workspaces: row.count, diskBytes: row.bytes });
+        }
+        await trx.insertInto('workspaces').values(toWorkspaceRow(workspace)).execute();
+      });
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' || (error as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new RoostError('WORKSPACE_NAME_TAKEN', `you already have a workspace named "${workspace.name}"`);
+      }
+      throw error;
+    }
+  }
+
+  async getWorkspace(id: string): Promise<WorkspaceRecord | undefined> {
+    const row = await this.db.selectFrom('workspaces').selectAll().where('id', '=', id).executeTakeFirst();
+    return row && toWorkspace(row);
+  }
+
+  async workspaceNamed(ownerId: string, name: string): Promise<WorkspaceRecord | undefined> {
+    const row = await this.db.selectFrom('workspaces').selectAll().where('owner_id', '=', ownerId).where('name', '=', name).executeTakeFirst();
+    return row && toWorkspace(row);
+  }
+
+  async listWorkspaces(ownerId: string): Promise<WorkspaceRecord[]> {
+    const rows = await this.db.selectFrom('workspaces').selectAll().where('owner_id', '=', ownerId).orderBy('created_at', 'desc').orderBy('id').execute();
+    return rows.map(toWorkspace);
+  }
+
+  async updateWorkspace(id: string, patch: WorkspacePatch, at: Date): Promise<boolean> {
+    const result = await this.db
+      .updateTable('workspaces')
+      .set({
+        ...(patch.diskBytes !== undefined && { disk_bytes: patch.diskBytes }),
+        ...(patch.lastUsedAt !== undefined && { last_used_at: patch.lastUsedAt.toISOString() }),
+        updated_at: at.toISOString(),
+      })
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  async deleteWorkspace(id: string): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const holder = await trx
+        .selectFrom('sandboxes')
+        .select(['id', 'name', 'status'])
+        .where('workspace_id', '=', id)
+        .where('status', 'in', [...nameHoldingStatuses])
+        .executeTakeFirst();
+      if (holder) {
+        const name = (await trx.selectFrom('workspaces').select('name').where('id', '=', id).executeTakeFirst())?.name ?? id;
+        throw new RoostError('WORKSPACE_IN_USE', `workspace ${name} is in use by sandbox ${holder.name} (${holder.id}, ${holder.status})`, { sandboxId: holder.id });
+      }
+      const result = await trx.deleteFrom('workspaces').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async sandboxesUsingWorkspace(workspaceId: string): Promise<SandboxRecord[]> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .where('status', 'in', [...nameHoldingStatuses])
+      .orderBy((eb) => eb.case().when('status', '=', 'stopped').then(1).else(0).end())
+      .orderBy('created_at', 'desc')
+      .execute();
+    return rows.map(toSandbox);
   }
 
   async allocateIdRange(holderId: string): Promise<number> {
@@ -562,6 +670,7 @@ function toRow(sandbox: SandboxRecord): SandboxRow {
     status_reason: sandbox.statusReason,
     log_bytes: 0,
     log_trimmed_bytes: sandbox.logTrimmedBytes,
+    workspace_id: sandbox.workspaceId,
     created_at: sandbox.createdAt.toISOString(),
     updated_at: sandbox.updatedAt.toISOString(),
   };
@@ -584,7 +693,34 @@ function toSandbox(row: SandboxRow): SandboxRecord {
     exitCode: row.exit_code,
     statusReason: row.status_reason,
     logTrimmedBytes: row.log_trimmed_bytes,
+    workspaceId: row.workspace_id,
     createdAt: new Date(row.created_at),
     updatedAt: new Date(row.updated_at),
+  };
+}
+
+function toWorkspaceRow(workspace: WorkspaceRecord): Tables['workspaces'] {
+  return {
+    id: workspace.id,
+    owner_id: workspace.ownerId,
+    name: workspace.name,
+    disk_bytes: workspace.diskBytes,
+    base_id: workspace.baseId,
+    created_at: workspace.createdAt.toISOString(),
+    updated_at: workspace.updatedAt.toISOString(),
+    last_used_at: workspace.lastUsedAt?.toISOString() ?? null,
+  };
+}
+
+function toWorkspace(row: Tables['workspaces']): WorkspaceRecord {
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    name: row.name,
+    diskBytes: row.disk_bytes,
+    baseId: row.base_id,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+    lastUsedAt: row.last_used_at ? new Date(row.last_used_at) : null,
   };
 }

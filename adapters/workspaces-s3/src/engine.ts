@@ -198,7 +198,7 @@ class Lease {
   check(): void {
     const gap = Math.max(this.longestGapMs, Date.now() - this.lastRefreshMs);
     if (gap > this.ttlMs / 2) {
-      throw new RoostError('WORKSPACE_STORE_UNAVAILABLE', `the store's lease was not refreshed for ${Math.round(gap / 1000)} s; the push is abandoned (the next one redoes it)`);
+      throw new RoostError('WORKSPACE_SYNC_FAILED', `the store's lease was not refreshed for ${Math.round(gap / 1000)} s; the push is abandoned (the next one redoes it)`);
     }
   }
 

@@ -104,7 +104,7 @@ export class S3Workspaces implements Workspaces {
    * Restores from the store when the local copy is missing, or when the store's newest snapshot
    * is not the one the local copy was last pushed as or restored from and is newer than the
    * local copy's last snapshot. With the store down: a local copy opens as it is (logged); a
-   * missing one fails WORKSPACE_STORE_UNAVAILABLE, never opens empty.
+   * missing one fails WORKSPACE_SYNC_FAILED, never opens empty.
    */
   async open(id: string): Promise<WorkspaceMount> {
     let head: Awaited<ReturnType<SyncEngine['head']>> = null;
@@ -145,7 +145,7 @@ export class S3Workspaces implements Workspaces {
 
   /**
    * Pushes a final snapshot; resolves once the store acknowledged it. The local copy is kept
-   * either way; a failure rejects WORKSPACE_STORE_UNAVAILABLE saying it is not yet safe there.
+   * either way; a failure rejects WORKSPACE_SYNC_FAILED saying it is not yet safe there.
    */
   async release(id: string): Promise<void> {
     await this.local.release(id);
@@ -153,7 +153,7 @@ export class S3Workspaces implements Workspaces {
       await this.sync(id);
     } catch (error) {
       const reason = (error as Error).message;
-      throw new RoostError('WORKSPACE_STORE_UNAVAILABLE', `workspace ${id} is not yet safe in the store (the local copy is kept): ${reason}`, {
+      throw new RoostError('WORKSPACE_SYNC_FAILED', `workspace ${id} is not yet safe in the store (the local copy is kept): ${reason}`, {
         workspaceId: id,
         reason,
       });

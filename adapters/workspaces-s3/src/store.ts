@@ -105,14 +105,14 @@ export class ObjectStore {
     const where = describeStore(this.config);
     if ((code && networkCodes.has(String(code))) || e.name === 'TimeoutError' || /ECONNREFUSED|socket hang up|EHOSTUNREACH/.test(e.message ?? '')) {
       throw new RoostError(
-        'WORKSPACE_STORE_UNAVAILABLE',
+        'WORKSPACE_SYNC_FAILED',
         `the workspace store (${where}) is unreachable while ${doing}: ${code ?? e.name} after ${e.$metadata?.attempts ?? this.config.maxAttempts} tries`,
         { reason: String(code ?? e.name) },
       );
     }
     const status = e.$metadata?.httpStatusCode;
     throw new RoostError(
-      'WORKSPACE_STORE_UNAVAILABLE',
+      'WORKSPACE_SYNC_FAILED',
       `the workspace store (${where}) refused ${doing}: ${e.name ?? 'error'}${status ? ` (HTTP ${status})` : ''}${e.message && e.message !== e.name ? `: ${e.message}` : ''}`,
       { reason: e.name ?? 'error', status },
     );
@@ -241,7 +241,7 @@ export class ObjectStore {
         }),
       );
       const failed = answer.Errors?.filter((e) => e.Code !== 'NoSuchKey') ?? [];
-      if (failed.length > 0) throw new RoostError('WORKSPACE_STORE_UNAVAILABLE', `the store refused to delete ${failed.length} objects: ${failed[0]?.Code} ${failed[0]?.Message ?? ''}`);
+      if (failed.length > 0) throw new RoostError('WORKSPACE_SYNC_FAILED', `the store refused to delete ${failed.length} objects: ${failed[0]?.Code} ${failed[0]?.Message ?? ''}`);
     } catch (error) {
       this.fail(error, `deleting ${keys.length} objects`);
     }

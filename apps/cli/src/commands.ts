@@ -8,6 +8,7 @@ import { client, connect, withJson, type JsonOpt } from './connection.js';
 import { defaultApiUrl, forgetCredentials, loadCredentials, normalizedApiUrl, saveCredentials, type CliEnv } from './credentials.js';
 import { addQuotaCommands } from './quota-commands.js';
 import { addSshCommands } from './ssh-commands.js';
+import { addWorkspaceCommands, diskGb } from './workspace-commands.js';
 import { ago, describeSandbox, ExitError, printJson, printLine, runOutcome, table, UsageError } from './output.js';
 import { attachTerminal, sendsStdin, terminalRequest } from './stdin.js';
 import { streamCommand } from './streaming.js';
@@ -62,10 +63,16 @@ interface SandboxFlags {
   user?: string;
   allowNet?: string[];
   denyNet?: string[];
+  workspace?: string;
+  base?: string;
+  disk?: number;
 }
 
 function withSandboxFlags(command: Command): Command {
   return command
+    .option('-w, --workspace <ws>', 'mount this workspace (name or id; made on first use): what it writes is there next time')
+    .option('--base <ws>', 'make the workspace as a copy-on-write fork of this one')
+    .option('--disk <GB>', 'disk size of the workspace in GB (fractions allowed); a writer past it fails', diskGb('--disk'))
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv)
     .option('--image <ref>', 'image (default: the default Debian image)')
     .option('--cpus <n>', 'CPU limit', positiveNumber('--cpus', cliLimits.cpus.max))
@@ -92,6 +99,9 @@ function sandboxOptions(flags: SandboxFlags) {
     defaultUser: flags.user,
     allowNet: flags.allowNet,
     denyNet: flags.denyNet,
+    workspaceId: flags.workspace,
+    baseWorkspaceId: flags.base,
+    diskGb: flags.disk,
   };
 }
 
@@ -110,6 +120,7 @@ Examples:
   roost run 'echo Hello World'        run a script in a fresh sandbox, then remove it
   roost run -p --name dev 'apt list --installed | wc -l'   keep the sandbox afterwards
   roost new dev && roost exec dev 'uname -a'
+  roost run -w proj 'pip install requests'   a workspace keeps what it writes for the next run
   roost ls                            your running sandboxes (--all for ended runs)
 
 Environment: ROOST_API_URL, ROOST_API_TOKEN override ~/.roost/config.json.
@@ -153,10 +164,14 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
         .command('run')
         .description('run a shell script in a fresh sandbox, stream its output, exit with its code')
         .argument('<script>', 'shell script, run with bash -c')
-        .option('-p, --persistent', 'keep the sandbox after the script ends')
+        .option('-p, --persistent', 'keep the sandbox after the script ends (with a workspace of its name unless -w)')
         .option('--name <name>', 'sandbox name (a DNS label); generated when absent')
         .option('--timeout <seconds>', 'kill the script after this many seconds (exit code 124)', positiveNumber('--timeout', cliLimits.timeoutSec.max))
-        .option('-i, --interactive', 'send stdin even from a terminal (from a pipe or file it is sent anyway)'),
+        .option('-i, --interactive', 'send stdin even from a terminal (from a pipe or file it is sent anyway)')
+        .addHelpText(
+          'after',
+          "\nWithout -w or -p the sandbox and its files are gone when the script ends. With -w <ws> the\nworkspace keeps them (and everything installed) for the next run with -w <ws>; with -p the\nsandbox stays, its files in a workspace of its name.\n\nExamples:\n  roost run 'echo hi'\n  roost run -w proj 'apt-get install -y jq'   # then: roost run -w proj 'jq --version'\n  roost run -w try --base proj 'make test'    # a copy of proj; proj is unchanged\n  roost run -p --name dev --disk 10 'git clone …'",
+        ),
     ),
   ).action(
     async (script: string, opts: { persistent?: boolean; name?: string; timeout?: number; interactive?: boolean } & SandboxFlags & JsonOpt) => {
@@ -186,7 +201,11 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       .command('new')
       .description('create a persistent sandbox and wait until it is running')
       .argument('<name>', 'sandbox name: lowercase letters, digits and -, up to 63')
-      .option('-p, --persistent', 'keep it until removed (the default for new)')),
+      .option('-p, --persistent', 'keep it until removed (the default for new)')
+      .addHelpText(
+        'after',
+        '\nIts files live in a workspace (named after it unless -w says another), so stop and start\nkeep them and rm keeps the workspace.\n\nExamples:\n  roost new dev\n  roost new dev -w proj --disk 20',
+      )),
   ).action(async (name: string, opts: SandboxFlags & JsonOpt) => {
     const roost = await client(cli);
     const sandbox = await roost.sandboxes.create({ name, ...sandboxOptions(opts) });
@@ -281,16 +300,23 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
       if (opts.json) printJson({ ...result.exit, stdout: result.stdout, stderr: result.stderr });
     });
 
-  withJson(program.command('stop').description('stop a sandbox: its processes end, its record and name stay (roost start runs it again)').argument('<sandbox>', 'name or id')).action(
-    async (ref: string, opts: JsonOpt) => {
-      const sandbox = await (await client(cli)).sandboxes.stop(ref);
-      if (opts.json) printJson(sandbox);
-      else printLine(`Stopped ${sandbox.name}.`);
-    },
-  );
+  withJson(
+    program
+      .command('stop')
+      .description('stop a sandbox: its processes end, its record, name and workspace stay (roost start runs it again)')
+      .argument('<sandbox>', 'name or id')
+      .addHelpText('after', '\nIt answers once the workspace\'s final sync is done, or says why it is not yet safe in the store\n(the local copy is kept; roost status shows the failure).'),
+  ).action(async (ref: string, opts: JsonOpt) => {
+    const sandbox = await (await client(cli)).sandboxes.stop(ref);
+    if (opts.json) printJson(sandbox);
+    else {
+      printLine(`Stopped ${sandbox.name}.`);
+      if (sandbox.workspace?.failure) process.stderr.write(`roost: workspace ${sandbox.workspace.name} is not yet safe in the store: ${sandbox.workspace.failure} (its local copy is kept)\n`);
+    }
+  });
 
   const restartNote =
-    '\nToday a start begins from the image: files written in the sandbox before the stop are not kept yet\n(workspaces that keep them come later). Its name, id, settings, limits and egress rules stay.';
+    '\nIt mounts its workspace again: the files written in it before the stop (installed packages\nincluded) are there. Its name, id, settings, limits and egress rules stay.';
   withJson(
     program
       .command('start')
@@ -332,16 +358,25 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
   });
 
   withJson(
-    program.command('rm').description('remove sandboxes and everything they made').argument('<sandbox...>', 'names or ids'),
+    program
+      .command('rm')
+      .description('remove sandboxes and everything they made, except their workspaces')
+      .argument('<sandbox...>', 'names or ids')
+      .addHelpText('after', '\nA workspace outlives its sandbox: `roost workspace rm <ws>` removes it.'),
   ).action(async (refs: string[], opts: JsonOpt) => {
     const roost = await client(cli);
     const removed: string[] = [];
+    const keptWorkspaces: string[] = [];
     for (const ref of refs) {
-      await roost.sandboxes.remove(ref);
+      const { info } = await roost.sandboxes.get(ref);
+      await roost.sandboxes.remove(info.id);
       removed.push(ref);
-      if (!opts.json) printLine(`Removed ${ref}.`);
+      if (info.workspace) keptWorkspaces.push(info.workspace.name);
+      if (!opts.json) {
+        printLine(info.workspace ? `Removed ${ref}; its workspace ${info.workspace.name} is kept (roost workspace rm ${info.workspace.name} removes it).` : `Removed ${ref}.`);
+      }
     }
-    if (opts.json) printJson({ removed });
+    if (opts.json) printJson({ removed, keptWorkspaces });
   });
 
   withJson(
@@ -403,6 +438,7 @@ not start, e.g. no such -w directory); 2 = usage error; 1 = other failure.`,
 
   addSshCommands(program, cli);
   addQuotaCommands(program, cli);
+  addWorkspaceCommands(program, cli);
   addVersionCommand(program, cli);
   checkArguments(program);
 

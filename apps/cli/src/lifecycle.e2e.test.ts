@@ -60,19 +60,20 @@ describe('roost start, restart, prune, retention and set on a real daemon', () =
     assert.equal(status.id, id);
     assert.equal(status.status, 'running');
     assert.equal(status.memoryMb, 300);
-    // It starts from the image today (help and docs say so): the file is gone, the env and limits stay.
-    const inside = await roost(['exec', 'dev', 'echo "$KEPT $(hostname)"; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; test -e /root/file || echo no-file']);
-    assert.equal(inside.stdout, 'yes dev\n90\nno-file\n');
+    // Its workspace is mounted again: the file is there, and so are the env and limits.
+    const inside = await roost(['exec', 'dev', 'echo "$KEPT $(hostname)"; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; cat /root/file']);
+    assert.equal(inside.stdout, 'yes dev\n90\nbefore\n');
 
     assert.equal((await roost(['exec', 'dev', 'echo again > /root/file'])).exitCode, 0);
     const restarted = await roost(['restart', 'dev', '--json']);
     assert.equal(restarted.exitCode, 0, restarted.stderr);
     assert.deepEqual([json<SandboxJson>(restarted.stdout).id, json<SandboxJson>(restarted.stdout).status], [id, 'running']);
-    assert.equal((await roost(['exec', 'dev', 'test -e /root/file || echo fresh'])).stdout, 'fresh\n');
+    assert.equal((await roost(['exec', 'dev', 'cat /root/file'])).stdout, 'again\n');
 
     const help = await roost(['start', '--help']);
-    assert.match(help.stdout, /files written in the sandbox before the stop are not kept yet/);
+    assert.match(help.stdout, /the files written in it before the stop \(installed packages\n?\s*included\) are there/);
     assert.equal((await roost(['rm', 'dev'])).exitCode, 0);
+    assert.equal((await roost(['workspace', 'rm', 'dev'])).exitCode, 0);
   });
 
   it('start of an ended run says so; a name shared by two ended runs is refused with the ids to use', async () => {

@@ -54,6 +54,13 @@ export function describeSandbox(sandbox: Sandbox): string {
     ['deny net', sandbox.denyNet.length ? sandbox.denyNet.join(', ') : 'none'],
     ['created', `${sandbox.createdAt} (${ago(sandbox.createdAt)})`],
   ];
+  if (sandbox.workspace) {
+    const ws = sandbox.workspace;
+    rows.push(['workspace', `${ws.name} (${ws.id})`]);
+    rows.push(['disk', `${formatSize(ws.usedBytes)} used, ${ws.limitBytes === null ? 'no limit' : `limit ${formatSize(ws.limitBytes)}`}`]);
+    rows.push(['synced', ws.lastSyncedAt ? `${ws.lastSyncedAt} (${ago(ws.lastSyncedAt)})${ws.pendingBytes !== null ? `, ${formatSize(ws.pendingBytes)} pending` : ''}` : `never${ws.pendingBytes !== null ? `, ${formatSize(ws.pendingBytes)} pending` : ''}`]);
+    if (ws.failingSince) rows.push(['sync', `sync failing since ${ws.failingSince}: ${ws.failure ?? 'unknown reason'}`]);
+  } else if (sandbox.workspaceId === null) rows.push(['workspace', 'none (its files go with it)']);
   if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);
   if (sandbox.logTrimmedBytes > 0) rows.push(['logs', `the oldest ${sandbox.logTrimmedBytes} bytes were trimmed (log quota: roost quota)`]);
   return rows.map(([key, value]) => `${key.padEnd(11)}${value}`).join('\n');
@@ -75,4 +82,15 @@ export function runOutcome(exit: { exitCode: number; reason?: string }, sandbox:
     lines.push(`sandbox ${sandbox.name} (${sandbox.id}) kept: roost exec ${sandbox.name} <command>, roost rm ${sandbox.name}`);
   }
   return lines.map((line) => `${line}\n`).join('');
+}
+
+function formatSize(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${+value.toFixed(1)} ${units[unit]}`;
 }

@@ -77,11 +77,16 @@ function describeQuota(view: Quota): string {
     ['log bytes', formatBytes(usage.logBytes), formatBytes(limits.logBytes), source('logBytes')],
     ['timeout', '-', `${limits.timeoutSec} s`, source('timeoutSec')],
   ];
+  if (view.workspaces) {
+    const ws = view.workspaces;
+    rows.push(['workspaces', String(ws.count), String(ws.maxCount), 'daemon'], ['workspace disk', formatBytes(ws.diskBytes), formatBytes(ws.maxDiskBytes), 'daemon']);
+  }
   return [
     `Quota of ${view.user.name} (${view.user.id}):`,
     table(['', 'IN USE', 'LIMIT', ''], rows),
     'cpus, memory and pids are summed over live sandboxes; timeout is the longest a run or exec may ask;',
     'past the log bytes, the oldest run output is trimmed first.',
+    ...(view.workspaces ? ['workspace disk sums the --disk sizes of your workspaces (workspace limits are the daemon\'s, the same for all).'] : []),
   ].join('\n');
 }
 

@@ -37,6 +37,16 @@ describe('loadConfig', () => {
     assert.deepEqual(config.pool, { size: 0, images: ['debian', 'alpine'], memoryShare: 0.25 });
   });
 
+  it('sizes the workspace pool and its snapshots, and refuses a pool too small for btrfs', () => {
+    const defaults = loadConfig({ ...noFile }).workspaces;
+    assert.equal(defaults.poolBytes, 20 * 1024 ** 3);
+    assert.equal(defaults.keepSnapshots, 5);
+    const set = loadConfig({ ...noFile, ROOST_WORKSPACE_POOL_BYTES: String(2 * 1024 ** 3), ROOST_WORKSPACE_KEEP_SNAPSHOTS: '9' }).workspaces;
+    assert.equal(set.poolBytes, 2 * 1024 ** 3);
+    assert.equal(set.keepSnapshots, 9);
+    assert.throws(() => loadConfig({ ...noFile, ROOST_WORKSPACE_POOL_BYTES: '1000000' }), /poolBytes.*at least 256 MiB/s);
+  });
+
   it('sets every HTTP limit, and takes them from the config file', () => {
     const defaults = loadConfig({ ...noFile }).http;
     for (const [key, value] of Object.entries(defaults)) assert.ok(Number.isInteger(value) && value > 0, `http.${key} is set`);

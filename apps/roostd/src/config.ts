@@ -108,6 +108,18 @@ export const configSchema = z.object({
     /** Where a host's own lxcfs is mounted (Debian's lxcfs service). */
     hostDir: z.string().min(1),
   }),
+  /** Workspaces (docs/workspaces.md). */
+  workspaces: z.object({
+    /** How often a running sandbox's workspace is synced (also on stop and `roost sync`); 0: only then. */
+    syncIntervalMs: z.number().int().min(0),
+    /** Workspaces one user may have, and the sum of their `--disk` sizes (a quota like `quota`'s, the same for every user). */
+    perUser: z.number().int().min(0),
+    diskBytesPerUser: z.number().int().min(0),
+    /** Size of the btrfs pool file <dataDir>/workspaces.btrfs when roostd makes it (preallocated; docs/operations.md, "The workspace pool"). */
+    poolBytes: z.number().int().min(256 * 1024 * 1024, 'at least 256 MiB (268435456)'),
+    /** Local snapshots kept per workspace (roost workspace snapshots); older ones are deleted after each sync. */
+    keepSnapshots: z.number().int().min(1).max(1000),
+  }),
   pool: z.object({
     /** Ready sandboxes kept per image in `images`. 0 turns the pool off. */
     size: z.number().int().min(0).max(1000),
@@ -134,6 +146,7 @@ const defaults: DaemonConfig = {
   quota: { sandboxes: 20, cpus: 32, memoryMb: 32_768, pids: 32_768, timeoutSec: 86_400, logBytes: 256 * 1024 * 1024 },
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
+  workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4, poolBytes: 20 * 1024 ** 3, keepSnapshots: 5 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
     headersTimeoutMs: 20_000,
@@ -191,6 +204,9 @@ const nestedEnvKeys = {
   ROOST_QUOTA_LOG_BYTES: ['quota', 'logBytes', integer],
   ROOST_RUN_RETENTION_COUNT: ['runRetention', 'count', integer],
   ROOST_RUN_RETENTION_BYTES: ['runRetention', 'bytes', integer],
+  ROOST_WORKSPACE_SYNC_INTERVAL_MS: ['workspaces', 'syncIntervalMs', integer],
+  ROOST_WORKSPACE_POOL_BYTES: ['workspaces', 'poolBytes', integer],
+  ROOST_WORKSPACE_KEEP_SNAPSHOTS: ['workspaces', 'keepSnapshots', integer],
 } as const;
 
 /**
@@ -198,7 +214,8 @@ const nestedEnvKeys = {
  * ROOST_* variables. Throws one message listing every problem.
  */
 /** What a caller (a test, the CLI of roostd) sets on top of file and environment. */
-export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs'>> & {
+export type ConfigOverrides = Partial<Omit<DaemonConfig, 'defaults' | 'network' | 'pool' | 'ssh' | 'http' | 'quota' | 'runRetention' | 'lxcfs' | 'workspaces'>> & {
+  workspaces?: Partial<DaemonConfig['workspaces']>;
   lxcfs?: Partial<DaemonConfig['lxcfs']>;
   http?: Partial<DaemonConfig['http']>;
   runRetention?: Partial<DaemonConfig['runRetention']>;
@@ -239,6 +256,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     ssh: { ...defaults.ssh, ...fromFile.ssh, ...overrides.ssh },
     http: { ...defaults.http, ...fromFile.http, ...overrides.http },
     lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
+    workspaces: { ...defaults.workspaces, ...fromFile.workspaces, ...nested.workspaces, ...overrides.workspaces },
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

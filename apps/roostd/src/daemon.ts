@@ -12,14 +12,17 @@ import {
   Quotas,
   SandboxService,
   WarmPool,
+  WorkspaceService,
   type Clock,
   type Logger,
   type Runtime,
   type SandboxLimits,
   type Store,
+  type Workspaces,
 } from '@roost/core';
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
+import { openLocalWorkspaces, poolProblems } from '@roost/workspaces-local';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { defaultDataDir, splitAddr, type DaemonConfig } from './config.js';
@@ -30,6 +33,12 @@ export interface BuildDaemonOpts {
   runtime?: Runtime;
   /** Where the JSON log lines go (default stdout). */
   logDestination?: NodeJS.WritableStream;
+  /**
+   * The workspaces sandboxes mount (docs/workspaces.md): an instance, or a factory called once
+   * the runtime is up. Absent: the local btrfs pool in the data dir (workspaces-local) with the
+   * real runtime; none with an injected one (-w refused, a sandbox's files go with it).
+   */
+  workspaces?: Workspaces | ((context: { config: DaemonConfig; logger: Logger; runtime: Runtime }) => Promise<Workspaces>);
 }
 
 export interface Daemon {
@@ -41,6 +50,8 @@ export interface Daemon {
   httpRoutes: readonly RegisteredRoute[];
   /** Ready sandboxes per image; undefined when the pool is off. */
   pool?: WarmPool;
+  /** The Workspaces the daemon mounts; undefined without workspaces. */
+  workspaces?: Workspaces;
   /** Removes every sandbox of every user, records included (tests clean up with it; roostd never does). */
   removeAllSandboxes(): Promise<void>;
   /** Makes a (non-admin) user and returns a token for it. */
@@ -137,6 +148,8 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
           subnet: config.network.subnet,
         },
         lxcfs: config.lxcfs,
+        // doctor: a workspace pool that cannot be mounted, with its fix.
+        extraProblems: () => poolProblems(config.dataDir),
       }));
   } catch (error) {
     await store.close();
@@ -149,8 +162,29 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
     logger.warn({ configured: config.defaults.openFiles, used: limits.openFiles }, 'default open-files limit lowered to the most this host can give');
   }
   const pool = warmPool(config, limits, runtime, store, logger);
-  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now() });
+  const workspaceQuota = { workspaces: config.workspaces.perUser, diskBytes: config.workspaces.diskBytesPerUser };
+  const quotas = new Quotas({ store, defaults: config.quota, now: () => deps.clock.now(), ...(opts.workspaces && { workspaces: workspaceQuota }) });
+  let workspaces: WorkspaceService | undefined;
+  let workspacesPort: Workspaces | undefined;
+  const workspacesFrom = opts.workspaces ?? (opts.runtime ? undefined : localWorkspaces);
+  if (workspacesFrom) {
+    try {
+      workspacesPort = typeof workspacesFrom === 'function' ? await workspacesFrom({ config, logger, runtime }) : workspacesFrom;
+    } catch (error) {
+      await runtime.close();
+      await store.close();
+      throw error;
+    }
+    workspaces = new WorkspaceService({
+      ...deps,
+      runtime,
+      workspaces: workspacesPort,
+      syncIntervalMs: config.workspaces.syncIntervalMs,
+      quota: workspaceQuota,
+    });
+  }
   const sandboxes = new SandboxService({
+    workspaces,
     ...deps,
     runtime,
     pool,
@@ -178,6 +212,7 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
 
   const { app, registeredRoutes } = buildHttpApi({
     sandboxes,
+    workspaces,
     auth,
     quotas,
     logger,
@@ -214,17 +249,30 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
       return { httpUrl: `http://${shownHost}:${address.port}`, sshPort };
     },
     pool,
+    workspaces: workspacesPort,
     async close() {
       await gateway.close();
       await app.close();
       await pool?.close();
       await sandboxes.settle();
+      await workspaces?.close();
+      await workspacesPort?.close();
       await runtime.close();
       await store.close();
       logger.info({}, 'roostd stopped');
       logger.flush();
     },
   };
+}
+
+/** The workspaces on this host's disk: the btrfs pool in the data dir (docs/workspaces.md). */
+function localWorkspaces({ config, logger }: { config: DaemonConfig; logger: Logger }): Promise<Workspaces> {
+  return openLocalWorkspaces({
+    dataDir: config.dataDir,
+    poolBytes: config.workspaces.poolBytes,
+    keepSnapshots: config.workspaces.keepSnapshots,
+    logger,
+  });
 }
 
 /** On the first start, and whenever the file went missing, writes a fresh admin token (0600). */

@@ -38,7 +38,9 @@ describe('roostd binary', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'roostd-main-'));
     try {
       const child = spawn(process.execPath, [roostd], {
-        env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: '127.0.0.1:0', ROOST_SSH_ADDR: '127.0.0.1:0', ROOST_POOL_SIZE: '0' },
+        env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: '127.0.0.1:0', ROOST_SSH_ADDR: '127.0.0.1:0', ROOST_POOL_SIZE: '0',
+          // The workspace pool is preallocated: a test needs no 20 GiB.
+          ROOST_WORKSPACE_POOL_BYTES: String(1024 ** 3) },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';

@@ -38,6 +38,11 @@ Ended runs each user keeps (roost prune removes them at once); past either, the 
   ROOST_RUN_RETENTION_COUNT  ended runs kept per user (default 500)
   ROOST_RUN_RETENTION_BYTES  bytes of their logs kept per user (default 134217728; the newest run always stays)
 
+Workspaces (docs/workspaces.md):
+  ROOST_WORKSPACE_SYNC_INTERVAL_MS  how often a running sandbox's workspace syncs (default 30000; 0: only at stop and roost sync)
+  ROOST_WORKSPACE_POOL_BYTES        size of the btrfs pool file <data dir>/workspaces.btrfs, when it is made (default 21474836480)
+  ROOST_WORKSPACE_KEEP_SNAPSHOTS    local snapshots kept per workspace (default 5)
+
 Logs are JSON lines on stdout. See docs/operations.md for what roostd changes on the host.`;
 
 async function main(argv: string[]): Promise<number> {

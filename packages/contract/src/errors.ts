@@ -70,18 +70,33 @@ export const errorCodes = {
     status: 409,
     hint: 'This roostd runs as many sandboxes as its share of host uids allows: remove ones you no longer need (`roost rm`), or ask an admin (docs/operations.md, "Host id regions").',
   },
-  // Workspaces in an object store (adapters/workspaces-s3). 503: nothing is wrong with the
-  // request; the store did not answer or refused, and the local copy is kept.
-  WORKSPACE_STORE_UNAVAILABLE: {
-    status: 503,
-    hint: 'Check that the workspace store (ROOST_S3_URL, ROOST_S3_BUCKET and the AWS_* credentials) is up and reachable; nothing local was deleted, and the next sync catches up.',
+  // Workspaces (issue 21): see docs/workspaces.md.
+  INVALID_WORKSPACE_NAME: {
+    status: 400,
+    hint: 'Use 1-63 characters: lowercase letters, digits and "-", starting with a letter or digit and not ending with "-" (as sandbox names).',
   },
-  // 500, never an empty workspace: a snapshot exists but some of it is missing or corrupt.
+  WORKSPACE_NOT_FOUND: { status: 404, hint: 'Run `roost workspace list` to see your workspaces; `roost run -w <name>` makes one on first use.' },
+  WORKSPACE_NAME_TAKEN: { status: 409, hint: 'Use the one you have (`roost workspace show <name>`), remove it with `roost workspace rm <name>`, or pick another name.' },
+  // Two sandboxes writing one workspace at once would corrupt it.
+  WORKSPACE_IN_USE: {
+    status: 409,
+    hint: 'Stop or remove the sandbox named in the message first (`roost stop <name>`), or fork the workspace and use the copy (`roost workspace fork <ws> <new>`).',
+  },
+  WORKSPACE_EXISTS: { status: 409, hint: 'The workspace store already holds one with that id: run `roost doctor` (admins) and see docs/workspaces.md.' },
   WORKSPACE_UNREADABLE: {
     status: 500,
-    hint: 'The message names the missing or corrupt objects; restore an older snapshot (`roost workspace snapshots <ws>`) or repair the bucket. Roost never starts it empty instead.',
+    hint: 'Its snapshot could not be read, so it was not started empty: see the message and docs/workspaces.md ("When a workspace cannot be read"); `roost workspace snapshots <ws>` lists the others to restore.',
   },
-  WORKSPACE_SNAPSHOT_NOT_FOUND: { status: 404, hint: 'Run `roost workspace snapshots <ws>` to see the snapshots the store keeps.' },
+  WORKSPACE_SNAPSHOT_NOT_FOUND: { status: 404, hint: 'Run `roost workspace snapshots <ws>` to see its snapshots.' },
+  WORKSPACE_SYNC_FAILED: {
+    status: 503,
+    hint: 'The local copy is kept and syncs go on retrying; `roost status <name>` shows since when it fails and why. Run `roost sync <name>` once the store is back.',
+  },
+  DISK_TOO_SMALL: { status: 400, hint: 'Ask for at least what the workspace uses now (`roost status <name>` shows it), or delete files first.' },
+  WORKSPACES_UNAVAILABLE: {
+    status: 503,
+    hint: 'This daemon runs without a workspace store: run it on a host where `roost doctor` reports no workspace problems (docs/workspaces.md).',
+  },
   RUNTIME_FAILED: { status: 500, hint: 'See the daemon log for the runtime error; `roostd` prints host problems at start.' },
   INTERNAL: { status: 500, hint: 'This is a bug in Roost: see the daemon log (the request id is in the message).' },
 } as const satisfies Record<string, ErrorSpec>;

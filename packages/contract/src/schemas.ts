@@ -44,7 +44,44 @@ const sandboxOptions = {
     .optional()
     .describe('Egress allow-list (with network nat): IPv4 ranges (203.0.113.0/24) and domain names (example.com, *.example.com); absent: every public destination'),
   denyNet: netRulesSchema.optional().describe('Egress deny-list: IPv4 ranges and domain names; beats the allow-list; denied names get NXDOMAIN'),
+  // Mags: workspace_id, base_workspace_id, disk_gb.
+  workspaceId: z
+    .string()
+    .min(1)
+    .max(63)
+    .optional()
+    .describe('Workspace (name or id) to mount as the sandbox\'s files, made on first use. Absent: a persistent sandbox gets one named after itself; a one-shot run keeps nothing'),
+  baseWorkspaceId: z.string().min(1).max(63).optional().describe('Make the workspace as a copy-on-write fork of this one (its latest snapshot)'),
+  diskGb: z.number().positive().max(1_000_000).optional().describe('Enforced size of the workspace in GB (2^30 bytes; fractions allowed)'),
 };
+
+export const workspaceSyncFields = {
+  usedBytes: z.number().int().describe('Bytes the workspace\'s own writes take'),
+  limitBytes: z.number().int().nullable().describe('Enforced size (null: none)'),
+  lastSyncedAt: z.string().nullable().describe('ISO 8601: when the last snapshot the store acknowledged was taken'),
+  pendingBytes: z.number().int().nullable().describe('Bytes changed since (an estimate; null: unknown)'),
+  failingSince: z.string().nullable().describe('ISO 8601: set while syncs fail'),
+  failure: z.string().nullable().describe('Why the last sync failed, while they fail'),
+};
+
+/** A workspace with what it takes and where it stands with the store. */
+export const workspaceSchema = z
+  .object({
+    id: z.string().describe('Stable id, e.g. ws_3k9x…'),
+    name: z.string().describe('Unique per owner (the sandbox-name rule)'),
+    diskGb: z.number().nullable().describe('Enforced size in GB (2^30 bytes); null: none'),
+    baseId: z.string().nullable().describe('The workspace it was forked from'),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    lastUsedAt: z.string().nullable().describe('When a sandbox last mounted it'),
+    usedBy: z
+      .object({ id: z.string(), name: z.string(), status: sandboxStatusSchema })
+      .nullable()
+      .describe('The sandbox that mounts it (live) or will at its next start (stopped)'),
+    ...workspaceSyncFields,
+  })
+  .meta({ id: 'Workspace' });
+export type Workspace = z.infer<typeof workspaceSchema>;
 
 export const sandboxSchema = z
   .object({
@@ -68,6 +105,10 @@ export const sandboxSchema = z
     defaultUser: z.string().describe('The user SSH logins run as unless the SSH user says box+name'),
     allowNet: z.array(z.string()).describe('Egress allow-list (empty: every public destination)'),
     denyNet: z.array(z.string()).describe('Egress deny-list'),
+    workspaceId: z.string().nullable().describe('The workspace it mounts (null: its files go with it)'),
+    workspace: workspaceSchema
+      .optional()
+      .describe('Its workspace, with disk use and sync state (in the answers about one sandbox: status, stop, start)'),
     createdAt: z.string().describe('ISO 8601'),
     updatedAt: z.string().describe('ISO 8601'),
   })
@@ -343,6 +384,15 @@ export const quotaSchema = z
         logBytes: z.number().int(),
       })
       .describe('What the user holds now: live sandboxes and the sums of their limits, and stored log bytes'),
+    workspaces: z
+      .object({
+        count: z.number().int(),
+        diskBytes: z.number().int().describe('Sum of the sizes (--disk) of the user\'s workspaces'),
+        maxCount: z.number().int(),
+        maxDiskBytes: z.number().int(),
+      })
+      .optional()
+      .describe('Workspaces held and their limits (the daemon\'s, the same for every user); absent on a daemon without workspaces'),
   })
   .meta({ id: 'Quota' });
 export type Quota = z.infer<typeof quotaSchema>;
@@ -359,3 +409,48 @@ export type UpdateQuotaRequest = z.infer<typeof updateQuotaRequestSchema>;
 export const userRefParamsSchema = z.object({
   user: z.string().min(1).max(200).describe('User name or id'),
 });
+
+export const listWorkspacesResponseSchema = z.object({ workspaces: z.array(workspaceSchema) }).meta({ id: 'WorkspaceList' });
+
+export const workspaceRefParamsSchema = z.object({
+  ref: z.string().describe('Workspace id or name'),
+});
+
+export const forkWorkspaceRequestSchema = z
+  .object({
+    name: z.string().min(1).max(63).describe('Name of the new workspace'),
+    diskGb: z.number().positive().max(1_000_000).optional().describe('Its size in GB (default: the size of the one forked)'),
+  })
+  .meta({ id: 'ForkWorkspaceRequest' });
+export type ForkWorkspaceRequest = z.infer<typeof forkWorkspaceRequestSchema>;
+
+export const workspaceSnapshotSchema = z
+  .object({
+    id: z.string(),
+    takenAt: z.string().describe('ISO 8601'),
+    bytes: z.number().int().describe('Bytes of the workspace\'s own layer then'),
+    files: z.number().int(),
+  })
+  .meta({ id: 'WorkspaceSnapshot' });
+export type WorkspaceSnapshot = z.infer<typeof workspaceSnapshotSchema>;
+
+export const listSnapshotsResponseSchema = z
+  .object({ workspace: workspaceSchema, snapshots: z.array(workspaceSnapshotSchema).describe('Oldest first') })
+  .meta({ id: 'WorkspaceSnapshotList' });
+
+export const restoreWorkspaceRequestSchema = z
+  .object({ snapshot: z.string().min(1).describe('Snapshot id (from the snapshots list)') })
+  .meta({ id: 'RestoreWorkspaceRequest' });
+
+export const resizeSandboxRequestSchema = z
+  .object({ diskGb: z.number().positive().max(1_000_000).nullable().describe('New size of the sandbox\'s workspace in GB (2^30 bytes); null: no limit') })
+  .meta({ id: 'ResizeSandboxRequest' });
+export type ResizeSandboxRequest = z.infer<typeof resizeSandboxRequestSchema>;
+
+export const syncSandboxResponseSchema = z
+  .object({ sandbox: sandboxSchema, snapshot: workspaceSnapshotSchema.describe('What the store now has') })
+  .meta({ id: 'SyncResult' });
+export type SyncResult = z.infer<typeof syncSandboxResponseSchema>;
+
+/** Bytes of a size given in GB (2^30 bytes, as `--disk` and `diskGb` mean it). */
+export const bytesPerGb = 2 ** 30;

@@ -10,3 +10,4 @@ export * from './ssh-keys.js';
 export * from './quotas.js';
 export * from './egress-rules.js';
 export * from './connection-caps.js';
+export * from './workspace-service.js';

@@ -15,3 +15,15 @@ export function assertValidSandboxName(name: string): void {
 export function isSandboxId(ref: string): boolean {
   return ref.startsWith('sb_');
 }
+
+/** Workspace names follow the sandbox-name rule: `new <name>` gets a workspace of its own name. */
+export function assertValidWorkspaceName(name: string): void {
+  if (!namePattern.test(name)) {
+    throw new RoostError('INVALID_WORKSPACE_NAME', `invalid workspace name "${name}": use ${sandboxNameRule}`);
+  }
+}
+
+/** True when a workspace reference looks like an id rather than a name. */
+export function isWorkspaceId(ref: string): boolean {
+  return ref.startsWith('ws_');
+}

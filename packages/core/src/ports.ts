@@ -280,9 +280,36 @@ export interface SandboxRecord {
   statusReason: string | null;
   /** Bytes of its logged output trimmed (oldest first) to keep its owner within the log quota. */
   logTrimmedBytes: number;
+  /** The workspace it mounts as its writable layer (`WorkspaceRecord.id`); null: a layer of its own. */
+  workspaceId: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
+
+/** A workspace as the store keeps it: what it is called and how big it may get; its files are the Workspaces port's. */
+export interface WorkspaceRecord {
+  /** "ws_…" */
+  id: string;
+  ownerId: string;
+  /** Unique per owner; the sandbox-name rule. */
+  name: string;
+  /** Enforced size in bytes; null: none beyond the host's. */
+  diskBytes: number | null;
+  /** The workspace it was forked from (null: made empty). */
+  baseId: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+  /** When a sandbox last mounted it. */
+  lastUsedAt: Date | null;
+}
+
+export interface WorkspacePatch {
+  diskBytes?: number | null;
+  lastUsedAt?: Date;
+}
+
+/** Statuses whose sandbox holds its workspace: at most one of them per workspace. */
+export const workspaceHoldingStatuses: readonly SandboxStatus[] = ['pending', 'running', 'sleeping'];
 
 export interface UserRecord {
   id: string;
@@ -323,6 +350,7 @@ export interface SandboxPatch {
   egress?: EgressRules;
   exitCode?: number | null;
   statusReason?: string | null;
+  workspaceId?: string | null;
 }
 
 /** A condition on a store change, checked in its transaction. */
@@ -368,6 +396,13 @@ export interface UserUsage {
   memoryMb: number;
   pids: number;
   logBytes: number;
+}
+
+/** What a user's workspaces take (for the workspace quota). */
+export interface WorkspaceHoldings {
+  workspaces: number;
+  /** Sum of their sizes (`diskBytes`; a workspace without one counts as 0). */
+  diskBytes: number;
 }
 
 /** Who holds which host id range (see `SandboxSpec.idRange`). */
@@ -436,6 +471,25 @@ export interface Store {
    * logTrimmedBytes grows by what it lost. Resolves with the bytes removed.
    */
   trimLogs(ownerId: string, maxBytes: number): Promise<number>;
+
+  /**
+   * Fails with WORKSPACE_NAME_TAKEN when the owner has a workspace of that name. `admit` gets
+   * the owner's workspaces in the same transaction as the insert; what it throws refuses it.
+   */
+  insertWorkspace(workspace: WorkspaceRecord, admit?: (held: WorkspaceHoldings) => void): Promise<void>;
+  getWorkspace(id: string): Promise<WorkspaceRecord | undefined>;
+  workspaceNamed(ownerId: string, name: string): Promise<WorkspaceRecord | undefined>;
+  /** The owner's workspaces, newest first. */
+  listWorkspaces(ownerId: string): Promise<WorkspaceRecord[]>;
+  updateWorkspace(id: string, patch: WorkspacePatch, at: Date): Promise<boolean>;
+  /**
+   * Deletes the record unless a sandbox holds it: a live one (see `workspaceHoldingStatuses`)
+   * or a stopped one (which mounts it again at its next start): then fails WORKSPACE_IN_USE
+   * naming that sandbox. Resolves whether it went.
+   */
+  deleteWorkspace(id: string): Promise<boolean>;
+  /** The sandboxes that mount the workspace: live ones first, then stopped ones (ended runs never). */
+  sandboxesUsingWorkspace(workspaceId: string): Promise<SandboxRecord[]>;
 
   usageOf(userId: string): Promise<UserUsage>;
   getQuotaOverrides(userId: string): Promise<QuotaOverrides>;

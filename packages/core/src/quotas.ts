@@ -25,6 +25,8 @@ export interface QuotaView {
   /** What an admin set for this user (absent keys follow the defaults). */
   overrides: QuotaOverrides;
   usage: UserUsage;
+  /** Workspaces held and their limits; absent on a daemon without workspaces. */
+  workspaces?: { count: number; diskBytes: number; maxCount: number; maxDiskBytes: number };
 }
 
 export interface QuotasDeps {
@@ -32,6 +34,8 @@ export interface QuotasDeps {
   /** What every user gets unless an admin set an override. */
   defaults: QuotaLimits;
   now(): Date;
+  /** The workspace quota (config `workspaces.perUser`, `diskBytesPerUser`), shown with the rest. */
+  workspaces?: { workspaces: number; diskBytes: number };
 }
 
 export class Quotas {
@@ -45,7 +49,18 @@ export class Quotas {
   async view(user: UserRecord): Promise<QuotaView> {
     const { store, defaults } = this.deps;
     const [overrides, usage] = await Promise.all([store.getQuotaOverrides(user.id), store.usageOf(user.id)]);
-    return { user: { id: user.id, name: user.name }, limits: { ...defaults, ...overrides }, overrides, usage };
+    const view: QuotaView = { user: { id: user.id, name: user.name }, limits: { ...defaults, ...overrides }, overrides, usage };
+    const quota = this.deps.workspaces;
+    if (quota) {
+      const held = await store.listWorkspaces(user.id);
+      view.workspaces = {
+        count: held.length,
+        diskBytes: held.reduce((sum, ws) => sum + (ws.diskBytes ?? 0), 0),
+        maxCount: quota.workspaces,
+        maxDiskBytes: quota.diskBytes,
+      };
+    }
+    return view;
   }
 
   /** Another user's quota, by name or id: admins only (others learn nothing, not even whether the user exists). */

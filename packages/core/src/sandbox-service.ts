@@ -8,6 +8,7 @@ import { mergeOutput, type OutputChunk } from './output.js';
 import { admitSandbox, admitTimeout, type Quotas } from './quotas.js';
 import { RunLogs } from './run-logs.js';
 import type { WarmPool } from './warm-pool.js';
+import type { WorkspaceService, WorkspaceView } from './workspace-service.js';
 import type {
   Clock,
   ExecOpts,
@@ -25,7 +26,11 @@ import type {
   SandboxListener,
   SandboxPatch,
   SandboxRecord,
+  SandboxSpec,
   SandboxStatus,
+  WorkspaceMount,
+  WorkspaceRecord,
+  WorkspaceSnapshot,
   Store,
   TerminalOpts,
   UserRecord,
@@ -53,6 +58,8 @@ export interface SandboxServiceDeps {
   quotas: Quotas;
   /** How many ended runs each owner keeps, and how many bytes of their logs; absent: no limit. */
   runRetention?: RunRetention;
+  /** Workspaces; absent: sandboxes have a writable layer of their own only, and -w is refused. */
+  workspaces?: WorkspaceService;
 }
 
 /**
@@ -80,6 +87,15 @@ export interface CreateSandboxOpts {
   /** Egress rules (CIDRs, domains) on top of the daemon's; see egress-rules.ts. */
   allowNet?: string[];
   denyNet?: string[];
+  /**
+   * The workspace (name or id) to mount, made on first use. Absent: a persistent sandbox gets
+   * one named after itself (so stop/start keep its files); a one-shot run leaves nothing.
+   */
+  workspace?: string;
+  /** Make the workspace as a fork of this one (its latest snapshot). */
+  baseWorkspace?: string;
+  /** The workspace's enforced size, in bytes. */
+  diskBytes?: number;
 }
 
 /** What the owner may change on a sandbox after it was made. */
@@ -175,9 +191,12 @@ export class SandboxService {
     if (opts.name !== undefined) assertValidSandboxName(opts.name);
     this.assertGrantable(opts);
     const egress = normaliseEgressRules({ allow: opts.allowNet ?? [], deny: opts.denyNet ?? [] });
+    const persistent = opts.persistent ?? true;
+    const wantsWorkspace = this.wantsWorkspace(opts, persistent);
     // Taken synchronously: no other claim can get the same member. A claim the quota then
-    // refuses goes back to the pool untouched.
-    const pooled = pool?.claim(image);
+    // refuses goes back to the pool untouched. A pool member has a layer of its own already:
+    // a sandbox with a workspace is always made fresh.
+    const pooled = wantsWorkspace ? undefined : pool?.claim(image);
     const id = pooled ?? newId('sb');
     const name = opts.name ?? generatedName(id);
     const now = clock.now();
@@ -189,13 +208,20 @@ export class SandboxService {
         throw error;
       }
     }
+    let workspace: { record: WorkspaceRecord; created: boolean } | undefined;
+    if (wantsWorkspace) {
+      workspace = await this.deps.workspaces!.ensure(ownerId, opts.workspace ?? name, {
+        ...(opts.baseWorkspace !== undefined && { base: opts.baseWorkspace }),
+        ...(opts.diskBytes !== undefined && { diskBytes: opts.diskBytes }),
+      });
+    }
     const record: SandboxRecord = {
       id,
       ownerId,
       name,
       image,
       status: 'pending',
-      persistent: opts.persistent ?? true,
+      persistent,
       limits: {
         cpus: opts.cpus ?? defaults.limits.cpus,
         memoryMb: opts.memoryMb ?? defaults.limits.memoryMb,
@@ -210,25 +236,32 @@ export class SandboxService {
       exitCode: null,
       statusReason: null,
       logTrimmedBytes: 0,
+      workspaceId: workspace?.record.id ?? null,
       createdAt: now,
       updatedAt: now,
     };
     try {
-      // The check and the reservation (a pending record counts as live) are one transaction.
+      // The check and the reservation (a pending record counts as live) are one transaction;
+      // so is the workspace's: another live sandbox that mounts it refuses this one.
       await store.insertSandbox(record, (usage) => admitSandbox(quota, usage, record.limits));
     } catch (error) {
       if (pooled) pool!.giveBack(image, pooled);
+      // Made for this sandbox only: it goes with the refusal.
+      if (workspace?.created) await this.deps.workspaces!.remove(ownerId, workspace.record.id).catch(() => {});
       throw error;
     }
+    let opened = false;
     try {
       // A pool member got its range when it was made; this returns that one.
       const idRange = await store.allocateIdRange(id);
-      await this.startSandbox(record, idRange, pooled !== undefined);
+      const mount = workspace ? await this.deps.workspaces!.open(workspace.record) : undefined;
+      opened = mount !== undefined;
+      await this.startSandbox(record, idRange, pooled !== undefined, mount);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       await store.updateSandbox(id, { status: 'error', statusReason: `could not start: ${message}` }, clock.now());
       logger.error({ sandboxId: id, err: message }, 'sandbox create failed');
-      await this.destroyAndRelease(id).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a failed create failed'));
+      await this.teardown(record, opened).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a failed create failed'));
       if (error instanceof RoostError) throw error;
       if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
       throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${name}: ${message}`);
@@ -237,15 +270,84 @@ export class SandboxService {
       try {
         await this.assertUserExists(record, record.defaultUser);
       } catch (error) {
-        // Refused as a whole: nothing of it stays.
-        await this.destroyAndRelease(id).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a refused create failed'));
+        // Refused as a whole: nothing of it stays (but a workspace keeps what it had).
+        await this.teardown(record, opened).catch((cleanup: unknown) => logger.error({ sandboxId: id, err: String(cleanup) }, 'cleanup after a refused create failed'));
         await store.deleteSandbox(id);
         throw error;
       }
     }
     await store.updateSandbox(id, { status: 'running' }, clock.now());
-    logger.info({ sandboxId: id, name, image, fromPool: pooled !== undefined }, 'sandbox running');
+    if (workspace) this.deps.workspaces!.startSyncing(id, workspace.record.id);
+    logger.info({ sandboxId: id, name, image, fromPool: pooled !== undefined, workspaceId: record.workspaceId }, 'sandbox running');
     return { ...record, status: 'running', updatedAt: clock.now() };
+  }
+
+  /**
+   * Whether a new sandbox mounts a workspace: one named with -w, or (persistent ones) its own.
+   * --base and --disk describe a workspace: without one they are refused, never ignored.
+   */
+  private wantsWorkspace(opts: CreateSandboxOpts, persistent: boolean): boolean {
+    const asked = opts.workspace !== undefined || opts.baseWorkspace !== undefined || opts.diskBytes !== undefined;
+    if (!this.deps.workspaces) {
+      if (asked) throw new RoostError('WORKSPACES_UNAVAILABLE', 'this daemon runs without workspaces: -w, --base and --disk are not available');
+      return false;
+    }
+    if (opts.workspace !== undefined || persistent) return true;
+    if (asked) {
+      throw new RoostError('VALIDATION_FAILED', '--base and --disk describe a workspace: name one with -w <name> (or keep the sandbox with -p)');
+    }
+    return false;
+  }
+
+  /**
+   * Destroys the sandbox and, when it mounted a workspace, releases that (the final sync),
+   * queued so the workspace's next open waits for both. Resolves with why the workspace is not
+   * yet safe in the store, or null.
+   */
+  private async teardown(sandbox: SandboxRecord, mounted = true): Promise<string | null> {
+    const workspaces = this.deps.workspaces;
+    if (!workspaces || !sandbox.workspaceId || !mounted) {
+      if (workspaces) workspaces.stopSyncing(sandbox.id);
+      await this.destroyAndRelease(sandbox.id);
+      return null;
+    }
+    return workspaces.detach(sandbox.workspaceId, sandbox.id, () => this.destroyAndRelease(sandbox.id));
+  }
+
+  /** The sandbox's workspace as status shows it (null: it has none, or workspaces are off). */
+  async workspaceOf(sandbox: SandboxRecord): Promise<WorkspaceView | null> {
+    if (!this.deps.workspaces || !sandbox.workspaceId) return null;
+    const record = await this.deps.store.getWorkspace(sandbox.workspaceId);
+    return record ? this.deps.workspaces.view(record) : null;
+  }
+
+  /** `roost sync`: the sandbox's workspace, pushed now (a running sandbox frozen around the capture). */
+  async sync(ownerId: string, ref: string): Promise<{ sandbox: SandboxRecord; snapshot: WorkspaceSnapshot }> {
+    const sandbox = await this.get(ownerId, ref);
+    const workspaces = this.requireWorkspaces();
+    if (!sandbox.workspaceId) throw new RoostError('WORKSPACE_NOT_FOUND', `sandbox ${sandbox.name} has no workspace (a one-shot run without -w keeps nothing)`);
+    const running = sandbox.status === 'running';
+    if (liveStatuses.includes(sandbox.status) && !running) {
+      throw new RoostError('SANDBOX_NOT_RUNNING', `sandbox ${sandbox.name} is ${sandbox.status}: sync it once it runs`);
+    }
+    const snapshot = await workspaces.sync(sandbox.workspaceId, running ? sandbox.id : null);
+    return { sandbox, snapshot };
+  }
+
+  /** `roost resize --disk`: the sandbox's workspace gets the new size (refused below what it uses). */
+  async resize(ownerId: string, ref: string, diskBytes: number | null): Promise<SandboxRecord> {
+    const sandbox = await this.get(ownerId, ref);
+    const workspaces = this.requireWorkspaces();
+    if (!sandbox.workspaceId) throw new RoostError('WORKSPACE_NOT_FOUND', `sandbox ${sandbox.name} has no workspace to resize (a one-shot run without -w keeps nothing)`);
+    const record = await this.deps.store.getWorkspace(sandbox.workspaceId);
+    if (!record) throw new RoostError('WORKSPACE_NOT_FOUND', `the workspace of sandbox ${sandbox.name} was removed`);
+    await workspaces.resize(record, diskBytes);
+    return sandbox;
+  }
+
+  private requireWorkspaces(): WorkspaceService {
+    if (!this.deps.workspaces) throw new RoostError('WORKSPACES_UNAVAILABLE', 'this daemon runs without workspaces');
+    return this.deps.workspaces;
   }
 
   /** A name held by a live or stopped sandbox is refused, naming which (the store's index has the last word). */
@@ -279,9 +381,9 @@ export class SandboxService {
   }
 
   /** A pool member only needs its spec applied; if that fails it is replaced by a fresh one. */
-  private async startSandbox(record: SandboxRecord, idRange: number, pooled: boolean): Promise<void> {
+  private async startSandbox(record: SandboxRecord, idRange: number, pooled: boolean, workspace?: WorkspaceMount): Promise<void> {
     const { runtime, logger } = this.deps;
-    const spec = {
+    const spec: SandboxSpec = {
       id: record.id,
       hostname: record.name,
       image: record.image,
@@ -290,6 +392,7 @@ export class SandboxService {
       env: record.env,
       idRange,
       egress: record.egress,
+      ...(workspace && { workspace }),
     };
     if (pooled) {
       try {
@@ -482,18 +585,20 @@ export class SandboxService {
   async stop(ownerId: string, ref: string): Promise<SandboxRecord> {
     const sandbox = await this.get(ownerId, ref);
     if (liveStatuses.includes(sandbox.status)) {
-      await this.destroyAndRelease(sandbox.id);
-      await this.deps.store.updateSandbox(sandbox.id, { status: 'stopped', statusReason: 'stopped by its owner' }, this.deps.clock.now());
-      this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox stopped');
+      // With a workspace, the stop is done once its final sync is (or says why it is not).
+      const unsafe = await this.teardown(sandbox);
+      const statusReason = unsafe ? `stopped by its owner; ${unsafe}` : 'stopped by its owner';
+      await this.deps.store.updateSandbox(sandbox.id, { status: 'stopped', statusReason }, this.deps.clock.now());
+      this.deps.logger.info({ sandboxId: sandbox.id, workspaceUnsafe: unsafe }, 'sandbox stopped');
     }
     return this.get(ownerId, sandbox.id);
   }
 
   /**
    * Makes a stopped sandbox run again: same id, name, settings, limits and egress rules, a host
-   * id range as at create, and the quota checked as for a new one. Today it starts from its
-   * image: what it wrote before the stop is gone (workspaces come later). A running one is
-   * left as it is.
+   * id range as at create, and the quota checked as for a new one. It mounts its workspace
+   * again, so what it wrote before the stop is there (a sandbox from before workspaces gets one
+   * named after itself). A running one is left as it is.
    */
   async start(ownerId: string, ref: string): Promise<SandboxRecord> {
     const { store, runtime, clock, logger, quotas } = this.deps;
@@ -504,6 +609,16 @@ export class SandboxService {
     }
     this.assertGrantable({ openFiles: sandbox.limits.openFiles, network: sandbox.network });
     const quota = await quotas.limitsOf(ownerId);
+    let workspace: WorkspaceRecord | undefined;
+    if (this.deps.workspaces) {
+      workspace = sandbox.workspaceId ? await store.getWorkspace(sandbox.workspaceId) : undefined;
+      if (!workspace) {
+        if (sandbox.workspaceId) throw new RoostError('WORKSPACE_NOT_FOUND', `the workspace of sandbox ${sandbox.name} was removed: remove the sandbox (\`roost rm ${sandbox.name}\`) and make it again`);
+        workspace = (await this.deps.workspaces.ensure(ownerId, sandbox.name)).record;
+        await store.updateSandbox(sandbox.id, { workspaceId: workspace.id }, clock.now());
+        sandbox.workspaceId = workspace.id;
+      }
+    }
     const claimed = await store.updateSandbox(
       sandbox.id,
       { status: 'pending', statusReason: null, exitCode: null },
@@ -512,8 +627,11 @@ export class SandboxService {
     );
     // Another start (or an rm) came first.
     if (!claimed) return this.get(ownerId, sandbox.id);
+    let opened = false;
     try {
       const idRange = await store.allocateIdRange(sandbox.id);
+      const mount = workspace ? await this.deps.workspaces!.open(workspace) : undefined;
+      opened = mount !== undefined;
       await runtime.create({
         id: sandbox.id,
         hostname: sandbox.name,
@@ -523,17 +641,20 @@ export class SandboxService {
         env: sandbox.env,
         idRange,
         egress: sandbox.egress,
+        ...(mount && { workspace: mount }),
       });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       logger.error({ sandboxId: sandbox.id, err: message }, 'sandbox start failed');
-      await this.destroyAndRelease(sandbox.id).catch((cleanup: unknown) => logger.error({ sandboxId: sandbox.id, err: String(cleanup) }, 'cleanup after a failed start failed'));
+      await this.teardown(sandbox, opened).catch((cleanup: unknown) => logger.error({ sandboxId: sandbox.id, err: String(cleanup) }, 'cleanup after a failed start failed'));
       // Still stopped, so it keeps its name and can be tried again.
       await store.updateSandbox(sandbox.id, { status: 'stopped', statusReason: `could not start: ${message}` }, clock.now());
+      if (error instanceof RoostError) throw error;
       if ((error as { code?: string }).code === 'IMAGE_NOT_FOUND') throw new RoostError('IMAGE_NOT_FOUND', message);
       throw new RoostError('RUNTIME_FAILED', `could not start sandbox ${sandbox.name}: ${message}`);
     }
     await store.updateSandbox(sandbox.id, { status: 'running' }, clock.now());
+    if (workspace) this.deps.workspaces!.startSyncing(sandbox.id, workspace.id);
     logger.info({ sandboxId: sandbox.id, name: sandbox.name }, 'sandbox started');
     return this.get(ownerId, sandbox.id);
   }
@@ -588,10 +709,11 @@ export class SandboxService {
 
   async remove(ownerId: string, ref: string): Promise<void> {
     const sandbox = await this.get(ownerId, ref);
-    await this.destroyAndRelease(sandbox.id);
+    // Its workspace stays (with a final sync when it was running); `roost workspace rm` removes it.
+    const unsafe = liveStatuses.includes(sandbox.status) ? await this.teardown(sandbox) : (await this.destroyAndRelease(sandbox.id), null);
     await this.logs.remove(sandbox.id);
     await this.deps.store.deleteSandbox(sandbox.id);
-    this.deps.logger.info({ sandboxId: sandbox.id }, 'sandbox removed');
+    this.deps.logger.info({ sandboxId: sandbox.id, workspaceId: sandbox.workspaceId, workspaceUnsafe: unsafe }, 'sandbox removed');
   }
 
   /**
@@ -608,8 +730,14 @@ export class SandboxService {
       known.add(sandbox.id);
       owners.add(sandbox.ownerId);
       if (!liveStatuses.includes(sandbox.status)) continue;
-      if (sandbox.persistent && held.has(sandbox.id)) continue;
-      await runtime.destroy(sandbox.id);
+      if (sandbox.persistent && held.has(sandbox.id)) {
+        if (sandbox.workspaceId && sandbox.status === 'running') this.deps.workspaces?.startSyncing(sandbox.id, sandbox.workspaceId);
+        continue;
+      }
+      if (sandbox.workspaceId && this.deps.workspaces) {
+        const unsafe = await this.deps.workspaces.detach(sandbox.workspaceId, sandbox.id, () => runtime.destroy(sandbox.id));
+        if (unsafe) logger.warn({ sandboxId: sandbox.id, workspaceId: sandbox.workspaceId, err: unsafe }, 'workspace release after a restart failed');
+      } else await runtime.destroy(sandbox.id);
       const reason = sandbox.persistent ? 'its processes ended while the daemon was down' : 'the daemon restarted during the run';
       await store.updateSandbox(sandbox.id, { status: sandbox.persistent ? 'stopped' : 'error', statusReason: reason }, clock.now());
       logger.warn({ sandboxId: sandbox.id, reason }, 'sandbox reconciled');
@@ -692,6 +820,9 @@ export class SandboxService {
     // A timeout is the script's own outcome; a cancel or an OOM kill is an error of the run.
     const failed = result.reason !== undefined && result.exitCode !== timeoutExitCode;
     const status: SandboxStatus = sandbox.persistent ? 'running' : failed ? 'error' : 'completed';
+    // A workspace's release is queued before the record stops holding it, so a next run that
+    // mounts it waits for this one's unmount and final sync.
+    if (!sandbox.persistent && sandbox.workspaceId) this.startTeardown(sandbox);
     await store.updateSandbox(
       sandbox.id,
       { status, exitCode: result.exitCode, statusReason: result.reason ?? null },
@@ -703,12 +834,18 @@ export class SandboxService {
     }
     // The client gets its exit status without waiting for the teardown (~10 ms of unmount and
     // rm); settle() waits for it, and reconcile() finishes it after a crash.
-    if (!sandbox.persistent) {
-      const teardown = this.destroyAndRelease(sandbox.id)
-        .catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'sandbox teardown failed'))
-        .finally(() => this.teardowns.delete(teardown));
-      this.teardowns.add(teardown);
-    }
+    if (!sandbox.persistent && !sandbox.workspaceId) this.startTeardown(sandbox);
+  }
+
+  private startTeardown(sandbox: SandboxRecord): void {
+    const { logger } = this.deps;
+    const teardown = this.teardown(sandbox)
+      .then((unsafe) => {
+        if (unsafe) logger.warn({ sandboxId: sandbox.id, workspaceId: sandbox.workspaceId, err: unsafe }, 'workspace release after a run failed');
+      })
+      .catch((error: unknown) => logger.error({ sandboxId: sandbox.id, err: String(error) }, 'sandbox teardown failed'))
+      .finally(() => this.teardowns.delete(teardown));
+    this.teardowns.add(teardown);
   }
 
   /**
@@ -737,6 +874,7 @@ export class SandboxService {
   /** Resolves once every one-shot sandbox that ended has been torn down (for shutdown and tests). */
   async settle(): Promise<void> {
     await Promise.all([...this.teardowns]);
+    await this.deps.workspaces?.settle();
   }
 }
 

@@ -14,6 +14,9 @@ import type {
   PruneRequest,
   PruneResult,
   Whoami,
+  Workspace,
+  WorkspaceSnapshot,
+  SyncResult,
 } from '@roost/contract';
 import { streamMediaType } from '@roost/contract/stream';
 import { CommandHandle } from './command.js';
@@ -71,12 +74,48 @@ export class Roost {
   readonly sshKeys: SshKeys;
   /** Per-user limits: yours, and (admins) anyone's. */
   readonly quotas: Quotas;
+  /** Workspaces: the files of sandboxes, kept apart from them (list, fork, snapshots, remove). */
+  readonly workspaces: Workspaces;
 
   constructor(private readonly opts: RoostOpts) {
     this.apiUrl = opts.apiUrl.replace(/\/+$/, '');
     this.sandboxes = new Sandboxes(this);
     this.sshKeys = new SshKeys(this);
     this.quotas = new Quotas(this);
+    this.workspaces = new Workspaces(this);
+  }
+
+  /**
+   * Your workspaces, newest first, with disk use and sync state (the Mags method name).
+   * @example for (const ws of await roost.listWorkspaces()) console.log(ws.name, ws.usedBytes);
+   */
+  listWorkspaces(opts: CallOpts = {}): Promise<Workspace[]> {
+    return this.workspaces.list(opts);
+  }
+
+  /**
+   * Removes a workspace here and in the store (the Mags method name); refused with
+   * WORKSPACE_IN_USE while a sandbox uses it.
+   * @example await roost.deleteWorkspace('proj');
+   */
+  deleteWorkspace(ref: string, opts: CallOpts = {}): Promise<void> {
+    return this.workspaces.remove(ref, opts);
+  }
+
+  /**
+   * Pushes a sandbox's workspace to the store now, without stopping it; resolves once the store has it.
+   * @example const { snapshot } = await roost.sync('dev');
+   */
+  sync(ref: string, opts: CallOpts = {}): Promise<SyncResult> {
+    return this.sandboxes.sync(ref, opts);
+  }
+
+  /**
+   * Changes the enforced size of a sandbox's workspace, in GB (2^30 bytes; null: none).
+   * @example await roost.resize('dev', { diskGb: 20 });
+   */
+  resize(ref: string, size: { diskGb: number | null }, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.sandboxes.resize(ref, size.diskGb, opts);
   }
 
   /**
@@ -316,16 +355,18 @@ export class Sandboxes {
   }
 
   /**
-   * Stops a sandbox; its record stays.
-   * @example await roost.sandboxes.stop('dev');
+   * Stops a sandbox; its record and workspace stay. Resolves once the workspace's final sync is
+   * done; if the store did not take it, `statusReason` and `workspace.failure` say why (the local
+   * copy is kept).
+   * @example const { statusReason } = await roost.sandboxes.stop('dev');
    */
   stop(ref: string, opts: CallOpts = {}): Promise<Sandbox> {
     return this.roost.request<Sandbox>('POST', `${sandboxPath(ref)}/stop`, undefined, opts);
   }
 
   /**
-   * Starts a stopped sandbox again (same id, name and settings) and resolves once it runs.
-   * Today it starts from its image: files written before the stop are not kept yet.
+   * Starts a stopped sandbox again (same id, name and settings) and resolves once it runs. Its
+   * workspace is mounted again: the files it wrote before the stop are there.
    * @example await roost.sandboxes.start('dev');
    */
   start(ref: string, opts: CallOpts = {}): Promise<Sandbox> {
@@ -351,12 +392,92 @@ export class Sandboxes {
   }
 
   /**
-   * Removes a sandbox and everything it made.
+   * Removes a sandbox and everything it made except its workspace (`roost.workspaces.remove` removes that).
    * @example await roost.sandboxes.remove('dev');
    */
   async remove(ref: string, opts: CallOpts = {}): Promise<void> {
     await this.roost.request<void>('DELETE', sandboxPath(ref), undefined, opts);
   }
+
+  /**
+   * Pushes the sandbox's workspace now (a running sandbox is frozen for the moment of the capture).
+   * @example const { snapshot } = await roost.sandboxes.sync('dev');
+   */
+  sync(ref: string, opts: CallOpts = {}): Promise<SyncResult> {
+    return this.roost.request<SyncResult>('POST', `${sandboxPath(ref)}/sync`, undefined, opts);
+  }
+
+  /**
+   * Changes the enforced size of the sandbox's workspace in GB (2^30 bytes; null: none).
+   * @example await roost.sandboxes.resize('dev', 20);
+   */
+  resize(ref: string, diskGb: number | null, opts: CallOpts = {}): Promise<Sandbox> {
+    return this.roost.request<Sandbox>('POST', `${sandboxPath(ref)}/resize`, { diskGb }, opts);
+  }
+}
+
+/**
+ * `roost.workspaces`: everything sandboxes wrote to their filesystems, kept apart from them. A
+ * run with `workspaceId` mounts one (made on first use); a persistent sandbox gets one named
+ * after itself.
+ */
+export class Workspaces {
+  constructor(private readonly roost: Roost) {}
+
+  /**
+   * Your workspaces, newest first.
+   * @example const list = await roost.workspaces.list();
+   */
+  async list(opts: CallOpts = {}): Promise<Workspace[]> {
+    const { workspaces } = await this.roost.request<{ workspaces: Workspace[] }>('GET', '/api/v1/workspaces', undefined, opts);
+    return workspaces;
+  }
+
+  /**
+   * One workspace by name or id, with disk use and sync state.
+   * @example const { usedBytes, lastSyncedAt } = await roost.workspaces.get('proj');
+   */
+  get(ref: string, opts: CallOpts = {}): Promise<Workspace> {
+    return this.roost.request<Workspace>('GET', workspacePath(ref), undefined, opts);
+  }
+
+  /**
+   * Removes a workspace here and in the store; refused (WORKSPACE_IN_USE) while a sandbox uses it.
+   * @example await roost.workspaces.remove('proj');
+   */
+  async remove(ref: string, opts: CallOpts = {}): Promise<void> {
+    await this.roost.request<void>('DELETE', workspacePath(ref), undefined, opts);
+  }
+
+  /**
+   * A new workspace with this one's state now (copy-on-write; a running sandbox is frozen for the moment of the capture).
+   * @example const copy = await roost.workspaces.fork('proj', 'proj-experiment');
+   */
+  fork(ref: string, name: string, opts: { diskGb?: number } & CallOpts = {}): Promise<Workspace> {
+    const { signal, ...rest } = opts;
+    return this.roost.request<Workspace>('POST', `${workspacePath(ref)}/fork`, { name, ...rest }, { signal });
+  }
+
+  /**
+   * The snapshots the store keeps of it, oldest first.
+   * @example const snapshots = await roost.workspaces.snapshots('proj');
+   */
+  async snapshots(ref: string, opts: CallOpts = {}): Promise<WorkspaceSnapshot[]> {
+    const { snapshots } = await this.roost.request<{ snapshots: WorkspaceSnapshot[] }>('GET', `${workspacePath(ref)}/snapshots`, undefined, opts);
+    return snapshots;
+  }
+
+  /**
+   * Puts the workspace back to one of its snapshots; refused while a live sandbox mounts it.
+   * @example await roost.workspaces.restore('proj', snapshots[0].id);
+   */
+  restore(ref: string, snapshot: string, opts: CallOpts = {}): Promise<Workspace> {
+    return this.roost.request<Workspace>('POST', `${workspacePath(ref)}/restore`, { snapshot }, opts);
+  }
+}
+
+function workspacePath(ref: string): string {
+  return `/api/v1/workspaces/${encodeURIComponent(ref)}`;
 }
 
 /**

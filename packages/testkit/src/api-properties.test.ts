@@ -20,7 +20,8 @@ describe('every route, any input: a 4xx with an error code or the success, never
   let db: Database.Database;
 
   before(async () => {
-    daemon = await startDaemon({ driver: 'fake' });
+    // With workspaces (fakes), so their routes answer as they do on a real host.
+    daemon = await startDaemon({ driver: 'fake', workspaces: 'fake' });
     db = new Database(join(daemon.dataDir, 'roost.db'), { readonly: true, fileMustExist: true });
     await daemon.sdk.sandboxes.create({ name: existingName });
   });
@@ -55,6 +56,9 @@ describe('every route, any input: a 4xx with an error code or the success, never
     }
     if (!(await daemon.sdk.sandboxes.list()).some((sandbox) => sandbox.name === existingName)) {
       await daemon.sdk.sandboxes.create({ name: existingName });
+    }
+    for (const workspace of await daemon.sdk.workspaces.list()) {
+      if (workspace.name !== existingName) await daemon.sdk.workspaces.remove(workspace.id);
     }
   };
 

@@ -13,7 +13,9 @@ import type {
 } from '@roost/core';
 
 interface FakeSandbox {
+  /** Its cwd and HOME: the workspace's upper dir when it mounts one (kept on destroy), else a temp dir. */
   dir: string;
+  ownsDir: boolean;
   env: Record<string, string>;
   /** Process groups of its execs, kept after they exit: background children live on in them. */
   pids: Set<number>;
@@ -29,9 +31,14 @@ export class FakeRuntime implements Runtime {
   private readonly sandboxes = new Map<string, FakeSandbox>();
 
   async create(spec: SandboxSpec): Promise<void> {
-    const dir = mkdtempSync(join(tmpdir(), `roost-fake-${spec.id}-`));
-    this.sandboxes.set(spec.id, { dir, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set(), listeners: new Set() });
+    // A workspace's files are what the sandbox writes: the fake's execs run in its upper dir.
+    const dir = spec.workspace ? join(spec.workspace.dir, 'upper') : mkdtempSync(join(tmpdir(), `roost-fake-${spec.id}-`));
+    this.mounted.set(spec.id, spec.workspace);
+    this.sandboxes.set(spec.id, { dir, ownsDir: !spec.workspace, env: { ...spec.env, HOSTNAME: spec.hostname }, pids: new Set(), listeners: new Set() });
   }
+
+  /** The workspace each sandbox was created with (undefined: none), so tests see what core mounted. */
+  readonly mounted = new Map<string, SandboxSpec['workspace']>();
 
   async configure(spec: SandboxSpec): Promise<void> {
     const sandbox = this.sandboxes.get(spec.id);
@@ -47,17 +54,21 @@ export class FakeRuntime implements Runtime {
     this.limits.set(id, { ...limits });
   }
 
-  /** Sandboxes frozen now: the fake has no processes to stop, it only records what core asked. */
+  /** Sandboxes frozen now (tests see what core asked); their process groups are SIGSTOPped, as a cgroup freezer would stop them. */
   readonly frozen = new Set<string>();
 
   async freeze(id: string): Promise<void> {
-    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     this.frozen.add(id);
+    for (const pid of sandbox.pids) killGroup(pid, 'SIGSTOP');
   }
 
   async thaw(id: string): Promise<void> {
-    if (!this.sandboxes.has(id)) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw Object.assign(new Error(`sandbox ${id} is not running`), { code: 'SANDBOX_NOT_RUNNING' });
     this.frozen.delete(id);
+    for (const pid of sandbox.pids) killGroup(pid, 'SIGCONT');
   }
 
   /** The fake has no network to enforce them on: it keeps them, so tests can see what core asked. */
@@ -176,7 +187,7 @@ export class FakeRuntime implements Runtime {
     this.sandboxes.delete(id);
     for (const listener of sandbox.listeners) await listener.close();
     for (const pid of sandbox.pids) killGroup(pid, 'SIGKILL');
-    rmSync(sandbox.dir, { recursive: true, force: true });
+    if (sandbox.ownsDir) rmSync(sandbox.dir, { recursive: true, force: true });
   }
 
   /** Needs nothing from the host, and leaves nothing it does not hold. */

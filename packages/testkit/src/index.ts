@@ -1,5 +1,6 @@
 export { startDaemon, type StartDaemonOpts, type TestDaemon } from './start-daemon.js';
 export { runtimeConformance } from './runtime-conformance.js';
+export { workspacesConformance, type WorkspacesConformanceOpts } from './workspaces-conformance.js';
 export { FakeRuntime } from './fake-runtime.js';
 export { runCli, cliPath, type CliResult, type RunCliOpts } from './cli.js';
 export { runProcess, type ProcessResult } from './process.js';
@@ -14,3 +15,4 @@ export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
 export { drainOutput } from './test-deps.js';
 export { startS3, type TestS3 } from './s3-server.js';
 export { storeConformance, type StoreConformanceOpts, type StoreUnderTest } from './store-conformance.js';
+export { FakeWorkspaces, type FakeWorkspacesOpts } from './fake-workspaces.js';

@@ -127,10 +127,11 @@ describe('two roostd instances on one host', () => {
         assert.equal((uid - regionIds.first) % 65_536, 0, 'root is the first id of a range');
         assert.equal(seen.get(uid), undefined, `host uid ${uid} is used by two sandboxes`);
         seen.set(uid, sandbox.id);
-        // What root in the sandbox writes is owned on the host by that uid (in its upper dir).
+        // What root in the sandbox writes is owned on the host by that uid, as the host sees the
+        // sandbox's root (its workspace stores it as the canonical 1000000: docs/workspaces.md).
         const wrote = await collect(sandbox.exec(['bash', '-c', 'echo mine > /root/owner-probe && id -u']));
         assert.deepEqual(wrote, { stdout: '0\n', stderr: '', exitCode: 0 });
-        assert.equal(statSync(join(side.daemon.dataDir, 'runtime', 'sandboxes', sandbox.id, 'upper', 'root', 'owner-probe')).uid, uid);
+        assert.equal(statSync(join(side.daemon.dataDir, 'runtime', 'sandboxes', sandbox.id, 'rootfs', 'root', 'owner-probe')).uid, uid);
       }
       await fresh.remove();
     }

@@ -16,7 +16,11 @@ const roostdPath = fileURLToPath(new URL('../../../apps/roostd/dist/main.js', im
 
 async function startRoostd(dataDir: string, port: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [roostdPath], {
-    env: { ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}`, ROOST_SSH_ADDR: '127.0.0.1:0' },
+    env: {
+      ...process.env, ROOST_DATA_DIR: dataDir, ROOST_HTTP_ADDR: `127.0.0.1:${port}`, ROOST_SSH_ADDR: '127.0.0.1:0',
+      // The workspace pool is preallocated: a test needs no 20 GiB.
+      ROOST_WORKSPACE_POOL_BYTES: String(2 * 1024 ** 3),
+    },
     stdio: 'ignore',
   });
   const deadline = Date.now() + 30_000;

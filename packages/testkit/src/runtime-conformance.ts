@@ -104,6 +104,14 @@ function answerUppercase(stream: Duplex, peer?: { host: string; port: number }):
   stream.on('error', () => {});
 }
 
+async function waitUntil(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 export function runtimeConformance(opts: RuntimeConformanceOpts): void {
   describe(`Runtime conformance: ${opts.name}`, () => {
     let runtime: Runtime;
@@ -201,6 +209,33 @@ export function runtimeConformance(opts: RuntimeConformanceOpts): void {
       const result = await sh(box, 'sleep 100 & echo done');
       assert.equal(result.stdout.toString(), 'done\n');
       assert.ok(Date.now() - started < 5000);
+    });
+
+    it('freeze() stops every process of the sandbox where it is; thaw() lets them go on', async () => {
+      const id = await create();
+      const ticker = await runtime.exec(id, { command: ['bash', '-c', 'while :; do echo tick; sleep 0.05; done'] });
+      let ticks = 0;
+      ticker.stdout.on('data', (chunk: Buffer) => (ticks += chunk.toString().split('\n').length - 1));
+      ticker.stderr.resume();
+      try {
+        const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+        // Reachable first: it ticks.
+        await waitUntil(() => ticks >= 3, 'the ticker to tick');
+        await runtime.freeze(id);
+        await pause(150); // what was already in the pipe arrives
+        const frozenAt = ticks;
+        await pause(600);
+        assert.equal(ticks, frozenAt, 'no tick while frozen');
+        await runtime.thaw(id);
+        await waitUntil(() => ticks >= frozenAt + 3, 'the ticker to tick again after thaw');
+        await runtime.thaw(id); // idempotent on a running sandbox
+        await assert.rejects(runtime.freeze('sb_confnotthere'), { code: 'SANDBOX_NOT_RUNNING' });
+      } finally {
+        await runtime.thaw(id).catch(() => {});
+        ticker.kill();
+        await ticker.wait().catch(() => {});
+        await runtime.destroy(id);
+      }
     });
 
     it('lists what it holds; destroy is idempotent; exec after destroy fails with SANDBOX_NOT_RUNNING', async () => {

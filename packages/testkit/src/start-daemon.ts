@@ -4,9 +4,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildDaemon, loadConfig, type ConfigOverrides, type Daemon } from '@roost/roostd';
+import { buildDaemon, loadConfig, type BuildDaemonOpts, type ConfigOverrides, type Daemon } from '@roost/roostd';
 import { Roost } from '@roost/sdk';
 import { FakeRuntime } from './fake-runtime.js';
+import { FakeWorkspaces } from './fake-workspaces.js';
 
 export interface StartDaemonOpts {
   /** 'oci' runs real sandboxes (root, the default image); 'fake' runs host processes. */
@@ -15,6 +16,11 @@ export interface StartDaemonOpts {
   config?: ConfigOverrides;
   /** Start on the data dir of an earlier test daemon (after its `stop()`): it adopts that one's sandboxes. */
   dataDir?: string;
+  /**
+   * Workspaces: 'fake' is a FakeWorkspaces in the test's data dir (with driver 'fake': files
+   * persist in its dirs), or the daemon's own `workspaces` option. Absent: none.
+   */
+  workspaces?: 'fake' | BuildDaemonOpts['workspaces'];
 }
 
 export interface TestDaemon {
@@ -50,6 +56,8 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
       logLevel: 'debug',
       ...opts.config,
       pool: { size: 0, ...opts.config?.pool },
+      // A test daemon's btrfs workspace pool (real driver): preallocated, so smaller than roostd's 20 GiB.
+      workspaces: { poolBytes: 2 * 1024 ** 3, ...opts.config?.workspaces },
     },
   );
   let daemon;
@@ -57,6 +65,7 @@ export async function startDaemon(opts: StartDaemonOpts): Promise<TestDaemon> {
     daemon = await buildDaemon(config, {
       runtime: opts.driver === 'fake' ? new FakeRuntime() : undefined,
       logDestination: logStream,
+      workspaces: opts.workspaces === 'fake' ? new FakeWorkspaces({ dir: join(dataDir, 'fake-workspaces') }) : opts.workspaces,
     });
   } catch (error) {
     logStream.end();

@@ -148,7 +148,7 @@ describe('S3 Workspaces around a local implementation (real s3rver)', () => {
         (e: unknown) => e,
       );
       assert.ok(isRoostError(error), String(error));
-      assert.equal(error.code, 'WORKSPACE_STORE_UNAVAILABLE');
+      assert.equal(error.code, 'WORKSPACE_SYNC_FAILED');
       assert.match(error.message, /not yet safe in the store/);
       assert.equal(readFileSync(join(local.dir('outage'), 'upper', 'precious.txt'), 'utf8'), 'must not be lost');
       const state = await workspaces.syncState('outage');

@@ -269,7 +269,7 @@ describe('S3 workspace sync engine (real s3rver)', () => {
         (e: unknown) => e,
       );
       assert.ok(isRoostError(error), `a RoostError: ${String(error)}`);
-      assert.equal(error.code, 'WORKSPACE_STORE_UNAVAILABLE');
+      assert.equal(error.code, 'WORKSPACE_SYNC_FAILED');
       assert.match(error.message, /unreachable/);
       assert.ok(error.message.includes(s3.url), `names the store: ${error.message}`);
       assert.deepEqual(await dumpTree(upper), tree, 'nothing local changed');
