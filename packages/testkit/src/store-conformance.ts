@@ -52,6 +52,7 @@ function sandbox(id: string, ownerId: string, fields: Partial<SandboxRecord> = {
     exitCode: null,
     statusReason: null,
     logTrimmedBytes: 0,
+    workspaceId: null,
     createdAt: at(1),
     updatedAt: at(1),
     ...fields,
