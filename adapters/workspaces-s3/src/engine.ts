@@ -525,7 +525,7 @@ export class SyncEngine {
     return { size, hashes };
   }
 
-  /** The workspace's snapshots in the store, newest first. */
+  /** The workspace's snapshots in the store, oldest first. */
   async snapshots(ws: string): Promise<WorkspaceSnapshot[]> {
     checkWorkspaceId(ws);
     const found: WorkspaceSnapshot[] = [];
@@ -536,14 +536,14 @@ export class SyncEngine {
       if (!info) continue; // pruned meanwhile
       found.push({ id, takenAt: snapshotTime(id), bytes: Number(info.metadata.bytes ?? 0), files: Number(info.metadata.files ?? 0) });
     }
-    return found.sort((a, b) => (a.id < b.id ? 1 : -1));
+    return found.sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   /** Deletes all but the newest `keepSnapshots` manifests (never the pointer's). */
   async prune(ws: string): Promise<string[]> {
     const head = await this.head(ws);
     const all = await this.snapshots(ws);
-    const doomed = all.slice(Math.max(1, this.opts.keepSnapshots)).filter((s) => s.id !== head?.snapshotId);
+    const doomed = all.slice(0, Math.max(0, all.length - Math.max(1, this.opts.keepSnapshots))).filter((s) => s.id !== head?.snapshotId);
     for (const snapshot of doomed) await this.store.delete(keys.manifest(ws, snapshot.id));
     return doomed.map((s) => s.id);
   }

@@ -30,6 +30,8 @@ export interface StagedWorkspace {
  */
 export interface LocalWorkspacesForStore extends Workspaces {
   exists(id: string): boolean;
+  /** A sandbox has it mounted (open and not released). */
+  isOpen(id: string): boolean;
   snapshotDir(id: string, snapshotId: string): string;
   /** Keeps the snapshot from being pruned until the returned function is called. */
   hold(id: string, snapshotId: string): () => void;
@@ -47,8 +49,10 @@ export interface S3WorkspacesOpts {
 }
 
 interface SyncedMarker {
-  /** The store snapshot the local copy equals (pushed or restored), and when it was taken. */
-  snapshotId: string;
+  /** The store's pointer when this host last pushed or restored: a different one means another
+   *  host pushed since, and the local copy is behind. */
+  knownHead: string;
+  /** When that snapshot was taken. */
   takenAt: string;
 }
 
@@ -117,10 +121,11 @@ export class S3Workspaces implements Workspaces {
     if (head) {
       const marker = await this.readMarker(id);
       let stale = !this.local.exists(id);
-      if (!stale && marker?.snapshotId !== head.snapshotId) {
+      if (!stale && marker) stale = marker.knownHead !== head.snapshotId;
+      else if (!stale) {
+        // No note (its state dir was lost): the newer of the two wins.
         const localSnapshots = await this.local.snapshots(id);
-        const localNewest = Math.max(marker ? Date.parse(marker.takenAt) : 0, ...localSnapshots.map((s) => s.takenAt.getTime()));
-        stale = Date.parse(head.takenAt) > localNewest;
+        stale = Date.parse(head.takenAt) > Math.max(0, ...localSnapshots.map((s) => s.takenAt.getTime()));
       }
       if (stale) await this.restoreFromStore(id, head.snapshotId);
       this.state(id).lastSyncedAt ??= new Date(head.takenAt);
@@ -135,7 +140,8 @@ export class S3Workspaces implements Workspaces {
       await rm(upper, { recursive: true, force: true }); // the engine makes it, complete or not at all
       const restored = await this.s3.restore(id, upper, { snapshotId });
       await this.local.commitRestore(staged);
-      await this.writeMarker(id, { snapshotId, takenAt: restored.takenAt.toISOString() });
+      const head = await this.s3.head(id);
+      await this.writeMarker(id, { knownHead: head?.snapshotId ?? snapshotId, takenAt: restored.takenAt.toISOString() });
       this.opts.logger?.info({ workspaceId: id, snapshotId, bytes: restored.bytes }, 'workspace restored from the store');
     } catch (error) {
       await this.local.abortRestore(staged).catch(() => {});
@@ -167,33 +173,36 @@ export class S3Workspaces implements Workspaces {
   /** A local snapshot (under `quiesce`), then a push from it; resolves once the store has it. */
   async sync(id: string, opts: { quiesce?: Quiesce } = {}): Promise<WorkspaceSnapshot> {
     const state = this.state(id);
+    const local = await this.local.sync(id, opts); // its refusals (in use, not found) are no sync failure
+    const unhold = this.local.hold(id, local.id);
     try {
-      const local = await this.local.sync(id, opts);
-      const unhold = this.local.hold(id, local.id);
-      try {
-        const pushed = await this.s3.push(join(this.local.snapshotDir(id, local.id), 'upper'), id);
-        await this.writeMarker(id, { snapshotId: pushed.snapshot.id, takenAt: pushed.snapshot.takenAt.toISOString() });
-        state.lastSyncedAt = pushed.snapshot.takenAt;
-        state.pendingBytes = 0;
-        state.failingSince = null;
-        state.failure = null;
-        return pushed.snapshot;
-      } finally {
-        unhold();
-      }
+      const pushed = await this.s3.push(join(this.local.snapshotDir(id, local.id), 'upper'), id);
+      await this.writeMarker(id, { knownHead: pushed.snapshot.id, takenAt: pushed.snapshot.takenAt.toISOString() });
+      state.lastSyncedAt = pushed.snapshot.takenAt;
+      state.pendingBytes = 0;
+      state.failingSince = null;
+      state.failure = null;
+      return pushed.snapshot;
     } catch (error) {
       state.failingSince ??= new Date();
       state.failure = (error as Error).message;
       throw error;
+    } finally {
+      unhold();
     }
   }
 
-  snapshots(id: string): Promise<WorkspaceSnapshot[]> {
-    return this.s3.snapshots(id);
+  /** The store's snapshots, oldest first (those of a workspace not here yet too). */
+  async snapshots(id: string): Promise<WorkspaceSnapshot[]> {
+    const found = await this.s3.snapshots(id);
+    if (found.length === 0 && !this.local.exists(id)) throw new RoostError('WORKSPACE_NOT_FOUND', `workspace ${id} does not exist`, { workspaceId: id });
+    return found;
   }
 
   /** Replaces the workspace's state with that store snapshot's (not in use). */
   async restore(id: string, snapshotId: string): Promise<void> {
+    // Refused before anything is downloaded (commitRestore would refuse it after).
+    if (this.local.isOpen(id)) throw new RoostError('WORKSPACE_IN_USE', `workspace ${id} is in use by a sandbox: stop it before restoring a snapshot`, { workspaceId: id });
     await this.restoreFromStore(id, snapshotId);
   }
 

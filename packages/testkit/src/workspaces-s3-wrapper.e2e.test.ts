@@ -21,6 +21,7 @@ class DirWorkspaces implements LocalWorkspacesForStore {
   dir = (id: string) => join(this.root, 'ws', id);
   snapshotDir = (id: string, snapshotId: string) => join(this.root, 'snap', id, snapshotId);
   exists = (id: string) => existsSync(this.dir(id));
+  isOpen = (id: string) => this.inUse.has(id);
   hold = () => () => {};
   async create(id: string): Promise<void> {
     if (this.exists(id)) throw new RoostError('WORKSPACE_EXISTS', id);
@@ -181,8 +182,10 @@ describe('S3 Workspaces around a local implementation (real s3rver)', () => {
     await assert.rejects(b.workspaces.open('broken'), { code: 'WORKSPACE_UNREADABLE' });
     assert.equal(b.local.exists('broken'), false, 'no empty workspace made');
 
+    assert.ok(existsSync(join(s3.dir, s3.bucket, 'workspaces', 'broken')), 'the store holds it before delete');
     await a.workspaces.delete('broken');
-    assert.deepEqual(await a.workspaces.snapshots('broken'), []);
+    await assert.rejects(a.workspaces.snapshots('broken'), { code: 'WORKSPACE_NOT_FOUND' });
+    assert.ok(!existsSync(join(s3.dir, s3.bucket, 'workspaces', 'broken')), 'pointer and manifests gone from the store');
     assert.equal(a.local.exists('broken'), false);
   });
 });

@@ -345,7 +345,7 @@ describe('S3 workspace sync engine (real s3rver)', () => {
     const kept = await sync.snapshots('retention');
     assert.deepEqual(
       kept.map((s) => s.id),
-      [states[3]!.id, states[2]!.id],
+      [states[2]!.id, states[3]!.id],
     );
     const older = join(work, 'retention-older');
     await sync.restore('retention', older, { snapshotId: states[2]!.id });
