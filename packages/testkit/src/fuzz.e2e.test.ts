@@ -33,7 +33,7 @@ describe('roostd survives any client (HTTP surface, fake runtime)', () => {
   const markers: string[] = [];
 
   before(async () => {
-    daemon = await startDaemon({ driver: 'fake', config: { http: limits } });
+    daemon = await startDaemon({ driver: 'fake', workspaces: 'fake', config: { http: limits } });
     port = Number(new URL(daemon.url).port);
     token = daemon.adminToken;
     await daemon.sdk.sandboxes.create({ name: 'fuzz-box' });
