@@ -154,6 +154,16 @@ export async function ensureSandboxTools() {
   writeFileSync(stamp, `${new Date().toISOString()}\n`);
 }
 
+/** roostd's helper for the S3 workspace sync (xattrs, mknod, ns mtimes): make rebuilds it when
+ *  its source is newer than the binary. */
+export async function ensureWorkspaceTools() {
+  const nativeDir = join(repoRoot, 'adapters', 'workspaces-s3', 'native');
+  const binary = join(nativeDir, 'build', 'roost-fsmeta');
+  if (existsSync(binary) && statSync(binary).mtimeMs >= newestMtime(nativeDir)) return;
+  step('building the workspace sync helper (make -C adapters/workspaces-s3/native)');
+  await runWithProgress('workspace sync helper', 'make', ['-C', nativeDir]);
+}
+
 export async function ensureDefaultImage() {
   run(process.execPath, [join(repoRoot, 'adapters', 'runtime-oci', 'dist', 'build-image.js')]);
 }
@@ -163,6 +173,7 @@ export async function setup({ why }) {
   await ensureDebianPackages();
   await ensureNpmPackages();
   await ensureSandboxTools();
+  await ensureWorkspaceTools();
   await ensureBuild();
   await ensureDefaultImage();
 }

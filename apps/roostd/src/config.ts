@@ -1,5 +1,6 @@
 // The daemon's configuration, read once at the edge: defaults < config file < environment.
 // Nothing else in Roost reads process.env.
+import { s3ConfigFromEnv, type S3StoreConfig } from '@roost/workspaces-s3';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { maxTimeoutSec, maxTimerDelayMs } from '@roost/core';
@@ -117,6 +118,10 @@ export const configSchema = z.object({
     /** Uploaded bytes one user may have stored at once. */
     maxStoredBytesPerUser: z.number().int().min(1024),
   }),
+  /** The workspace store (S3), from ROOST_S3_URL, ROOST_S3_BUCKET, AWS_* (s3ConfigFromEnv,
+   *  docs/workspaces.md); null: workspaces stay on this host's disk only. Never logged: it holds
+   *  the secret key. */
+  workspaceStore: z.custom<S3StoreConfig>((value) => typeof value === 'object').nullable(),
   /** Workspaces (docs/workspaces.md). */
   workspaces: z.object({
     /** How often a running sandbox's workspace is synced (also on stop and `roost sync`); 0: only then. */
@@ -156,6 +161,7 @@ const defaults: DaemonConfig = {
   pool: { size: 4, images: ['debian'], memoryShare: 0.25 },
   files: { maxUploadBytes: 1024 * 1024 * 1024, retentionSec: 86_400, maxStoredBytesPerUser: 2 * 1024 * 1024 * 1024 },
   runRetention: { count: 500, bytes: 128 * 1024 * 1024 },
+  workspaceStore: null,
   workspaces: { syncIntervalMs: 30_000, perUser: 200, diskBytesPerUser: 10 * 1024 ** 4, poolBytes: 20 * 1024 ** 3, keepSnapshots: 5 },
   lxcfs: { mode: 'auto', binary: '/usr/bin/lxcfs', hostDir: '/var/lib/lxcfs' },
   http: {
@@ -270,6 +276,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, overrides: ConfigOverrides = 
     lxcfs: { ...defaults.lxcfs, ...fromFile.lxcfs, ...overrides.lxcfs },
     files: { ...defaults.files, ...fromFile.files, ...nested.files, ...overrides.files },
     workspaces: { ...defaults.workspaces, ...fromFile.workspaces, ...nested.workspaces, ...overrides.workspaces },
+    workspaceStore: overrides.workspaceStore !== undefined ? overrides.workspaceStore : s3ConfigFromEnv(env),
   };
   const result = configSchema.safeParse(merged);
   if (!result.success) {

@@ -24,6 +24,7 @@ import {
 import { buildHttpApi, type RegisteredRoute } from '@roost/http-api';
 import { checkHostPrerequisites, createImageStore, createOciRuntime } from '@roost/runtime-oci';
 import { openLocalWorkspaces, poolProblems } from '@roost/workspaces-local';
+import { describeStore, openS3Workspaces, SyncEngine } from '@roost/workspaces-s3';
 import { loadOrCreateHostKeys, SshGateway } from '@roost/ssh-gateway';
 import { openSqliteStore } from '@roost/store-sqlite';
 import { defaultDataDir, splitAddr, type DaemonConfig } from './config.js';
@@ -276,14 +277,24 @@ export async function buildDaemon(config: DaemonConfig, opts: BuildDaemonOpts = 
   };
 }
 
-/** The workspaces on this host's disk: the btrfs pool in the data dir (docs/workspaces.md). */
-function localWorkspaces({ config, logger }: { config: DaemonConfig; logger: Logger }): Promise<Workspaces> {
-  return openLocalWorkspaces({
+/** The workspaces on this host's disk: the btrfs pool in the data dir (docs/workspaces.md),
+ *  synced to the workspace store when one is configured (ROOST_S3_URL…). */
+async function localWorkspaces({ config, logger }: { config: DaemonConfig; logger: Logger }): Promise<Workspaces> {
+  const local = await openLocalWorkspaces({
     dataDir: config.dataDir,
     poolBytes: config.workspaces.poolBytes,
     keepSnapshots: config.workspaces.keepSnapshots,
     logger,
   });
+  if (!config.workspaceStore) return local;
+  const engine = new SyncEngine({
+    store: config.workspaceStore,
+    cacheDir: join(config.dataDir, 'workspace-store', 'cache'),
+    keepSnapshots: config.workspaces.keepSnapshots,
+    logger,
+  });
+  logger.info({ store: describeStore(config.workspaceStore) }, 'workspaces sync to the workspace store');
+  return openS3Workspaces({ local, s3: engine, stateDir: join(config.dataDir, 'workspace-store', 'state'), logger });
 }
 
 /** On the first start, and whenever the file went missing, writes a fresh admin token (0600). */

@@ -13,5 +13,6 @@ export { silentLogger, wallClock, collectOutput } from './test-deps.js';
 export { networkConformance, type NetworkConformanceOpts, type NetworkUnderTest, type ProbeResult } from './network-conformance.js';
 export { FakeNetwork, type FakeNetworkOpts } from './fake-network.js';
 export { drainOutput } from './test-deps.js';
+export { startS3, type TestS3 } from './s3-server.js';
 export { FakeWorkspaces, type FakeWorkspacesOpts } from './fake-workspaces.js';
 export { storeConformance, type StoreConformanceOpts, type StoreUnderTest } from './store-conformance.js';
