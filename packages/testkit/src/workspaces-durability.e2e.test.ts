@@ -120,6 +120,7 @@ describe('workspace durability on a real daemon', () => {
       const kept = new Map<string, string>(); // every finished file so far, across cycles
       const logPrefixes = new Map<string, { bytes: number; sha: string }>();
       let cutShort = 0;
+      const stopStartMs: string[] = [];
       for (let cycle = 1; cycle <= 10; cycle++) {
         // Six of the ten cycles stop while the writer runs; the others after it finished.
         const writing = [1, 2, 4, 6, 7, 8].includes(cycle);
@@ -136,8 +137,11 @@ describe('workspace durability on a real daemon', () => {
           const [name, bytes, sha] = line.split(' ');
           logPrefixes.set(name, { bytes: Number(bytes), sha });
         }
+        const t0 = Date.now();
         cliOk(await roost(['stop', 'dur']), `stop ${cycle}`);
+        const t1 = Date.now();
         cliOk(await roost(['start', 'dur']), `start ${cycle}`);
+        stopStartMs.push(`${t1 - t0}/${Date.now() - t1}`);
 
         const after = parseManifest(await ok(sdk, 'dur', MANIFEST));
         const lost = [...kept].filter(([path, sha]) => after.get(path) !== sha).map(([path]) => path);
@@ -160,7 +164,7 @@ describe('workspace durability on a real daemon', () => {
         }
       }
       // The writer went on between the manifest and the stop: what it wrote then survived too.
-      console.log(`# durability: ${kept.size} finished files kept over 10 cycles; in ${cutShort} of 6 live cycles the log grew after the manifest`);
+      console.log(`# durability: ${kept.size} finished files kept over 10 cycles; in ${cutShort} of 6 live cycles the log grew after the manifest; stop/start ms (CLI included): ${stopStartMs.join(' ')}`);
     } finally {
       await roost(['rm', 'dur']);
       await roost(['workspace', 'rm', 'dur']);
@@ -410,9 +414,12 @@ describe('roostd killed with SIGKILL while a sandbox writes to its workspace', (
 
     // Cleanly released: once its sandbox and workspace are removed, the pool holds no subvolume,
     // and a clean stop unmounts the pool and frees its loop device.
+    const pool = join(dir, 'workspaces');
+    // Positive controls: the check below sees the workspace's subvolume and the pool's mount and loop device.
+    assert.ok(subvolumes(pool).some((path) => path.startsWith('ws/')), `the workspace is a subvolume: ${subvolumes(pool).join(', ')}`);
+    assert.ok(residue(dir).some((line) => line.includes('workspaces.btrfs')), 'the pool is on a loop device while in use');
     cliOk(await roost(['rm', 'kept']), 'rm kept');
     cliOk(await roost(['workspace', 'rm', 'kept']), 'workspace rm kept');
-    const pool = join(dir, 'workspaces');
     await waitFor(() => subvolumes(pool).length === 0, `no subvolume left in the pool: ${subvolumes(pool).join(', ')}`);
     await stopDaemon();
     assert.deepEqual(residue(dir), [], 'no mount or loop device of the data dir after a clean stop');
