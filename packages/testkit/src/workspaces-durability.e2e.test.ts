@@ -79,6 +79,11 @@ function parseManifest(text: string): Map<string, string> {
   return map;
 }
 
+/** A git repository with five commits; then, once the disk is full, commits until one fails. */
+const GIT_BEFORE = 'mkdir -p /root/repo && cd /root/repo && git init -q && git config user.email t@example.com && git config user.name t && for i in 1 2 3 4 5; do head -c 20K /dev/urandom > f$i; git add -A; git commit -qm "c$i"; done';
+const GIT_WHEN_FULL = 'cd /root/repo; for i in $(seq 1 50); do head -c 1M /dev/urandom > g$i 2>/dev/null; git add -A 2>/dev/null && git commit -qm "g$i" >/dev/null 2>&1 || { echo "commit failed"; break; }; done';
+const GIT_CHECK = 'cd /root/repo && rm -f .git/index.lock && git fsck --full --no-progress && git log --oneline | wc -l';
+
 /** No mount and no loop device of `dir` left on the host. */
 function residue(dir: string): string[] {
   const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((line) => line.includes(dir));
@@ -237,7 +242,7 @@ print(json.dumps({'integrity': [r[0] for r in ic], 'rows': rows, 'bad': bad, 'mo
   it('a full workspace (--disk): the writer gets EDQUOT, roostd and other sandboxes go on, files before are intact, deleting frees room', async () => {
     cliOk(await roost(['new', 'full', '--disk', '0.0625']), 'new full --disk');
     try {
-      await ok(sdk, 'full', 'mkdir -p /root/keep; for i in $(seq 1 10); do head -c 1M /dev/urandom > /root/keep/f$i; done; sync');
+      await ok(sdk, 'full', `mkdir -p /root/keep; for i in $(seq 1 10); do head -c 1M /dev/urandom > /root/keep/f$i; done; ${GIT_BEFORE}`);
       const kept = parseManifest(await ok(sdk, 'full', 'cd /root && find keep -type f -print0 | sort -z | xargs -0 sha256sum'));
       assert.equal(kept.size, 10);
       // A writer past 64 MiB: its write fails with EDQUOT (122), as the application sees it.
@@ -253,6 +258,10 @@ except OSError as e:
       assert.equal(write.stdout.trim(), 'EDQUOT', write.stderr);
       const shell = await sh(sdk, 'full', 'head -c 10M /dev/zero > /root/more; echo "exit $?"');
       assert.match(shell.stdout + shell.stderr, /Disk quota exceeded/);
+      // git committing into the full workspace fails, and leaves the repository sound.
+      assert.equal(await ok(sdk, 'full', GIT_WHEN_FULL), 'commit failed\n');
+      const fsckFull = await sh(sdk, 'full', GIT_CHECK);
+      assert.equal(fsckFull.code, 0, `git fsck --full in a full workspace: ${fsckFull.stdout}${fsckFull.stderr}`);
       // The daemon and another sandbox are unaffected.
       assert.equal(cliOk(await roost(['run', 'echo other sandbox runs']), 'other run').stdout, 'other sandbox runs\n');
       assert.match(cliOk(await roost(['status', 'full']), 'status').stdout, /^workspace\s+full/m);
@@ -260,6 +269,9 @@ except OSError as e:
       cliOk(await roost(['start', 'full']), 'start full (a full workspace)');
       const after = parseManifest(await ok(sdk, 'full', 'cd /root && find keep -type f -print0 | sort -z | xargs -0 sha256sum'));
       assert.deepEqual(after, kept, 'files written before the workspace filled are intact after stop/start');
+      const fsckAfter = await sh(sdk, 'full', GIT_CHECK);
+      assert.equal(fsckAfter.code, 0, `git fsck --full after stop/start: ${fsckAfter.stdout}${fsckAfter.stderr}`);
+      assert.ok(Number(fsckAfter.stdout.trim()) >= 5, `the five commits from before are there: ${fsckAfter.stdout}`);
       // Deleting frees room: the same 10 MiB fits again (btrfs returns the space at its next commit).
       await ok(sdk, 'full', 'rm -f /root/big /root/more; sync');
       const t0 = Date.now();
@@ -297,7 +309,7 @@ describe('a full workspace pool (workspaces.poolBytes 256 MiB)', () => {
     const sdk = daemon.sdk;
     cliOk(await roost(['new', 'pool']), 'new pool');
     try {
-      await ok(sdk, 'pool', 'mkdir -p /root/keep; for i in $(seq 1 8); do head -c 1M /dev/urandom > /root/keep/f$i; done; sync');
+      await ok(sdk, 'pool', `mkdir -p /root/keep; for i in $(seq 1 8); do head -c 1M /dev/urandom > /root/keep/f$i; done; ${GIT_BEFORE}`);
       const kept = parseManifest(await ok(sdk, 'pool', 'cd /root && find keep -type f -print0 | sort -z | xargs -0 sha256sum'));
       const write = await sh(sdk, 'pool', `python3 -c "
 import errno
@@ -309,6 +321,9 @@ except OSError as e:
     print(errno.errorcode.get(e.errno, e.errno))
 "`);
       assert.equal(write.stdout.trim(), 'ENOSPC', write.stderr);
+      assert.equal(await ok(sdk, 'pool', GIT_WHEN_FULL), 'commit failed\n');
+      const fsckFull = await sh(sdk, 'pool', GIT_CHECK);
+      assert.equal(fsckFull.code, 0, `git fsck --full on a full pool: ${fsckFull.stdout}${fsckFull.stderr}`);
       assert.equal(cliOk(await roost(['run', 'echo other sandbox runs']), 'other run').stdout, 'other sandbox runs\n');
       assert.match(cliOk(await roost(['status', 'pool']), 'status').stdout, /^workspace\s+pool/m);
       assert.deepEqual(parseManifest(await ok(sdk, 'pool', 'cd /root && find keep -type f -print0 | sort -z | xargs -0 sha256sum')), kept);
@@ -316,6 +331,9 @@ except OSError as e:
       const started = await roost(['start', 'pool']);
       assert.equal(started.exitCode, 0, `start on a full pool: ${started.stderr}`);
       assert.deepEqual(parseManifest(await ok(sdk, 'pool', 'cd /root && find keep -type f -print0 | sort -z | xargs -0 sha256sum')), kept, 'intact after stop/start');
+      const fsckAfter = await sh(sdk, 'pool', GIT_CHECK);
+      assert.equal(fsckAfter.code, 0, `git fsck --full after stop/start: ${fsckAfter.stdout}${fsckAfter.stderr}`);
+      assert.ok(Number(fsckAfter.stdout.trim()) >= 5, `the five commits from before are there: ${fsckAfter.stdout}`);
       await ok(sdk, 'pool', 'rm -f /root/fill; sync');
       const t0 = Date.now();
       let fits = '';
