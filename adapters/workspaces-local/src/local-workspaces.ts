@@ -344,7 +344,19 @@ export class LocalWorkspaces implements Workspaces {
   private async writeMarker(id: string, marker: OpenMarker): Promise<void> {
     // Renamed into place: a crash never leaves a marker that lost the limit to put back.
     const tmp = `${this.openMarker(id)}.tmp`;
-    await fs.writeFile(tmp, JSON.stringify(marker));
+    try {
+      await fs.writeFile(tmp, JSON.stringify(marker));
+    } catch (error) {
+      // Never leave the temp file: close() would take it for a workspace in use.
+      await fs.rm(tmp, { force: true }).catch(() => {});
+      // A full pool (ENOSPC) has no data space left for these few bytes, but metadata space for
+      // an empty file (found by workspaces-durability.e2e): the marker then records only that
+      // the workspace is open, so its sandbox still starts and can remove files. A limit to put
+      // back (raisedFrom) must not be lost: that one fails.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOSPC' || marker.raisedFrom !== undefined) throw error;
+      await fs.writeFile(tmp, '');
+      this.log.warn({ workspaceId: id, root: this.pool.root }, 'the workspace pool is full: its sandbox starts, but writes fail until files are removed');
+    }
     await fs.rename(tmp, this.openMarker(id));
   }
 
@@ -611,7 +623,7 @@ export class LocalWorkspaces implements Workspaces {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.busy.values()]);
-    const openIds = await fs.readdir(path.join(this.pool.root, 'open')).catch(() => [] as string[]);
+    const openIds = (await fs.readdir(path.join(this.pool.root, 'open')).catch(() => [] as string[])).filter((n) => !n.endsWith('.tmp'));
     // A busy unmount (a shell cd'd into the pool) must not fail roostd's stop: the next start adopts the mount.
     if (openIds.length === 0) await closePool(this.pool, this.log).catch((error: Error) => this.log.error({ root: this.pool.root, error: error.message }, 'workspace pool left mounted'));
   }
