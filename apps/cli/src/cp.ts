@@ -12,7 +12,7 @@ import { create as createTar, extract as extractTar } from 'tar';
 import { sandboxNamePattern } from '@roost/contract/names';
 import { client, withJson, type JsonOpt } from './connection.js';
 import type { CliEnv } from './credentials.js';
-import { printJson, UsageError } from './output.js';
+import { formatBytes, printJson, UsageError } from './output.js';
 
 /** `name:/path` (or `sb_…:/path`): a path in a sandbox; anything else is local ('-' is stdin/stdout). */
 export type CpOperand = { kind: 'sandbox'; ref: string; path: string } | { kind: 'local'; path: string } | { kind: 'stdio' };
@@ -237,14 +237,3 @@ class Progress {
   }
 }
 
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${Math.round(bytes)} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
-}

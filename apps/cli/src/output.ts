@@ -57,8 +57,8 @@ export function describeSandbox(sandbox: Sandbox): string {
   if (sandbox.workspace) {
     const ws = sandbox.workspace;
     rows.push(['workspace', `${ws.name} (${ws.id})`]);
-    rows.push(['disk', `${formatSize(ws.usedBytes)} used, ${ws.limitBytes === null ? 'no limit' : `limit ${formatSize(ws.limitBytes)}`}`]);
-    rows.push(['synced', ws.lastSyncedAt ? `${ws.lastSyncedAt} (${ago(ws.lastSyncedAt)})${ws.pendingBytes !== null ? `, ${formatSize(ws.pendingBytes)} pending` : ''}` : `never${ws.pendingBytes !== null ? `, ${formatSize(ws.pendingBytes)} pending` : ''}`]);
+    rows.push(['disk', `${formatBytes(ws.usedBytes)} used, ${ws.limitBytes === null ? 'no limit' : `limit ${formatBytes(ws.limitBytes)}`}`]);
+    rows.push(['synced', ws.lastSyncedAt ? `${ws.lastSyncedAt} (${ago(ws.lastSyncedAt)})${ws.pendingBytes !== null ? `, ${formatBytes(ws.pendingBytes)} pending` : ''}` : `never${ws.pendingBytes !== null ? `, ${formatBytes(ws.pendingBytes)} pending` : ''}`]);
     if (ws.failingSince) rows.push(['sync', `sync failing since ${ws.failingSince}: ${ws.failure ?? 'unknown reason'}`]);
   } else if (sandbox.workspaceId === null) rows.push(['workspace', 'none (its files go with it)']);
   if (sandbox.exitCode !== null) rows.push(['exit code', String(sandbox.exitCode)]);
@@ -84,7 +84,8 @@ export function runOutcome(exit: { exitCode: number; reason?: string }, sandbox:
   return lines.map((line) => `${line}\n`).join('');
 }
 
-function formatSize(bytes: number): string {
+/** 1536 → "1.5 KiB": sizes as people read them. */
+export function formatBytes(bytes: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = bytes;
   let unit = 0;
@@ -92,5 +93,5 @@ function formatSize(bytes: number): string {
     value /= 1024;
     unit += 1;
   }
-  return unit === 0 ? `${bytes} bytes` : `${+value.toFixed(1)} ${units[unit]}`;
+  return unit === 0 ? `${Math.round(bytes)} bytes` : `${+value.toFixed(1)} ${units[unit]}`;
 }

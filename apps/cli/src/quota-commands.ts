@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { Quota, UpdateQuotaRequest } from '@roost/sdk';
 import { client, withJson, type JsonOpt } from './connection.js';
 import type { CliEnv } from './credentials.js';
-import { printJson, printLine, table, UsageError } from './output.js';
+import { formatBytes, printJson, printLine, table, UsageError } from './output.js';
 
 /** A limit's value, or "default" (commander keeps the text when a parser returns null). */
 function limitValue(flag: string, opts: { integer: boolean; suffixes?: boolean }) {
@@ -90,13 +90,3 @@ function describeQuota(view: Quota): string {
   ].join('\n');
 }
 
-function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${bytes} bytes` : `${+value.toFixed(1)} ${units[unit]}`;
-}

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { Workspace } from '@roost/sdk';
 import { client, withJson, type JsonOpt } from './connection.js';
 import type { CliEnv } from './credentials.js';
-import { ago, printJson, printLine, table, UsageError } from './output.js';
+import { ago, formatBytes, printJson, printLine, table, UsageError } from './output.js';
 
 /** --disk: a size in GB (2^30 bytes), fractions allowed. */
 export function diskGb(flag: string) {
@@ -17,16 +17,6 @@ export function diskGb(flag: string) {
   };
 }
 
-export function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${bytes} bytes` : `${+value.toFixed(1)} ${units[unit]}`;
-}
 
 /** "12.5 MiB of 10 GiB" or "12.5 MiB (no limit)". */
 export function diskUse(ws: Pick<Workspace, 'usedBytes' | 'limitBytes'>): string {
